@@ -1,0 +1,2 @@
+export * from './on-notification.decorator.js';
+export * from './on-out-of-sync.decorator.js';

@@ -1,0 +1,30 @@
+import { ON_NOTIFICATION_METADATA } from '../pgln.constants.js';
+import { assertChannel } from '../pgln.validation.js';
+import { prependMetadata, type OnNotificationMetadata } from './pgln-metadata.js';
+
+/** Options of {@link OnNotification}. */
+export interface OnNotificationOptions {
+  /**
+   * Parse the payload as JSON and pass the value instead of the raw text. A payload that is not
+   * valid JSON is logged as an error and skipped; delivery goes on.
+   * @default false
+   */
+  json?: boolean;
+}
+
+/**
+ * Calls the decorated provider or controller method for every notification on `channel`, as
+ * `method(payload, notification)`, one at a time and in arrival order; a returned promise is
+ * awaited before the next notification. While the channel's out-of-sync handlers run,
+ * notifications are held and delivered after them.
+ *
+ * A method may carry several `@OnNotification` decorators, and several methods may share a
+ * channel (they run in discovery order).
+ *
+ * @param channel the channel name, exactly as sent (case and spaces kept; at most 63 bytes in UTF-8)
+ * @throws PglnChannelError at class definition when the channel name cannot be LISTENed intact
+ */
+export function OnNotification(channel: string, options: OnNotificationOptions = {}): MethodDecorator {
+  assertChannel(channel);
+  return prependMetadata<OnNotificationMetadata>(ON_NOTIFICATION_METADATA, { channel, json: options.json ?? false });
+}

@@ -1,0 +1,21 @@
+import { ON_OUT_OF_SYNC_METADATA } from '../pgln.constants.js';
+import { assertChannel } from '../pgln.validation.js';
+import { prependMetadata, type OnOutOfSyncMetadata } from './pgln-metadata.js';
+
+/**
+ * Calls the decorated provider or controller method, as `method({ channel, reason })`, whenever
+ * the application may have missed notifications on `channel` and must rebuild its state from the
+ * database: at bootstrap (reason `'connect'`; `app.init()` waits for it) and after every reconnect
+ * (reason `'reconnect'`). LISTEN is already active when it runs: notifications that arrive
+ * meanwhile are held and delivered after it resolves, so nothing falls in the gap.
+ *
+ * If it throws, the error is logged and it is retried with backoff; the channel's notifications
+ * stay held until it succeeds.
+ *
+ * @param channel the channel name, exactly as sent (case and spaces kept; at most 63 bytes in UTF-8)
+ * @throws PglnChannelError at class definition when the channel name cannot be LISTENed intact
+ */
+export function OnOutOfSync(channel: string): MethodDecorator {
+  assertChannel(channel);
+  return prependMetadata<OnOutOfSyncMetadata>(ON_OUT_OF_SYNC_METADATA, { channel });
+}

@@ -1,0 +1,11 @@
+export { PglnModule } from './pgln.module.js';
+export {
+  PGLN_MODULE_OPTIONS,
+  type PglnModuleAsyncOptions,
+  type PglnModuleExtras,
+  type PglnModuleForRootOptions,
+} from './pgln.module-definition.js';
+export { PglnService } from './pgln.service.js';
+export * from './decorators/index.js';
+export * from './interfaces/index.js';
+export * from './errors/index.js';

@@ -1,0 +1,4 @@
+export * from './pgln-module-options.interface.js';
+export * from './pgln-notification.interface.js';
+export * from './pgln-listen-handlers.interface.js';
+export * from './pgln-state.interface.js';

@@ -1,0 +1,25 @@
+import type { PglnHandlerError } from '../errors/index.js';
+import type { OutOfSyncEvent, PglnNotification } from './pgln-notification.interface.js';
+
+/** Handlers given to `PglnService.listen()`. Any of them may return a promise; it is awaited. */
+export interface PglnListenHandlers<TPayload = unknown> {
+  /**
+   * Called for each notification on the channel, one at a time and in arrival order.
+   * `payload` is the raw text, or the parsed value when `json` is true.
+   */
+  onNotification?: (payload: TPayload, notification: PglnNotification) => unknown;
+  /**
+   * Called to rebuild state from the database: once when listening starts (reason `'listen'`)
+   * and after every reconnect (reason `'reconnect'`). Notifications on the channel are held
+   * until it resolves; if it throws it is retried with backoff.
+   */
+  onOutOfSync?: (event: OutOfSyncEvent) => unknown;
+  /** Told about failures of the two handlers above (they are also logged). */
+  onError?: (error: PglnHandlerError) => void;
+  /**
+   * Parse each payload as JSON before calling `onNotification`. A payload that is not valid
+   * JSON is reported as an error and skipped.
+   * @default false
+   */
+  json?: boolean;
+}

@@ -1,0 +1,54 @@
+import type { ClientConfig, Pool, PoolConfig } from 'pg';
+
+/** Reconnect and retry timing: exponential backoff with full jitter. */
+export interface PglnBackoffOptions {
+  /**
+   * Cap of the second attempt's random delay, in ms; each further attempt doubles it up to
+   * `maxDelayMs`. The first reconnect attempt after a loss is immediate.
+   * @default 100
+   */
+  initialDelayMs?: number;
+  /**
+   * Largest delay between two attempts, in ms.
+   * @default 10000
+   */
+  maxDelayMs?: number;
+}
+
+/** Options of `PglnModule.forRoot()` (and the value `forRootAsync()` factories return). */
+export interface PglnModuleOptions {
+  /**
+   * PostgreSQL connection string, used by the LISTEN connection and by the pool the module
+   * creates. Give either this or `pool`.
+   */
+  connectionString?: string;
+  /**
+   * The pool `notify` sends through: a `pg.Pool` you own (the module never ends it; the
+   * LISTEN connection reuses its connection settings), or a `PoolConfig` the module turns into
+   * a pool of its own and ends at shutdown.
+   * @default a pool created from `connectionString`
+   */
+  pool?: Pool | PoolConfig;
+  /**
+   * Settings that override, for the LISTEN connection only, those taken from `connectionString`
+   * or `pool` (e.g. to bypass a transaction-mode PgBouncer, which cannot hold LISTEN).
+   * @default {}
+   */
+  listener?: ClientConfig;
+  /**
+   * `application_name` of the module's connections, as seen in `pg_stat_activity`; the LISTEN
+   * connection reports `<applicationName>-listener`.
+   * @default 'pgln'
+   */
+  applicationName?: string;
+  /**
+   * Reconnect backoff of the LISTEN connection; also paces retries of failing out-of-sync handlers.
+   * @default { initialDelayMs: 100, maxDelayMs: 10000 }
+   */
+  reconnect?: PglnBackoffOptions;
+  /**
+   * How long `app.close()` waits for running handlers before closing the connection anyway, in ms.
+   * @default 10000
+   */
+  shutdownTimeoutMs?: number;
+}

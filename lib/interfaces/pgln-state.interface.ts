@@ -1,0 +1,10 @@
+/**
+ * The listener's connection state:
+ * - `'idle'`: created, not started yet;
+ * - `'connecting'`: opening the first LISTEN connection;
+ * - `'syncing'`: connected and listening; out-of-sync handlers are running, their channels held;
+ * - `'live'`: every channel is in sync and notifications flow;
+ * - `'reconnecting'`: the connection was lost; waiting for the next attempt or connecting;
+ * - `'closed'`: shut down for good.
+ */
+export type PglnState = 'idle' | 'connecting' | 'syncing' | 'live' | 'reconnecting' | 'closed';

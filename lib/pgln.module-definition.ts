@@ -1,0 +1,27 @@
+import { ConfigurableModuleBuilder } from '@nestjs/common';
+import type { PglnModuleOptions } from './interfaces/index.js';
+
+/** Extra `forRoot` / `forRootAsync` settings that shape the module rather than the listener. */
+export interface PglnModuleExtras {
+  /**
+   * Register the module globally, so `PglnService` can be injected anywhere without importing it again.
+   * @default true
+   */
+  isGlobal: boolean;
+}
+
+export const {
+  ConfigurableModuleClass,
+  MODULE_OPTIONS_TOKEN: PGLN_MODULE_OPTIONS,
+  OPTIONS_TYPE,
+  ASYNC_OPTIONS_TYPE,
+} = new ConfigurableModuleBuilder<PglnModuleOptions>({ moduleName: 'Pgln' })
+  .setClassMethodName('forRoot')
+  .setExtras<PglnModuleExtras>({ isGlobal: true }, (definition, extras) => ({ ...definition, global: extras.isGlobal }))
+  .build();
+
+/** What `PglnModule.forRoot()` takes: the module options plus `isGlobal`. */
+export type PglnModuleForRootOptions = typeof OPTIONS_TYPE;
+
+/** What `PglnModule.forRootAsync()` takes: `imports`, `inject`, `useFactory` / `useClass` / `useExisting`, `isGlobal`. */
+export type PglnModuleAsyncOptions = typeof ASYNC_OPTIONS_TYPE;

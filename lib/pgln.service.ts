@@ -1,0 +1,117 @@
+import {
+  Inject,
+  Injectable,
+  Logger,
+  type OnApplicationBootstrap,
+  type OnApplicationShutdown,
+  type OnModuleDestroy,
+} from '@nestjs/common';
+import { PglnError } from './errors/index.js';
+import type { PglnListenHandlers, PglnModuleOptions, PglnState } from './interfaces/index.js';
+import { PglnExplorer } from './pgln.explorer.js';
+import { PglnListener } from './pgln.listener.js';
+import { LISTEN_WITHOUT_HANDLER } from './pgln.messages.js';
+import { PGLN_MODULE_OPTIONS } from './pgln.module-definition.js';
+import { resolveOptions, type ResolvedPglnOptions } from './pgln.options.js';
+import { assertChannel, encodePayload } from './pgln.validation.js';
+
+const NOTIFY_SQL = 'SELECT pg_notify($1, $2)';
+
+/**
+ * Sends notifications and manages runtime listeners. Inject it anywhere once `PglnModule` is
+ * imported. Decorated handlers need no call: they are subscribed at bootstrap.
+ */
+@Injectable()
+export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnApplicationShutdown {
+  private readonly logger = new Logger(PglnService.name);
+  private readonly options: ResolvedPglnOptions;
+  private readonly listener: PglnListener;
+
+  constructor(
+    @Inject(PGLN_MODULE_OPTIONS) options: PglnModuleOptions,
+    private readonly explorer: PglnExplorer,
+  ) {
+    this.options = resolveOptions(options);
+    this.listener = new PglnListener(this.options, this.logger);
+  }
+
+  /** The LISTEN connection's state: `'idle'`, `'connecting'`, `'syncing'`, `'live'`, `'reconnecting'` or `'closed'`. */
+  get state(): PglnState {
+    return this.listener.state;
+  }
+
+  /**
+   * Sends a notification through the pool (`SELECT pg_notify($1, $2)`), never through the LISTEN
+   * connection. Resolves once PostgreSQL accepted it; it is delivered when the sending
+   * transaction commits (at once, outside a transaction).
+   *
+   * @param payload a string is sent as is, `undefined` as the empty payload, anything else as JSON
+   * @throws PglnChannelError when the channel is empty, over 63 bytes in UTF-8, or holds a NUL
+   * @throws PglnPayloadError when the payload is 8000 bytes or more in UTF-8, holds a NUL, or cannot be JSON-encoded
+   */
+  async notify(channel: string, payload?: string | object): Promise<void> {
+    assertChannel(channel);
+    const text = encodePayload(channel, payload);
+    await this.options.pool.query(NOTIFY_SQL, [channel, text]);
+  }
+
+  /**
+   * Listens on a channel at runtime. Resolves once LISTEN is active and `onOutOfSync` (if given)
+   * has completed with reason `'listen'`; from then on it also runs after every reconnect.
+   * Several listeners may share a channel (with each other and with decorated handlers).
+   *
+   * @returns a function that removes this listener (and UNLISTENs when it was the channel's last);
+   *   once its promise resolves, none of these handlers runs again
+   * @throws PglnChannelError for a channel name PostgreSQL would reject or truncate
+   * @throws PglnClosedError when the application shuts down first
+   */
+  async listen<TPayload = string>(
+    channel: string,
+    handlers: PglnListenHandlers<TPayload>,
+  ): Promise<() => Promise<void>> {
+    assertChannel(channel);
+    if (typeof handlers?.onNotification !== 'function' && typeof handlers?.onOutOfSync !== 'function') {
+      throw new PglnError(LISTEN_WITHOUT_HANDLER(channel));
+    }
+    const subscription = this.listener.subscribe(
+      channel,
+      {
+        name: `listen(${JSON.stringify(channel)})`,
+        onNotification: handlers.onNotification,
+        onOutOfSync: handlers.onOutOfSync,
+        onError: handlers.onError,
+        json: handlers.json ?? false,
+      },
+      'listen',
+    );
+    await subscription.ready;
+    return () => this.listener.unsubscribe(subscription);
+  }
+
+  /**
+   * Stops listening on a channel: removes every handler of it, decorated ones included, and
+   * UNLISTENs. Once it resolves, no handler of the channel runs again.
+   */
+  async unlisten(channel: string): Promise<void> {
+    assertChannel(channel);
+    await this.listener.unlisten(channel);
+  }
+
+  /** @internal Subscribes decorated handlers, then connects; `app.init()` waits for the first sync. */
+  async onApplicationBootstrap(): Promise<void> {
+    for (const { channel, spec } of this.explorer.explore()) {
+      this.listener.subscribe(channel, spec, 'connect');
+    }
+    await this.listener.start();
+  }
+
+  /** @internal Stops delivery, waits for running handlers (bounded), UNLISTENs and disconnects. */
+  async onModuleDestroy(): Promise<void> {
+    await this.listener.close();
+  }
+
+  /** @internal Ends the pool if the module created it (after other modules had their chance to notify). */
+  async onApplicationShutdown(): Promise<void> {
+    if (this.options.ownsPool) await this.options.pool.end();
+  }
+}

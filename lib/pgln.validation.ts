@@ -1,0 +1,58 @@
+import { MAX_CHANNEL_BYTES, MAX_PAYLOAD_BYTES } from './pgln.constants.js';
+import { PglnChannelError, PglnPayloadError } from './errors/index.js';
+import {
+  CHANNEL_EMPTY,
+  CHANNEL_HAS_NUL,
+  CHANNEL_NOT_STRING,
+  CHANNEL_TOO_LONG,
+  PAYLOAD_HAS_NUL,
+  PAYLOAD_NOT_SERIALIZABLE,
+  PAYLOAD_TOO_LARGE,
+} from './pgln.messages.js';
+
+/**
+ * Throws a {@link PglnChannelError} unless `channel` is a name PostgreSQL keeps exactly:
+ * a non-empty string of at most 63 bytes in UTF-8 without NUL.
+ */
+export function assertChannel(channel: unknown): asserts channel is string {
+  if (typeof channel !== 'string') {
+    throw new PglnChannelError(CHANNEL_NOT_STRING(channel === null ? 'null' : typeof channel), channel);
+  }
+  if (channel.length === 0) throw new PglnChannelError(CHANNEL_EMPTY(), channel);
+  // A JS string never takes fewer UTF-8 bytes than UTF-16 units, nor more than 3 per unit.
+  if (channel.length * 3 > MAX_CHANNEL_BYTES) {
+    const bytes = Buffer.byteLength(channel, 'utf8');
+    if (bytes > MAX_CHANNEL_BYTES) throw new PglnChannelError(CHANNEL_TOO_LONG(channel, bytes), channel);
+  }
+  if (channel.includes('\0')) throw new PglnChannelError(CHANNEL_HAS_NUL(channel), channel);
+}
+
+/**
+ * Turns a notify payload into the text pg_notify receives: strings as they are, `undefined` as
+ * the empty payload, anything else JSON-encoded. Throws a {@link PglnPayloadError} when the
+ * result is 8000 bytes or more, holds a NUL, or cannot be encoded.
+ */
+export function encodePayload(channel: string, payload: unknown): string {
+  let text: string | undefined;
+  if (typeof payload === 'string') text = payload;
+  else if (payload === undefined) return '';
+  else {
+    try {
+      text = JSON.stringify(payload);
+    } catch (error) {
+      throw new PglnPayloadError(PAYLOAD_NOT_SERIALIZABLE(channel, (error as Error).message), channel, {
+        cause: error,
+      });
+    }
+    if (text === undefined) {
+      throw new PglnPayloadError(PAYLOAD_NOT_SERIALIZABLE(channel, `${typeof payload} has no JSON form`), channel);
+    }
+  }
+  // Cheap bound first: a string of n UTF-16 units takes between n and 3n bytes in UTF-8.
+  if (text.length * 3 > MAX_PAYLOAD_BYTES) {
+    const bytes = Buffer.byteLength(text, 'utf8');
+    if (bytes > MAX_PAYLOAD_BYTES) throw new PglnPayloadError(PAYLOAD_TOO_LARGE(channel, bytes), channel);
+  }
+  if (text.includes('\0')) throw new PglnPayloadError(PAYLOAD_HAS_NUL(channel), channel);
+  return text;
+}

@@ -1,0 +1,43 @@
+import 'reflect-metadata';
+import type { INestApplication, ModuleMetadata, Type } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { PglnModule, PglnService, type PglnModuleOptions } from '../../lib/index.js';
+import { databaseUrl, unique } from './database.js';
+import { CapturingLogger } from './logs.js';
+
+/** A test application with its logger, service and the application_name of its connections. */
+export interface TestApp {
+  app: INestApplication;
+  pgln: PglnService;
+  logs: CapturingLogger;
+  /** `applicationName` given to the module: the LISTEN connection is `${appName}-listener`. */
+  appName: string;
+  get<T>(type: Type<T>): T;
+}
+
+/**
+ * Builds and initialises a Nest application that imports `PglnModule.forRoot()` against the test
+ * server, plus `providers` / `controllers` / `imports`. Every app gets its own applicationName, so
+ * a test can find (and kill) exactly its own backends.
+ */
+export async function createTestApp(
+  metadata: ModuleMetadata = {},
+  options: Partial<PglnModuleOptions> = {},
+  { init = true } = {},
+): Promise<TestApp> {
+  const appName = options.applicationName ?? unique('pgln');
+  const logs = new CapturingLogger();
+  const connection = options.pool ? {} : { connectionString: databaseUrl() };
+  const moduleRef = await Test.createTestingModule({
+    ...metadata,
+    imports: [
+      PglnModule.forRoot({ ...connection, reconnect: { initialDelayMs: 20, maxDelayMs: 200 }, ...options, applicationName: appName }),
+      ...(metadata.imports ?? []),
+    ],
+  })
+    .setLogger(logs)
+    .compile();
+  const app = moduleRef.createNestApplication({ logger: logs });
+  if (init) await app.init();
+  return { app, pgln: app.get(PglnService), logs, appName, get: (type) => app.get(type) };
+}

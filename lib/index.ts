@@ -4,6 +4,7 @@ export {
   type PglnModuleAsyncOptions,
   type PglnModuleExtras,
   type PglnModuleForRootOptions,
+  type PglnOptionsFactory,
 } from './pgln.module-definition.js';
 export { PglnService } from './pgln.service.js';
 export * from './decorators/index.js';

@@ -17,8 +17,14 @@ export const {
   ASYNC_OPTIONS_TYPE,
 } = new ConfigurableModuleBuilder<PglnModuleOptions>({ moduleName: 'Pgln' })
   .setClassMethodName('forRoot')
+  .setFactoryMethodName('createPglnOptions')
   .setExtras<PglnModuleExtras>({ isGlobal: true }, (definition, extras) => ({ ...definition, global: extras.isGlobal }))
   .build();
+
+/** A class for `PglnModule.forRootAsync({ useClass })` / `useExisting`: it provides the module options. */
+export interface PglnOptionsFactory {
+  createPglnOptions(): PglnModuleOptions | Promise<PglnModuleOptions>;
+}
 
 /** What `PglnModule.forRoot()` takes: the module options plus `isGlobal`. */
 export type PglnModuleForRootOptions = typeof OPTIONS_TYPE;

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { ClientConfig, Pool, PoolConfig } from 'pg';
+import { parseIntoClientConfig } from 'pg-connection-string';
 import type { PglnBackoffOptions, PglnModuleOptions } from './interfaces/index.js';
 import { PglnOptionsError } from './errors/index.js';
 import { OPTIONS_INVALID } from './pgln.messages.js';
@@ -35,22 +36,21 @@ function describe(value: unknown): string {
   return typeof value === 'string' ? JSON.stringify(value) : String(value);
 }
 
+/**
+ * Connection settings as discrete fields: pg lets a connection string win over host, port and
+ * the rest, so it is expanded here for `listener` overrides to take effect.
+ */
+function expand(config: ClientConfig): ClientConfig {
+  if (!config.connectionString) return config;
+  const { connectionString, ...rest } = config;
+  const parsed = Object.entries(parseIntoClientConfig(connectionString)).filter(([, value]) => value != null);
+  return { ...rest, ...Object.fromEntries(parsed) };
+}
+
 /** Describes a connection target without its password: `user@host:port/database`. */
 export function describeTarget(config: ClientConfig): string {
-  let { host, port, database, user } = config;
-  if (config.connectionString) {
-    try {
-      const url = new URL(config.connectionString);
-      host = decodeURIComponent(url.hostname) || url.searchParams.get('host') || host;
-      port = url.port ? Number(url.port) : port;
-      database = decodeURIComponent(url.pathname.slice(1)) || database;
-      user = decodeURIComponent(url.username) || user;
-    } catch {
-      return 'the configured server (connection string is not a URL)';
-    }
-  }
-  const who = typeof user === 'string' && user ? `${user}@` : '';
-  return `${who}${host ?? 'localhost'}:${port ?? 5432}/${database ?? user ?? ''}`;
+  const { host = 'localhost', port = 5432, user, database } = config;
+  return `${user ? `${user}@` : ''}${host}:${port}/${database ?? user ?? ''}`;
 }
 
 /**
@@ -101,27 +101,28 @@ export function resolveOptions(options: PglnModuleOptions | undefined): Resolved
   }
   if (problems.length > 0) throw new PglnOptionsError(OPTIONS_INVALID(problems));
 
-  let resolvedPool: Pool;
-  let ownsPool: boolean;
-  let base: ClientConfig;
-  if (isPool(pool)) {
-    resolvedPool = pool;
-    ownsPool = false;
-    base = { ...(pool as Pool & { options?: ClientConfig }).options };
-  } else {
-    base = pool ? { ...(pool as PoolConfig) } : { connectionString };
-    resolvedPool = new pg.Pool({ application_name: applicationName, ...base });
-    ownsPool = true;
+  const userPool = isPool(pool) ? pool : undefined;
+  const base: ClientConfig = userPool
+    ? { ...(userPool as Pool & { options?: ClientConfig }).options }
+    : pool
+      ? { ...(pool as PoolConfig) }
+      : { connectionString };
+  let expanded: ClientConfig;
+  try {
+    expanded = expand(base);
+  } catch (error) {
+    // Never echo the string itself: it may hold a password.
+    throw new PglnOptionsError(OPTIONS_INVALID([`connectionString cannot be parsed: ${(error as Error).message}`]));
   }
   const listenerConfig: ClientConfig = {
-    ...base,
+    ...expanded,
     keepAlive: true,
     ...listener,
     application_name: listener.application_name ?? `${applicationName}-listener`,
   };
   return {
-    pool: resolvedPool,
-    ownsPool,
+    pool: userPool ?? new pg.Pool({ application_name: applicationName, ...base }),
+    ownsPool: !userPool,
     listener: listenerConfig,
     backoff,
     shutdownTimeoutMs,

@@ -11,6 +11,8 @@ export class TcpProxy {
   private refusing = false;
   /** Connections accepted and forwarded so far. */
   accepted = 0;
+  /** Connections closed on arrival while refusing. */
+  refused = 0;
 
   constructor(
     private readonly upstreamHost: string,
@@ -50,6 +52,7 @@ export class TcpProxy {
 
   private accept(client: Socket): void {
     if (this.refusing) {
+      this.refused += 1;
       client.destroy();
       return;
     }

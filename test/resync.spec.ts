@@ -1,0 +1,155 @@
+import { Injectable } from '@nestjs/common';
+import { OnNotification, OnOutOfSync, type OutOfSyncEvent } from '../lib/index.js';
+import { createTestApp } from './support/app.js';
+import { adminPool, backends, databaseUrl, terminate, unique } from './support/database.js';
+import { createProductsTable, dropProductsTable, productCacheFor, readTable } from './support/products.js';
+import { TcpProxy } from './support/tcp-proxy.js';
+import { Inbox, waitFor } from './support/wait.js';
+
+const admin = adminPool();
+afterAll(() => admin.end());
+
+/**
+ * Sends `payloads` on `channel` and then `marker` on `side` in one transaction. Once `marker`
+ * arrives on `side`, everything before it has reached the LISTEN connection too: the server
+ * delivers a transaction's notifications in order.
+ */
+async function sendThenMark(channel: string, payloads: string[], side: string, marker: string) {
+  const calls = payloads.map((_, i) => `pg_notify($1, $${i + 3})`).join(', ');
+  await admin.query(`SELECT ${calls}, pg_notify($2, $${payloads.length + 3})`, [channel, side, ...payloads, marker]);
+}
+
+describe('out-of-sync handlers', () => {
+  it('run before app.init() resolves, holding their channel while other channels flow', async () => {
+    const held = unique('held');
+    const side = unique('side');
+    const events = new Inbox<string>();
+    const sideSeen = new Inbox<string>();
+
+    @Injectable()
+    class Holder {
+      @OnOutOfSync(held)
+      async resync(event: OutOfSyncEvent) {
+        events.push(`sync:${event.reason}:start`);
+        const round = events.items.length;
+        await sendThenMark(held, [`${round}a`, `${round}b`], side, `mark${round}`);
+        await sideSeen.until(sideSeen.items.length + 1);
+        events.push(`sync:${event.reason}:end`);
+      }
+      @OnNotification(held)
+      onHeld(payload: string) {
+        events.push(`held:${payload}`);
+      }
+      @OnNotification(side)
+      onSide(payload: string) {
+        sideSeen.push(payload);
+      }
+    }
+
+    const t = await createTestApp({ providers: [Holder] });
+    try {
+      // The side channel flowed while `held` was syncing; `held` was delivered only after.
+      expect(events.items).toEqual(['sync:connect:start', 'sync:connect:end', 'held:1a', 'held:1b']);
+
+      await terminate(admin, `${t.appName}-listener`);
+      await events.until(8);
+      expect(events.items.slice(4)).toEqual(['sync:reconnect:start', 'sync:reconnect:end', 'held:5a', 'held:5b']);
+    } finally {
+      await t.app.close();
+    }
+  });
+
+  it('are retried with backoff while their channel stays held', async () => {
+    const channel = unique('retry');
+    const side = unique('side');
+    const events = new Inbox<string>();
+    const sideSeen = new Inbox<string>();
+    let attempts = 0;
+
+    @Injectable()
+    class Flaky {
+      @OnOutOfSync(channel)
+      async resync() {
+        attempts += 1;
+        events.push(`sync:${attempts}`);
+        if (attempts === 1) {
+          await sendThenMark(channel, ['during-failure'], side, 'mark');
+          await sideSeen.until(1);
+        }
+        if (attempts < 3) throw new Error(`database not ready (${attempts})`);
+      }
+      @OnNotification(channel)
+      receive(payload: string) {
+        events.push(`n:${payload}`);
+      }
+      @OnNotification(side)
+      onSide(payload: string) {
+        sideSeen.push(payload);
+      }
+    }
+
+    const t = await createTestApp({ providers: [Flaky] });
+    try {
+      expect(events.items).toEqual(['sync:1', 'sync:2', 'sync:3', 'n:during-failure']);
+      const errors = t.logs.messages('error');
+      expect(errors).toHaveLength(2);
+      expect(errors[0]).toContain(
+        `Flaky.resync failed on channel "${channel}" (out-of-sync handler; notifications stay held and it is retried): Error: database not ready (1)`,
+      );
+      expect(t.pgln.state).toBe('live');
+    } finally {
+      await t.app.close();
+    }
+  });
+});
+
+describe('reconnect', () => {
+  it('after pg_terminate_backend, resyncs so the cache equals the table, despite changes during the outage', async () => {
+    const table = unique('products');
+    const channel = unique('products');
+    await createProductsTable(admin, table, channel);
+    const proxy = await TcpProxy.forUrl(databaseUrl()).start();
+    const ProductCache = productCacheFor(admin, table, channel);
+    const t = await createTestApp(
+      { providers: [ProductCache] },
+      { listener: { host: '127.0.0.1', port: proxy.port } },
+    );
+    const cache = t.get(ProductCache);
+    try {
+      expect(cache.syncs).toEqual(['connect']);
+      expect(cache.rows).toEqual(await readTable(admin, table));
+
+      await admin.query(`UPDATE ${table} SET version = version + 1 WHERE id = 1`);
+      await waitFor('a live change to reach the cache', () => cache.rows.get(1) === 2);
+
+      // Outage: the backend is killed and reconnecting fails until the proxy lets it through.
+      proxy.refuse(true);
+      expect(await terminate(admin, `${t.appName}-listener`)).toBe(1);
+      await waitFor('reconnect attempts to be refused', () => proxy.refused >= 2);
+      expect(t.pgln.state).toBe('reconnecting');
+      await admin.query(`UPDATE ${table} SET version = version + 1 WHERE id <= 10`);
+      await admin.query(`DELETE FROM ${table} WHERE id = 20`);
+      await admin.query(`INSERT INTO ${table} (id, version) VALUES (21, 7)`);
+      expect(cache.rows.get(21)).toBeUndefined();
+
+      proxy.refuse(false);
+      await waitFor('the listener to be live again', () => t.pgln.state === 'live');
+      expect(cache.syncs).toEqual(['connect', 'reconnect']);
+      expect(cache.rows).toEqual(await readTable(admin, table));
+
+      // Live again: changes flow as before.
+      await admin.query(`UPDATE ${table} SET version = 100 WHERE id = 5`);
+      await waitFor('a change after the reconnect', () => cache.rows.get(5) === 100);
+      expect(cache.rows).toEqual(await readTable(admin, table));
+      expect(await backends(admin, `${t.appName}-listener`)).toHaveLength(1);
+      // One loss, one reconnect: the refused attempts were retried, one connection got through.
+      expect(proxy.accepted).toBe(2);
+      const failures = t.logs.messages('warn').filter((line) => line.startsWith('Cannot connect'));
+      expect(failures.length).toBe(proxy.refused);
+    } finally {
+      await t.app.close();
+      await proxy.stop();
+      await dropProductsTable(admin, table);
+    }
+  });
+});

@@ -1,0 +1,148 @@
+import { Injectable } from '@nestjs/common';
+import { OnNotification, OnOutOfSync, type OutOfSyncEvent } from '../lib/index.js';
+import { createTestApp, type TestApp } from './support/app.js';
+import { adminPool, terminate, unique } from './support/database.js';
+import { Inbox, deferred, waitFor } from './support/wait.js';
+
+const admin = adminPool();
+afterAll(() => admin.end());
+
+/**
+ * Proves that nothing more will arrive on `channel`: sends `payload` on it and then a marker on
+ * a sentinel channel in one transaction; once the marker is delivered, `payload` would have been too.
+ */
+async function settleAfter(t: TestApp, channel: string, payload: string): Promise<void> {
+  const sentinel = unique('sentinel');
+  const seen = new Inbox<string>();
+  const off = await t.pgln.listen(sentinel, { onNotification: seen.push });
+  await admin.query('SELECT pg_notify($1, $2), pg_notify($3, $4)', [channel, payload, sentinel, 'marker']);
+  await seen.until(1);
+  await off();
+}
+
+describe('PglnService.listen / unlisten at runtime', () => {
+  let t: TestApp;
+  beforeEach(async () => {
+    t = await createTestApp();
+  });
+  afterEach(() => t.app.close());
+
+  it('resolves after LISTEN ran and onOutOfSync completed with reason "listen"', async () => {
+    const channel = unique('runtime');
+    const events: string[] = [];
+    const received = new Inbox<string>();
+    const off = await t.pgln.listen(channel, {
+      onOutOfSync: async (event: OutOfSyncEvent) => {
+        await admin.query('SELECT 1');
+        events.push(`sync:${event.channel === channel}:${event.reason}`);
+      },
+      onNotification: received.push,
+    });
+    expect(events).toEqual(['sync:true:listen']);
+    // Sent right after listen() resolved, so LISTEN must already be active.
+    await t.pgln.notify(channel, 'first');
+    expect(await received.until(1)).toEqual(['first']);
+    await off();
+  });
+
+  it('runs onOutOfSync with reason "reconnect" after a reconnect', async () => {
+    const channel = unique('runtime');
+    const reasons = new Inbox<string>();
+    await t.pgln.listen(channel, { onOutOfSync: (event: OutOfSyncEvent) => reasons.push(event.reason) });
+    await terminate(admin, `${t.appName}-listener`);
+    expect(await reasons.until(2)).toEqual(['listen', 'reconnect']);
+  });
+
+  it('passes parsed JSON with json: true', async () => {
+    const channel = unique('runtime');
+    const received = new Inbox<unknown>();
+    await t.pgln.listen<{ id: number }>(channel, { json: true, onNotification: received.push });
+    await t.pgln.notify(channel, { id: 7 });
+    expect(await received.until(1)).toEqual([{ id: 7 }]);
+  });
+
+  it('stops delivery once the returned function resolves, keeping other listeners of the channel', async () => {
+    const channel = unique('runtime');
+    const first = new Inbox<string>();
+    const second = new Inbox<string>();
+    const offFirst = await t.pgln.listen(channel, { onNotification: first.push });
+    const offSecond = await t.pgln.listen(channel, { onNotification: second.push });
+    await t.pgln.notify(channel, 'both');
+    await first.until(1);
+    await second.until(1);
+
+    await offFirst();
+    await t.pgln.notify(channel, 'second only');
+    await second.until(2);
+    await offSecond();
+    await settleAfter(t, channel, 'nobody');
+    expect(first.items).toEqual(['both']);
+    expect(second.items).toEqual(['both', 'second only']);
+  });
+
+  it('waits for a running handler, and runs no queued one, once unlisten resolves', async () => {
+    const channel = unique('runtime');
+    const started = new Inbox<string>();
+    const release = deferred();
+    const finished: string[] = [];
+    await t.pgln.listen(channel, {
+      onNotification: async (payload: string) => {
+        started.push(payload);
+        await release.promise;
+        finished.push(payload);
+      },
+    });
+    await admin.query("SELECT pg_notify($1, '1'), pg_notify($1, '2'), pg_notify($1, '3')", [channel]);
+    await started.until(1);
+    let unlistened = false;
+    const unlistening = t.pgln.unlisten(channel).then(() => (unlistened = true));
+    await admin.query('SELECT 1'); // a round trip: unlisten had every chance to resolve early
+    expect(unlistened).toBe(false);
+    release.resolve();
+    await unlistening;
+    expect(finished).toEqual(['1']);
+    await settleAfter(t, channel, '4');
+    expect(started.items).toEqual(['1']);
+  });
+
+  it('rejects a call without handlers, and a bad channel name, with clear errors', async () => {
+    await expect(t.pgln.listen(unique('runtime'), {})).rejects.toThrow(/needs an onNotification or an onOutOfSync function/);
+    await expect(t.pgln.listen('x'.repeat(64), { onNotification: () => undefined })).rejects.toThrow(/64 bytes/);
+  });
+});
+
+describe('PglnService.unlisten', () => {
+  it('removes decorated handlers too', async () => {
+    const channel = unique('decorated');
+    const received = new Inbox<string>();
+    const reasons: string[] = [];
+
+    @Injectable()
+    class Decorated {
+      @OnNotification(channel)
+      receive(payload: string) {
+        received.push(payload);
+      }
+      @OnOutOfSync(channel)
+      resync(event: OutOfSyncEvent) {
+        reasons.push(event.reason);
+      }
+    }
+
+    const t = await createTestApp({ providers: [Decorated] });
+    try {
+      await t.pgln.notify(channel, 'before');
+      await received.until(1);
+      await t.pgln.unlisten(channel);
+      await settleAfter(t, channel, 'after');
+      expect(received.items).toEqual(['before']);
+
+      // Unlistened channels are not LISTENed again after a reconnect.
+      await terminate(admin, `${t.appName}-listener`);
+      await waitFor('the listener to be live again', () => t.pgln.state === 'live');
+      expect(reasons).toEqual(['connect']);
+    } finally {
+      await t.app.close();
+    }
+  });
+});

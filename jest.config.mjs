@@ -12,6 +12,7 @@ export default {
   },
   moduleNameMapper: {
     '^(\\.{1,2}/.*)\\.js$': '$1',
+    '^nestjs-pgln$': '<rootDir>/lib/index.ts',
   },
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.spec.ts'],

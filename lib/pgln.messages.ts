@@ -45,3 +45,6 @@ export const REQUEST_SCOPED_HANDLER = (handler: string, decorator: string) =>
 
 export const LISTEN_WITHOUT_HANDLER = (channel: string) =>
   `listen(${preview(channel)}) needs an onNotification or an onOutOfSync function.`;
+
+export const POOL_CLIENT_ERROR = (message: string) =>
+  `An idle connection of the notify pool failed (${message}); the pool replaces it on next use.`;

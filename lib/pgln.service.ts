@@ -10,7 +10,7 @@ import { PglnError } from './errors/index.js';
 import type { PglnListenHandlers, PglnModuleOptions, PglnState } from './interfaces/index.js';
 import { PglnExplorer } from './pgln.explorer.js';
 import { PglnListener } from './pgln.listener.js';
-import { LISTEN_WITHOUT_HANDLER } from './pgln.messages.js';
+import { LISTEN_WITHOUT_HANDLER, POOL_CLIENT_ERROR } from './pgln.messages.js';
 import { PGLN_MODULE_OPTIONS } from './pgln.module-definition.js';
 import { resolveOptions, type ResolvedPglnOptions } from './pgln.options.js';
 import { assertChannel, encodePayload } from './pgln.validation.js';
@@ -33,6 +33,10 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
   ) {
     this.options = resolveOptions(options);
     this.listener = new PglnListener(this.options, this.logger);
+    if (this.options.ownsPool) {
+      // An idle pooled client whose connection dies emits 'error' on the pool; unheard, it would crash the app.
+      this.options.pool.on('error', (error) => this.logger.warn(POOL_CLIENT_ERROR(error.message)));
+    }
   }
 
   /** The LISTEN connection's state: `'idle'`, `'connecting'`, `'syncing'`, `'live'`, `'reconnecting'` or `'closed'`. */

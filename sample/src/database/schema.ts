@@ -1,0 +1,45 @@
+import pg from 'pg';
+
+/**
+ * Creates the `products` table (idempotent) with a trigger that bumps `version` on every update
+ * and notifies channel `products` with the changed row, and seeds a few rows into an empty table.
+ */
+export async function createSchema(connectionString: string): Promise<void> {
+  const client = new pg.Client({ connectionString });
+  await client.connect();
+  try {
+    await client.query(`
+      CREATE TABLE IF NOT EXISTS products (
+        id          serial PRIMARY KEY,
+        name        text NOT NULL,
+        price_cents integer NOT NULL CHECK (price_cents >= 0),
+        version     integer NOT NULL DEFAULT 1
+      );
+
+      CREATE OR REPLACE FUNCTION products_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF TG_OP = 'UPDATE' THEN
+          NEW.version := OLD.version + 1;
+        END IF;
+        IF TG_OP = 'DELETE' THEN
+          PERFORM pg_notify('products', json_build_object('op', 'delete', 'id', OLD.id)::text);
+          RETURN OLD;
+        END IF;
+        -- Absolute state, not a delta: applying it twice, or late, does no harm.
+        PERFORM pg_notify('products', json_build_object(
+          'op', 'upsert', 'id', NEW.id, 'name', NEW.name, 'priceCents', NEW.price_cents, 'version', NEW.version)::text);
+        RETURN NEW;
+      END $$;
+
+      DROP TRIGGER IF EXISTS products_changed ON products;
+      CREATE TRIGGER products_changed BEFORE INSERT OR UPDATE OR DELETE ON products
+        FOR EACH ROW EXECUTE FUNCTION products_changed();
+
+      INSERT INTO products (name, price_cents)
+      SELECT name, price_cents FROM (VALUES ('Espresso', 250), ('Cappuccino', 350), ('Croissant', 280)) AS seed(name, price_cents)
+      WHERE NOT EXISTS (SELECT 1 FROM products);
+    `);
+  } finally {
+    await client.end();
+  }
+}

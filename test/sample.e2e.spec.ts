@@ -1,0 +1,79 @@
+import type { INestApplication } from '@nestjs/common';
+import { Test } from '@nestjs/testing';
+import { AppModule } from '../sample/src/app.module.js';
+import { createSchema } from '../sample/src/database/schema.js';
+import { adminPool, databaseUrl, terminate } from './support/database.js';
+import { CapturingLogger } from './support/logs.js';
+import { waitFor } from './support/wait.js';
+
+/** The sample app over HTTP: reads come from the cache, which LISTEN/NOTIFY keeps equal to the table. */
+describe('sample app', () => {
+  const admin = adminPool();
+  let app: INestApplication;
+  let base: string;
+
+  const get = async (path: string) => {
+    const response = await fetch(`${base}${path}`);
+    return { status: response.status, body: response.status === 200 ? await response.json() : undefined };
+  };
+  const send = (method: string, path: string, body?: unknown) =>
+    fetch(`${base}${path}`, { method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const table = async () =>
+    (await admin.query('SELECT id, name, price_cents AS "priceCents", version FROM products ORDER BY id')).rows;
+
+  beforeAll(async () => {
+    await admin.query('DROP TABLE IF EXISTS products');
+    await createSchema(databaseUrl());
+    const moduleRef = await Test.createTestingModule({ imports: [AppModule.forDatabase(databaseUrl())] })
+      .setLogger(new CapturingLogger())
+      .compile();
+    app = moduleRef.createNestApplication();
+    await app.listen(0, '127.0.0.1');
+    base = (await app.getUrl()).replace('[::1]', '127.0.0.1');
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await admin.query('DROP TABLE IF EXISTS products; DROP FUNCTION IF EXISTS products_changed()');
+    await admin.end();
+  });
+
+  it('serves the table from a cache that was warm before the first request', async () => {
+    const { status, body } = await get('/products');
+    expect(status).toBe(200);
+    expect(body.map((p: { name: string }) => p.name)).toEqual(['Espresso', 'Cappuccino', 'Croissant']);
+    expect(await get('/health')).toEqual({ status: 200, body: { listener: 'live' } });
+  });
+
+  it('sees its own writes, and changes made by anyone else, through notifications', async () => {
+    expect((await send('PUT', '/products/1', { name: 'Ristretto', priceCents: 240 })).status).toBe(204);
+    await waitFor('the update in the cache', async () => (await get('/products/1')).body?.name === 'Ristretto');
+
+    const created = (await (await send('POST', '/products', { name: 'Tea', priceCents: 200 })).json()) as { id: number };
+    await waitFor('the new product in the cache', async () => (await get(`/products/${created.id}`)).status === 200);
+
+    expect((await send('DELETE', '/products/3')).status).toBe(204);
+    await waitFor('the deletion in the cache', async () => (await get('/products/3')).status === 404);
+
+    await admin.query("UPDATE products SET price_cents = 999 WHERE name = 'Cappuccino'");
+    await waitFor('an outside change in the cache', async () => (await get('/products/2')).body?.priceCents === 999);
+    expect((await get('/products')).body).toEqual(await table());
+  });
+
+  it('rejects bad input with 400 and keeps serving', async () => {
+    const response = await send('POST', '/products', { name: 'Tea', priceCents: -1 });
+    expect(response.status).toBe(400);
+    expect(await response.json()).toMatchObject({ message: 'priceCents must be an integer >= 0' });
+    expect((await get('/products')).status).toBe(200);
+  });
+
+  it('catches up after its LISTEN connection is killed', async () => {
+    expect(await terminate(admin, 'pgln-sample-listener')).toBe(1);
+    await admin.query("UPDATE products SET name = 'Lungo' WHERE id = 1");
+    await waitFor('the listener to be live again', async () => (await get('/health')).body?.listener === 'live');
+    await waitFor('the cache to equal the table', async () =>
+      JSON.stringify((await get('/products')).body) === JSON.stringify(await table()),
+    );
+    expect((await get('/products/1')).body.name).toBe('Lungo');
+  });
+});

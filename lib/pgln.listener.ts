@@ -32,6 +32,7 @@ export class PglnListener {
   private attempt = 0;
   private connectedBefore = false;
   private closing?: Promise<void>;
+  private started?: Promise<void>;
   private firstLive?: { resolve: () => void; reject: (error: Error) => void };
 
   constructor(
@@ -46,13 +47,18 @@ export class PglnListener {
     return this.current;
   }
 
-  /** Starts connecting; resolves once the first connection is live (every channel in sync). */
+  /**
+   * Starts connecting, once; every call returns the same promise, which resolves when the first
+   * connection is live (its channels in sync) and rejects if the listener is closed before that.
+   */
   start(): Promise<void> {
-    if (this.current !== 'idle') throw new Error(`PglnListener.start() called in state ${this.current}`);
-    const live = new Promise<void>((resolve, reject) => (this.firstLive = { resolve, reject }));
-    this.transition('connecting', this.options.target);
-    this.connect();
-    return live;
+    if (this.closing) return Promise.reject(new PglnClosedError(CLOSED('start listening')));
+    this.started ??= new Promise<void>((resolve, reject) => {
+      this.firstLive = { resolve, reject };
+      this.transition('connecting', this.options.target);
+      this.connect();
+    });
+    return this.started;
   }
 
   /**

@@ -88,6 +88,8 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
       },
       'listen',
     );
+    // Called before bootstrap (say, from onModuleInit), it must not wait for bootstrap to connect.
+    this.listener.start().catch(() => undefined);
     await subscription.ready;
     return () => this.listener.unsubscribe(subscription);
   }
@@ -101,12 +103,13 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
     await this.listener.unlisten(channel);
   }
 
-  /** @internal Subscribes decorated handlers, then connects; `app.init()` waits for the first sync. */
+  /** @internal Subscribes decorated handlers and connects; `app.init()` waits until they are in sync. */
   async onApplicationBootstrap(): Promise<void> {
-    for (const { channel, spec } of this.explorer.explore()) {
-      this.listener.subscribe(channel, spec, 'connect');
-    }
+    const subscriptions = this.explorer
+      .explore()
+      .map(({ channel, spec }) => this.listener.subscribe(channel, spec, 'connect'));
     await this.listener.start();
+    await Promise.all(subscriptions.map((subscription) => subscription.ready));
   }
 
   /** @internal Stops delivery, waits for running handlers (bounded), UNLISTENs and disconnects. */

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { OnNotification, OnOutOfSync, type OutOfSyncEvent } from '../lib/index.js';
+import { OnNotification, OnOutOfSync, PglnService, type OutOfSyncEvent } from '../lib/index.js';
 import { createTestApp, type TestApp } from './support/app.js';
 import { adminPool, terminate, unique } from './support/database.js';
 import { Inbox, deferred, waitFor } from './support/wait.js';
@@ -108,6 +108,35 @@ describe('PglnService.listen / unlisten at runtime', () => {
   it('rejects a call without handlers, and a bad channel name, with clear errors', async () => {
     await expect(t.pgln.listen(unique('runtime'), {})).rejects.toThrow(/needs an onNotification or an onOutOfSync function/);
     await expect(t.pgln.listen('x'.repeat(64), { onNotification: () => undefined })).rejects.toThrow(/64 bytes/);
+  });
+});
+
+describe('PglnService.listen before bootstrap', () => {
+  it('can be awaited in onModuleInit: it connects on demand instead of waiting for bootstrap', async () => {
+    const early = unique('early');
+    const late = unique('late');
+    const events: string[] = [];
+
+    @Injectable()
+    class EarlyListener {
+      constructor(private readonly pgln: PglnService) {}
+      async onModuleInit() {
+        await this.pgln.listen(early, { onOutOfSync: (event: OutOfSyncEvent) => void events.push(`early:${event.reason}`) });
+        events.push('onModuleInit done');
+      }
+      @OnOutOfSync(late)
+      resync(event: OutOfSyncEvent) {
+        events.push(`late:${event.reason}`);
+      }
+    }
+
+    const t = await createTestApp({ providers: [EarlyListener] });
+    try {
+      expect(events).toEqual(['early:listen', 'onModuleInit done', 'late:connect']);
+      expect(t.pgln.state).toBe('live');
+    } finally {
+      await t.app.close();
+    }
   });
 });
 

@@ -1,0 +1,62 @@
+// @ts-check
+// Packs the repository with `npm pack` and installs the tarball into two separate applications:
+// an ESM TypeScript app on NestJS 12 (type-checked against the published .d.ts), and a CommonJS
+// app on NestJS 11. Each boots, receives a notification and shuts down.
+// Usage: node test/pack/pack-smoke.mjs   (uses PGLN_TEST_DATABASE_URL, or starts an embedded server)
+import { execFileSync } from 'node:child_process';
+import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { startEmbeddedPostgres } from '../../tools/embedded-postgres.js';
+
+const root = resolve(import.meta.dirname, '../..');
+const work = mkdtempSync(join(tmpdir(), 'nestjs-pgln-pack-'));
+/** @param {string} cmd @param {string[]} args @param {string} cwd @param {Record<string, string>} [env] */
+const run = (cmd, args, cwd, env = {}) =>
+  execFileSync(cmd, args, { cwd, env: { ...process.env, ...env }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+
+const embedded = process.env.PGLN_TEST_DATABASE_URL ? undefined : await startEmbeddedPostgres();
+const DATABASE_URL = process.env.PGLN_TEST_DATABASE_URL ?? /** @type {string} */ (embedded?.url);
+try {
+  const [{ filename }] = JSON.parse(run('npm', ['pack', '--json', '--pack-destination', work], root));
+  const tarball = join(work, filename);
+  const versions = JSON.parse(run('npm', ['pkg', 'get', 'devDependencies'], root));
+  const npmInstall = ['install', '--no-audit', '--no-fund', '--loglevel=error'];
+
+  const esm = join(work, 'nest12-esm');
+  cpSync(join(root, 'test/pack/consumer.ts'), join(esm, 'consumer.ts'));
+  writeFileSync(join(esm, 'package.json'), JSON.stringify({ name: 'nest12-esm', private: true, type: 'module' }));
+  writeFileSync(
+    join(esm, 'tsconfig.json'),
+    JSON.stringify({
+      compilerOptions: {
+        target: 'es2022', module: 'nodenext', moduleResolution: 'nodenext', strict: true, rootDir: '.',
+        experimentalDecorators: true, emitDecoratorMetadata: true, skipLibCheck: false, types: ['node'],
+      },
+      files: ['consumer.ts'],
+    }),
+  );
+  run('npm', [...npmInstall, tarball, `@nestjs/common@${versions['@nestjs/common']}`, `@nestjs/core@${versions['@nestjs/core']}`,
+    `pg@${versions.pg}`, `reflect-metadata@${versions['reflect-metadata']}`, `rxjs@${versions.rxjs}`,
+    `typescript@${versions.typescript}`, `@types/node@${versions['@types/node']}`, `@types/pg@${versions['@types/pg']}`], esm);
+  run('npx', ['tsc', '-p', 'tsconfig.json'], esm);
+  const esmResult = JSON.parse(run('node', ['consumer.js'], esm, { DATABASE_URL }));
+  if (JSON.stringify(esmResult) !== JSON.stringify({ reasons: ['connect'], received: ['pack_smoke:world'] })) {
+    throw new Error(`NestJS 12 consumer printed ${JSON.stringify(esmResult)}`);
+  }
+  console.log('pack smoke: NestJS 12 (ESM, TypeScript) app works with the packed module');
+
+  const cjs = join(work, 'nest11-cjs');
+  cpSync(join(root, 'test/pack/consumer.cjs'), join(cjs, 'consumer.cjs'));
+  writeFileSync(join(cjs, 'package.json'), JSON.stringify({ name: 'nest11-cjs', private: true }));
+  run('npm', [...npmInstall, tarball, '@nestjs/common@^11', '@nestjs/core@^11', `pg@${versions.pg}`,
+    `reflect-metadata@${versions['reflect-metadata']}`, `rxjs@${versions.rxjs}`], cjs);
+  const cjsResult = JSON.parse(run('node', ['consumer.cjs'], cjs, { DATABASE_URL }));
+  if (!cjsResult.nest.startsWith('11.') || cjsResult.payload !== 'from commonjs') {
+    throw new Error(`NestJS 11 consumer printed ${JSON.stringify(cjsResult)}`);
+  }
+  console.log(`pack smoke: NestJS ${cjsResult.nest} (CommonJS) app works with the packed module`);
+} finally {
+  await embedded?.destroy();
+  rmSync(work, { recursive: true, force: true });
+}

@@ -12,7 +12,8 @@ describe('sample app', () => {
   let app: INestApplication;
   let base: string;
 
-  const get = async (path: string) => {
+  // The JSON bodies are what the sample's controllers return; the assertions check their shape.
+  const get = async (path: string): Promise<{ status: number; body: any }> => {
     const response = await fetch(`${base}${path}`);
     return { status: response.status, body: response.status === 200 ? await response.json() : undefined };
   };

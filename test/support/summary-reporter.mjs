@@ -1,9 +1,12 @@
 // @ts-check
-/** Ends the run with a plain `N passed, N failed` line, after Jest's own summary. */
+/**
+ * Ends the run with a plain `N passed, N failed` line. Jest always runs its own summary reporter
+ * last, synchronously, so the line waits one turn of the event loop to come after it.
+ */
 export default class SummaryReporter {
   /** @param {unknown} _contexts @param {{ numPassedTests: number, numFailedTests: number, numPendingTests: number }} results */
   onRunComplete(_contexts, results) {
     const skipped = results.numPendingTests ? `, ${results.numPendingTests} skipped` : '';
-    process.stdout.write(`${results.numPassedTests} passed, ${results.numFailedTests} failed${skipped}\n`);
+    setImmediate(() => process.stdout.write(`${results.numPassedTests} passed, ${results.numFailedTests} failed${skipped}\n`));
   }
 }

@@ -45,6 +45,8 @@ export class Channel {
   private closed = false;
   private idle?: { promise: Promise<void>; resolve: () => void };
   private readonly abort = new AbortController();
+  /** Whether LISTEN ran for this channel on the current connection (see {@link SyncMarker.listened}). */
+  listened: Promise<boolean> = Promise.resolve(false);
 
   constructor(
     readonly name: string,
@@ -69,6 +71,7 @@ export class Channel {
 
   /** Queues a resync of `only` (or every subscription) to run once `listened` resolves true. */
   sync(reason: OutOfSyncReason, listened: Promise<boolean>, only?: readonly Subscription[]): SyncMarker {
+    this.listened = listened;
     const marker = new SyncMarker(reason, listened, only);
     if (this.closed) marker.resolve();
     else this.push(marker);
@@ -141,7 +144,7 @@ export class Channel {
       if (!handler || !subscription.active || this.closed) continue;
       let result: unknown;
       try {
-        result = handler(subscription.spec.json ? this.parse(notification) : (notification.payload ?? ''), notification);
+        result = handler(subscription.spec.json ? this.parse(notification) : notification.payload, notification);
       } catch (error) {
         this.fail(subscription, error);
         continue;
@@ -161,7 +164,7 @@ export class Channel {
 
   private parse(notification: PglnNotification): unknown {
     try {
-      return JSON.parse(notification.payload ?? '');
+      return JSON.parse(notification.payload);
     } catch (error) {
       throw new PglnPayloadError(PAYLOAD_NOT_JSON(this.name, (error as Error).message), this.name, { cause: error });
     }

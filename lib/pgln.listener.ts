@@ -2,7 +2,7 @@ import type { Logger } from '@nestjs/common';
 import pg from 'pg';
 import type { Client, Notification } from 'pg';
 import { PglnClosedError } from './errors/index.js';
-import type { OutOfSyncReason, PglnState } from './interfaces/index.js';
+import type { OutOfSyncReason, PglnNotification, PglnState } from './interfaces/index.js';
 import { Backoff } from './pgln.backoff.js';
 import { Channel, type SyncMarker } from './pgln.channel.js';
 import { CLOSED } from './pgln.messages.js';
@@ -77,7 +77,7 @@ export class PglnListener {
     target.add(subscription);
     if (this.client) {
       if (isNew) this.listen(this.client, [target], 'listen', [subscription]);
-      else target.sync('listen', Promise.resolve(true), [subscription]);
+      else target.sync('listen', target.listened, [subscription]);
     }
     return subscription;
   }
@@ -116,7 +116,8 @@ export class PglnListener {
   }
 
   private readonly dispatch = (message: Notification): void => {
-    this.channels.get(message.channel)?.push(message);
+    // pg always sets payload (to '' when none was sent).
+    this.channels.get(message.channel)?.push(message as PglnNotification);
   };
 
   private connect(): void {

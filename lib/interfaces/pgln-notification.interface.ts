@@ -3,7 +3,7 @@ export interface PglnNotification {
   /** The channel it was sent on, exactly as given to NOTIFY / pg_notify. */
   readonly channel: string;
   /** The raw payload text (empty string when none was sent). */
-  readonly payload?: string;
+  readonly payload: string;
   /** PID of the backend that sent it (compare with `pg_backend_pid()` to skip your own). */
   readonly processId: number;
 }

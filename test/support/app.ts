@@ -23,7 +23,6 @@ export interface TestApp {
 export async function createTestApp(
   metadata: ModuleMetadata = {},
   options: Partial<PglnModuleOptions> = {},
-  { init = true } = {},
 ): Promise<TestApp> {
   const appName = options.applicationName ?? unique('pgln');
   const logs = new CapturingLogger();
@@ -38,6 +37,6 @@ export async function createTestApp(
     .setLogger(logs)
     .compile();
   const app = moduleRef.createNestApplication({ logger: logs });
-  if (init) await app.init();
+  await app.init();
   return { app, pgln: app.get(PglnService), logs, appName, get: (type) => app.get(type) };
 }

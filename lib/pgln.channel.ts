@@ -1,8 +1,8 @@
 import type { Logger } from '@nestjs/common';
-import { PglnHandlerError, PglnPayloadError } from './errors/index.js';
+import { PglnHandlerError, PglnOverflowError, PglnPayloadError } from './errors/index.js';
 import type { OutOfSyncReason, PglnNotification } from './interfaces/index.js';
 import type { Backoff } from './pgln.backoff.js';
-import { HANDLER_FAILED, PAYLOAD_NOT_JSON } from './pgln.messages.js';
+import { HANDLER_FAILED, OVERFLOW_DROPPED, OVERFLOW_RESYNC, PAYLOAD_NOT_JSON, SLOW_HANDLER, SLOW_HANDLER_DONE } from './pgln.messages.js';
 import type { Subscription } from './pgln.subscription.js';
 
 /**
@@ -27,6 +27,13 @@ export class SyncMarker {
 
 type Item = PglnNotification | SyncMarker;
 
+/** What a channel needs from the listener that owns it. */
+export interface ChannelContext {
+  readonly logger: Logger;
+  readonly backoff: Backoff;
+  readonly maxQueuedNotifications: number;
+}
+
 function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as PromiseLike<unknown> | null)?.then === 'function';
 }
@@ -39,19 +46,22 @@ function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
 export class Channel {
   /** Replaced, never mutated, so a delivery in progress keeps a stable list. */
   subscriptions: readonly Subscription[] = [];
-  private readonly queue: (Item | undefined)[] = [];
+  /** Whether LISTEN ran for this channel on the current connection (see {@link SyncMarker.listened}). */
+  listened: Promise<boolean> = Promise.resolve(false);
+  private queue: (Item | undefined)[] = [];
   private head = 0;
+  /** Notifications (not markers) in the queue. */
+  private queued = 0;
   private busy = false;
   private closed = false;
   private idle?: { promise: Promise<void>; resolve: () => void };
   private readonly abort = new AbortController();
-  /** Whether LISTEN ran for this channel on the current connection (see {@link SyncMarker.listened}). */
-  listened: Promise<boolean> = Promise.resolve(false);
+  /** The async handler in progress, for slow-handler warnings. */
+  private running?: { name: string; since: number; warned: boolean };
 
   constructor(
     readonly name: string,
-    private readonly logger: Logger,
-    private readonly backoff: Backoff,
+    private readonly context: ChannelContext,
   ) {}
 
   add(subscription: Subscription): void {
@@ -63,9 +73,10 @@ export class Channel {
   }
 
   /** Queues a notification: delivered after everything queued before it, including resyncs. */
-  push(item: Item): void {
+  push(notification: PglnNotification): void {
     if (this.closed) return;
-    this.queue.push(item);
+    this.queue.push(notification);
+    if (++this.queued > this.context.maxQueuedNotifications) this.overflow();
     if (!this.busy) this.drain();
   }
 
@@ -73,8 +84,12 @@ export class Channel {
   sync(reason: OutOfSyncReason, listened: Promise<boolean>, only?: readonly Subscription[]): SyncMarker {
     this.listened = listened;
     const marker = new SyncMarker(reason, listened, only);
-    if (this.closed) marker.resolve();
-    else this.push(marker);
+    if (this.closed) {
+      marker.resolve();
+      return marker;
+    }
+    this.queue.push(marker);
+    if (!this.busy) this.drain();
     return marker;
   }
 
@@ -97,14 +112,46 @@ export class Channel {
     if (!this.closed) {
       this.closed = true;
       this.abort.abort();
-      for (let i = this.head; i < this.queue.length; i++) {
-        const item = this.queue[i];
-        if (item instanceof SyncMarker) item.resolve();
-      }
-      this.queue.length = 0;
+      for (const item of this.pending()) if (item instanceof SyncMarker) item.resolve();
+      this.queue = [];
       this.head = 0;
+      this.queued = 0;
     }
     return this.settled();
+  }
+
+  /** Logs, once, a handler that has been running for `thresholdMs` or more. */
+  checkSlow(now: number, thresholdMs: number): void {
+    const running = this.running;
+    if (!running || running.warned || now - running.since < thresholdMs) return;
+    running.warned = true;
+    this.context.logger.warn(SLOW_HANDLER(running.name, this.name, now - running.since, thresholdMs));
+  }
+
+  private pending(): Item[] {
+    return this.queue.slice(this.head) as Item[];
+  }
+
+  /**
+   * Too many notifications are waiting: drop them (markers stay). A resync covers what was
+   * dropped; with no out-of-sync handler on the channel, the loss is reported instead.
+   */
+  private overflow(): void {
+    const dropped = this.queued;
+    const markers = this.pending().filter((item): item is SyncMarker => item instanceof SyncMarker);
+    this.queue = markers;
+    this.head = 0;
+    this.queued = 0;
+    const { logger, maxQueuedNotifications } = this.context;
+    if (this.subscriptions.some((s) => s.active && s.spec.onOutOfSync)) {
+      logger.warn(OVERFLOW_RESYNC(this.name, dropped, maxQueuedNotifications));
+      // A resync still waiting in the queue will read the database after all of them: it covers them.
+      if (!markers.some((marker) => !marker.only)) this.queue.push(new SyncMarker('overflow', this.listened));
+      return;
+    }
+    const error = new PglnOverflowError(OVERFLOW_DROPPED(this.name, dropped, maxQueuedNotifications), this.name, dropped);
+    logger.error(error.message);
+    for (const subscription of this.subscriptions) this.report(subscription, error);
   }
 
   private readonly drain = (): void => {
@@ -119,7 +166,12 @@ export class Channel {
         this.queue.splice(0, this.head);
         this.head = 0;
       }
-      const pending = item instanceof SyncMarker ? this.resync(item) : this.deliver(item, this.subscriptions, 0);
+      let pending: Promise<void> | undefined;
+      if (item instanceof SyncMarker) pending = this.resync(item);
+      else {
+        this.queued--;
+        pending = this.deliver(item, this.subscriptions, 0);
+      }
       if (pending) {
         void pending.then(this.drain);
         return;
@@ -150,9 +202,14 @@ export class Channel {
         continue;
       }
       if (isPromiseLike(result)) {
+        this.started(subscription);
         return Promise.resolve(result).then(
-          () => this.deliver(notification, subscriptions, i + 1),
+          () => {
+            this.finished();
+            return this.deliver(notification, subscriptions, i + 1);
+          },
           (error: unknown) => {
+            this.finished();
             this.fail(subscription, error);
             return this.deliver(notification, subscriptions, i + 1);
           },
@@ -179,16 +236,19 @@ export class Channel {
         const handler = subscription.spec.onOutOfSync;
         for (let attempt = 1; handler && subscription.active && !this.closed; attempt++) {
           const reason = subscription.synced ? marker.reason : subscription.firstReason;
+          this.started(subscription);
           try {
             await handler({ channel: this.name, reason });
             break;
           } catch (error) {
             this.fail(subscription, error, 'out-of-sync handler; notifications stay held and it is retried');
-            try {
-              await this.backoff.wait(attempt, this.abort.signal);
-            } catch {
-              return; // closed while waiting
-            }
+          } finally {
+            this.finished();
+          }
+          try {
+            await this.context.backoff.wait(attempt, this.abort.signal);
+          } catch {
+            return; // closed while waiting
           }
         }
         if (subscription.active && !this.closed) subscription.markSynced();
@@ -198,16 +258,32 @@ export class Channel {
     }
   }
 
+  private started(subscription: Subscription): void {
+    this.running = { name: subscription.spec.name, since: Date.now(), warned: false };
+  }
+
+  private finished(): void {
+    const running = this.running;
+    this.running = undefined;
+    if (running?.warned) {
+      this.context.logger.warn(SLOW_HANDLER_DONE(running.name, this.name, Date.now() - running.since));
+    }
+  }
+
   /** Logs a handler failure with its stack and tells the subscription's onError, if any. */
   private fail(subscription: Subscription, cause: unknown, what?: string): void {
     const message = HANDLER_FAILED(subscription.spec.name, this.name) + (what ? ` (${what})` : '');
     const error = new PglnHandlerError(message, this.name, subscription.spec.name, { cause });
     const detail = cause instanceof Error ? (cause.stack ?? cause.message) : String(cause);
-    this.logger.error(`${message}: ${detail}`);
+    this.context.logger.error(`${message}: ${detail}`);
+    this.report(subscription, error);
+  }
+
+  private report(subscription: Subscription, error: PglnHandlerError | PglnOverflowError): void {
     try {
       subscription.spec.onError?.(error);
     } catch (secondary) {
-      this.logger.error(`onError of ${subscription.spec.name} threw: ${(secondary as Error)?.stack ?? secondary}`);
+      this.context.logger.error(`onError of ${subscription.spec.name} threw: ${(secondary as Error)?.stack ?? secondary}`);
     }
   }
 }

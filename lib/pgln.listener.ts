@@ -1,15 +1,34 @@
 import type { Logger } from '@nestjs/common';
 import pg from 'pg';
 import type { Client, Notification } from 'pg';
-import { PglnClosedError } from './errors/index.js';
-import type { OutOfSyncReason, PglnNotification, PglnState } from './interfaces/index.js';
+import { BehaviorSubject, type Observable } from 'rxjs';
+import { PglnClosedError, PglnConnectionError, PglnTimeoutError } from './errors/index.js';
+import type { OutOfSyncReason, PglnNotification, PglnState, PglnStateChange } from './interfaces/index.js';
 import { Backoff } from './pgln.backoff.js';
-import { Channel, type SyncMarker } from './pgln.channel.js';
-import { CLOSED } from './pgln.messages.js';
+import { Channel, type ChannelContext, type SyncMarker } from './pgln.channel.js';
+import { describeError, isFatalAtStartup } from './pgln.connection-errors.js';
+import {
+  ATTEMPT_FAILED,
+  CHANNELS_MISSING,
+  CLOSED,
+  NO_ANSWER,
+  STARTUP_FATAL,
+  STARTUP_UNREACHABLE,
+} from './pgln.messages.js';
 import type { ResolvedPglnOptions } from './pgln.options.js';
 import { Subscription, type SubscriptionSpec } from './pgln.subscription.js';
+import { withTimeout } from './pgln.timeout.js';
 
 const noop = () => undefined;
+
+/**
+ * Drops a connection for good. `end()` alone waits for the server to close a connection that
+ * runs no query, which a half-open socket never does: the socket is destroyed as well.
+ */
+function destroy(client: Client): void {
+  client.end().catch(noop);
+  (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+}
 
 /**
  * Owns the one LISTEN connection and every channel. The connection's life is a state machine
@@ -17,44 +36,71 @@ const noop = () => undefined;
  *
  *   idle -> connecting -> syncing -> live -> reconnecting -> syncing -> live ... -> closed
  *
- * On every (re)connect it queues a resync on each channel *before* sending LISTEN, so whatever
- * arrives after LISTEN is held behind the out-of-sync handlers and delivered after them.
+ * `syncing` starts once LISTEN has run: on every (re)connect a resync is queued on each channel
+ * *before* LISTEN is sent, so whatever arrives after LISTEN is held behind the out-of-sync
+ * handlers and delivered after them. While connected, a health check asks the session for
+ * `pg_listening_channels()`; no answer in time, or a channel missing, replaces the connection.
  */
 export class PglnListener {
   private readonly channels = new Map<string, Channel>();
-  private readonly backoff: Backoff;
-  private current: PglnState = 'idle';
+  private readonly context: ChannelContext;
+  private readonly states: BehaviorSubject<PglnStateChange>;
   /** The connected LISTEN session, if any. */
   private client?: Client;
   /** A client whose connect() is in flight. */
   private connecting?: Client;
   private retryTimer?: NodeJS.Timeout;
+  private healthTimer?: NodeJS.Timeout;
+  private startupTimer?: NodeJS.Timeout;
+  private watchdog?: NodeJS.Timeout;
   private attempt = 0;
-  private connectedBefore = false;
-  private closing?: Promise<void>;
+  /** True once a LISTEN has succeeded: from then on the application has started and every error is retried. */
+  private listenedBefore = false;
+  private lastError?: unknown;
   private started?: Promise<void>;
   private firstLive?: { resolve: () => void; reject: (error: Error) => void };
+  private closing?: Promise<void>;
 
   constructor(
     private readonly options: ResolvedPglnOptions,
     private readonly logger: Logger,
   ) {
-    this.backoff = new Backoff(options.backoff);
+    this.context = {
+      logger,
+      backoff: new Backoff(options.backoff),
+      maxQueuedNotifications: options.maxQueuedNotifications,
+    };
+    this.states = new BehaviorSubject<PglnStateChange>({
+      state: 'idle',
+      previous: 'idle',
+      detail: 'created',
+      at: new Date(),
+    });
   }
 
   /** The connection state. */
   get state(): PglnState {
-    return this.current;
+    return this.states.value.state;
+  }
+
+  /** The current state, then every transition; completes after `'closed'`. */
+  get state$(): Observable<PglnStateChange> {
+    return this.states.asObservable();
   }
 
   /**
    * Starts connecting, once; every call returns the same promise, which resolves when the first
-   * connection is live (its channels in sync) and rejects if the listener is closed before that.
+   * connection is live (its channels in sync) and rejects if startup fails or the listener is
+   * closed before that.
    */
   start(): Promise<void> {
     if (this.closing) return Promise.reject(new PglnClosedError(CLOSED('start listening')));
     this.started ??= new Promise<void>((resolve, reject) => {
       this.firstLive = { resolve, reject };
+      this.startupTimer = setTimeout(() => this.failStart(this.unreachable()), this.options.startupTimeoutMs);
+      const { slowHandlerMs } = this.options;
+      this.watchdog = setInterval(() => this.checkSlowHandlers(), Math.max(10, slowHandlerMs / 4));
+      this.watchdog.unref();
       this.transition('connecting', this.options.target);
       this.connect();
     });
@@ -66,12 +112,12 @@ export class PglnListener {
    * subscription's first resync is queued; otherwise the next connection takes care of both.
    */
   subscribe(channel: string, spec: SubscriptionSpec, firstReason: OutOfSyncReason): Subscription {
-    if (this.current === 'closed') throw new PglnClosedError(CLOSED(`listen on "${channel}"`));
+    if (this.closing) throw new PglnClosedError(CLOSED(`listen on "${channel}"`));
     const subscription = new Subscription(channel, spec, firstReason);
     let target = this.channels.get(channel);
     const isNew = !target;
     if (!target) {
-      target = new Channel(channel, this.logger, this.backoff);
+      target = new Channel(channel, this.context);
       this.channels.set(channel, target);
     }
     target.add(subscription);
@@ -101,17 +147,19 @@ export class PglnListener {
   }
 
   /** Shuts down: stops timers and deliveries, waits (bounded) for running handlers, UNLISTENs, disconnects. */
-  close(): Promise<void> {
-    this.closing ??= this.shutdown();
+  close(reason = 'application shutdown'): Promise<void> {
+    this.closing ??= this.shutdown(reason);
     return this.closing;
   }
 
   private async drop(channel: Channel): Promise<void> {
     this.channels.delete(channel.name);
+    const { client } = this;
     // Sent before anything is awaited, so a later LISTEN of the same name is queued after it.
-    const unlistened = this.client
-      ?.query(`UNLISTEN ${this.client.escapeIdentifier(channel.name)}`)
-      .then(noop, noop);
+    // A dead connection is the health check's business: unlisten() does not wait for it.
+    const unlistened = client
+      ? this.guard(client.query(`UNLISTEN ${client.escapeIdentifier(channel.name)}`), 'UNLISTEN').catch(noop)
+      : undefined;
     await Promise.all([channel.close(), unlistened]);
   }
 
@@ -134,67 +182,115 @@ export class PglnListener {
 
   private connected(client: Client): void {
     this.connecting = undefined;
-    if (this.closing) {
-      client.end().catch(noop);
-      return;
-    }
+    if (this.closing) return destroy(client);
     this.client = client;
-    const reason: OutOfSyncReason = this.connectedBefore ? 'reconnect' : 'connect';
-    this.connectedBefore = true;
     const channels = [...this.channels.values()];
-    this.transition('syncing', `listening on ${channels.length} channel(s), running out-of-sync handlers`);
-    const markers = this.listen(client, channels, reason);
-    void Promise.all(markers.map((marker) => marker.done)).then(() => {
-      if (this.client !== client) return;
-      this.attempt = 0;
-      this.transition('live', `${this.channels.size} channel(s) in sync`);
-      this.firstLive?.resolve();
-      this.firstLive = undefined;
+    const { listened, markers } = this.listen(client, channels, this.listenedBefore ? 'reconnect' : 'connect');
+    void listened.then((ok) => {
+      if (!ok || this.client !== client) return;
+      this.listenedBefore = true;
+      clearTimeout(this.startupTimer);
+      this.transition('syncing', `listening on ${channels.length} channel(s), running out-of-sync handlers`);
+      this.scheduleHealthCheck(client);
+      void Promise.all(markers.map((marker) => marker.done)).then(() => {
+        if (this.client !== client) return;
+        this.attempt = 0;
+        this.transition('live', `${this.channels.size} channel(s) in sync`);
+        this.firstLive?.resolve();
+        this.firstLive = undefined;
+      });
     });
   }
 
-  /** LISTENs on `channels` in one round trip and queues their resyncs ahead of anything LISTEN lets in. */
+  /**
+   * LISTENs on `channels` in one round trip and queues their resyncs ahead of anything LISTEN
+   * lets in. A LISTEN that fails or times out replaces the connection: the session must hold
+   * every wanted channel.
+   */
   private listen(
     client: Client,
     channels: Channel[],
     reason: OutOfSyncReason,
     only?: readonly Subscription[],
-  ): SyncMarker[] {
-    if (channels.length === 0) return [];
+  ): { listened: Promise<boolean>; markers: SyncMarker[] } {
+    if (channels.length === 0) return { listened: Promise.resolve(true), markers: [] };
     const sql = channels.map((channel) => `LISTEN ${client.escapeIdentifier(channel.name)}`).join('; ');
-    const listened = client.query(sql).then(
+    const listened = this.guard(client.query(sql), 'LISTEN').then(
       () => true,
       (error: Error) => {
-        // The session must hold every wanted channel: start over on a new connection.
         this.lost(client, error);
         return false;
       },
     );
-    return channels.map((channel) => channel.sync(reason, listened, only));
+    return { listened, markers: channels.map((channel) => channel.sync(reason, listened, only)) };
+  }
+
+  private scheduleHealthCheck(client: Client): void {
+    this.healthTimer = setTimeout(() => void this.checkHealth(client), this.options.healthCheck.intervalMs);
+  }
+
+  /** Asks the session which channels it listens on; replaces it if it does not answer in time or lost one. */
+  private async checkHealth(client: Client): Promise<void> {
+    if (client !== this.client) return;
+    const expected = [...this.channels.keys()];
+    try {
+      const { rows } = await this.guard(
+        client.query<{ channel: string }>('SELECT pg_listening_channels() AS channel'),
+        'Health check',
+      );
+      const held = new Set(rows.map((row) => row.channel));
+      // A channel unlistened meanwhile is no longer wanted.
+      const missing = expected.filter((name) => !held.has(name) && this.channels.has(name));
+      if (missing.length > 0) throw new Error(CHANNELS_MISSING(missing));
+    } catch (error) {
+      this.lost(client, error as Error);
+      return;
+    }
+    if (client === this.client) this.scheduleHealthCheck(client);
+  }
+
+  /** A query on the LISTEN connection, failing with a {@link PglnTimeoutError} if it gets no answer in time. */
+  private guard<T>(query: Promise<T>, what: string): Promise<T> {
+    const { timeoutMs } = this.options.healthCheck;
+    return withTimeout(query, timeoutMs, () => new PglnTimeoutError(NO_ANSWER(what, timeoutMs)));
   }
 
   private connectFailed(client: Client, error: Error): void {
     this.connecting = undefined;
-    client.end().catch(noop);
-    if (this.closing) return;
-    const delay = this.scheduleConnect();
-    this.logger.warn(
-      `Cannot connect to ${this.options.target} (attempt ${this.attempt}): ${error.message}; retrying in ${delay} ms`,
-    );
+    destroy(client);
+    if (!this.closing) this.retry(error);
   }
 
-  /** The current session failed (error, end, or a LISTEN it could not run): reconnect, once. */
+  /** The session can no longer be trusted (error, end, timeout, failed LISTEN): replace it, once. */
   private lost(client: Client, error?: Error): void {
     if (client !== this.client) return;
     this.client = undefined;
-    client.end().catch(noop);
+    clearTimeout(this.healthTimer);
+    destroy(client);
     if (this.closing) return;
-    this.transition('reconnecting', `connection lost: ${error?.message ?? 'the server closed the connection'}`);
-    this.scheduleConnect();
+    if (this.state === 'syncing' || this.state === 'live') {
+      this.transition('reconnecting', `connection lost: ${error ? describeError(error) : 'the server closed it'}`);
+      this.scheduleConnect();
+    } else {
+      // Connected, but LISTEN failed (a standby in recovery, say): one more failed attempt.
+      this.retry(error ?? new Error('the server closed the connection'));
+    }
+  }
+
+  /** Schedules the next attempt after a failed one, logging one line; at startup, gives up on errors retrying cannot fix. */
+  private retry(error: unknown): void {
+    this.lastError = error;
+    if (!this.listenedBefore && isFatalAtStartup(error)) {
+      return this.failStart(
+        new PglnConnectionError(STARTUP_FATAL(this.options.target, describeError(error)), this.options.target, { cause: error }),
+      );
+    }
+    const delay = this.scheduleConnect();
+    this.logger.warn(ATTEMPT_FAILED(this.options.target, this.attempt, describeError(error), delay));
   }
 
   private scheduleConnect(): number {
-    const delay = this.backoff.delay(this.attempt++);
+    const delay = this.context.backoff.delay(this.attempt++);
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
       this.connect();
@@ -202,18 +298,41 @@ export class PglnListener {
     return delay;
   }
 
+  private unreachable(): PglnConnectionError {
+    const { target, startupTimeoutMs } = this.options;
+    const reason = this.lastError ? describeError(this.lastError) : 'no answer';
+    return new PglnConnectionError(STARTUP_UNREACHABLE(target, startupTimeoutMs, reason), target, {
+      cause: this.lastError,
+    });
+  }
+
+  /** Startup cannot succeed: fail `start()` (and so `app.init()`) and release everything. */
+  private failStart(error: PglnConnectionError): void {
+    if (!this.firstLive) return;
+    this.logger.error(error.message);
+    this.firstLive.reject(error);
+    this.firstLive = undefined;
+    void this.close('startup failed');
+  }
+
+  private checkSlowHandlers(): void {
+    const now = Date.now();
+    for (const channel of this.channels.values()) channel.checkSlow(now, this.options.slowHandlerMs);
+  }
+
   private transition(next: PglnState, detail: string): void {
-    const previous = this.current;
-    this.current = next;
+    const previous = this.state;
+    if (previous === next) return;
+    this.states.next({ state: next, previous, detail, at: new Date() });
     const line = `${previous} -> ${next}: ${detail}`;
     if (next === 'reconnecting') this.logger.warn(line);
     else this.logger.log(line);
   }
 
-  private async shutdown(): Promise<void> {
-    clearTimeout(this.retryTimer);
-    this.retryTimer = undefined;
-    this.transition('closed', 'application shutdown');
+  private async shutdown(reason: string): Promise<void> {
+    for (const timer of [this.retryTimer, this.healthTimer, this.startupTimer]) clearTimeout(timer);
+    clearInterval(this.watchdog);
+    this.transition('closed', reason);
     const closed = new PglnClosedError(CLOSED('finish starting'));
     this.firstLive?.reject(closed);
     this.firstLive = undefined;
@@ -225,23 +344,23 @@ export class PglnListener {
     await this.waitForHandlers(channels.map((channel) => channel.close()));
     const { client, connecting } = this;
     this.client = undefined;
+    if (connecting) destroy(connecting);
     if (client) {
-      await client.query('UNLISTEN *').catch(noop);
-      await client.end().catch(noop);
+      clearTimeout(this.healthTimer);
+      await this.guard(client.query('UNLISTEN *'), 'UNLISTEN').catch(noop);
+      await this.guard(client.end(), 'Disconnect').catch(noop);
+      destroy(client);
     }
-    await connecting?.end().catch(noop);
+    this.states.complete();
   }
 
   private async waitForHandlers(running: Promise<void>[]): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<boolean>((resolve) => {
-      timer = setTimeout(() => resolve(false), this.options.shutdownTimeoutMs);
-    });
-    const finished = await Promise.race([Promise.all(running).then(() => true), timeout]);
-    clearTimeout(timer);
-    if (!finished) {
+    const { shutdownTimeoutMs } = this.options;
+    try {
+      await withTimeout(Promise.all(running), shutdownTimeoutMs, () => new Error('timeout'));
+    } catch {
       this.logger.warn(
-        `Handlers still running after shutdownTimeoutMs (${this.options.shutdownTimeoutMs} ms); closing the connection anyway`,
+        `Handlers still running after shutdownTimeoutMs (${shutdownTimeoutMs} ms); closing the connection anyway`,
       );
     }
   }

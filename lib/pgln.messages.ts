@@ -48,3 +48,33 @@ export const LISTEN_WITHOUT_HANDLER = (channel: string) =>
 
 export const POOL_CLIENT_ERROR = (message: string) =>
   `An idle connection of the notify pool failed (${message}); the pool replaces it on next use.`;
+
+export const OVERFLOW_RESYNC = (channel: string, dropped: number, limit: number) =>
+  `Channel ${preview(channel)}: ${dropped} notifications were waiting, more than maxQueuedNotifications (${limit}); ` +
+  "dropped them and queued its out-of-sync handlers (reason 'overflow') to cover them.";
+
+export const OVERFLOW_DROPPED = (channel: string, dropped: number, limit: number) =>
+  `Channel ${preview(channel)}: dropped ${dropped} notifications, more than maxQueuedNotifications (${limit}) were waiting, ` +
+  'and the channel has no out-of-sync handler to recover with. Add an @OnOutOfSync handler, or make handlers faster.';
+
+export const SLOW_HANDLER = (handler: string, channel: string, elapsedMs: number, thresholdMs: number) =>
+  `${handler} on channel ${preview(channel)} has been running for ${elapsedMs} ms (slowHandlerMs: ${thresholdMs}); ` +
+  'it is not cancelled, and the channel waits for it.';
+
+export const SLOW_HANDLER_DONE = (handler: string, channel: string, elapsedMs: number) =>
+  `${handler} on channel ${preview(channel)} finished after ${elapsedMs} ms.`;
+
+export const STARTUP_FATAL = (target: string, reason: string) =>
+  `Cannot connect to ${target}: ${reason}. Retrying cannot fix this, so startup fails now: check the connection settings.`;
+
+export const STARTUP_UNREACHABLE = (target: string, timeoutMs: number, reason: string) =>
+  `Cannot reach PostgreSQL at ${target} within startupTimeoutMs (${timeoutMs} ms); last error: ${reason}`;
+
+export const ATTEMPT_FAILED = (target: string, attempt: number, reason: string, delayMs: number) =>
+  `Cannot connect to ${target} (attempt ${attempt}): ${reason}; retrying in ${delayMs} ms`;
+
+export const NO_ANSWER = (what: string, timeoutMs: number) =>
+  `${what} got no answer within ${timeoutMs} ms (healthCheck.timeoutMs); the connection is considered dead`;
+
+export const CHANNELS_MISSING = (channels: string[]) =>
+  `the LISTEN session no longer listens on ${channels.map((channel) => preview(channel)).join(', ')}`;

@@ -1,7 +1,7 @@
 import pg from 'pg';
 import type { ClientConfig, Pool, PoolConfig } from 'pg';
 import { parseIntoClientConfig } from 'pg-connection-string';
-import type { PglnBackoffOptions, PglnModuleOptions } from './interfaces/index.js';
+import type { PglnBackoffOptions, PglnHealthCheckOptions, PglnModuleOptions } from './interfaces/index.js';
 import { PglnOptionsError } from './errors/index.js';
 import { OPTIONS_INVALID } from './pgln.messages.js';
 
@@ -14,22 +14,30 @@ export interface ResolvedPglnOptions {
   /** Configuration of the dedicated LISTEN connection. */
   readonly listener: ClientConfig;
   readonly backoff: Required<PglnBackoffOptions>;
+  readonly healthCheck: Required<PglnHealthCheckOptions>;
   readonly shutdownTimeoutMs: number;
+  readonly startupTimeoutMs: number;
+  readonly maxQueuedNotifications: number;
+  readonly slowHandlerMs: number;
   /** Where the listener connects, for logs: `user@host:port/database`, never a password. */
   readonly target: string;
 }
 
-export const DEFAULT_APPLICATION_NAME = 'pgln';
-export const DEFAULT_BACKOFF: Required<PglnBackoffOptions> = { initialDelayMs: 100, maxDelayMs: 10_000 };
-export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
+export const DEFAULTS = {
+  applicationName: 'pgln',
+  reconnect: { initialDelayMs: 100, maxDelayMs: 10_000 },
+  healthCheck: { intervalMs: 10_000, timeoutMs: 5_000 },
+  shutdownTimeoutMs: 10_000,
+  startupTimeoutMs: 30_000,
+  maxQueuedNotifications: 10_000,
+  slowHandlerMs: 5_000,
+  /** For the pool the module creates: how long `notify` may wait for a connection. */
+  poolConnectionTimeoutMs: 10_000,
+} as const;
 
 function isPool(value: unknown): value is Pool {
   const pool = value as Partial<Pool> | null;
   return !!pool && typeof pool.query === 'function' && typeof pool.connect === 'function' && typeof pool.end === 'function';
-}
-
-function isPositiveNumber(value: unknown): value is number {
-  return typeof value === 'number' && Number.isFinite(value) && value > 0;
 }
 
 function describe(value: unknown): string {
@@ -58,47 +66,58 @@ export function describeTarget(config: ClientConfig): string {
  * the defaults. Creates the pool when the options give a connection string or a `PoolConfig`.
  */
 export function resolveOptions(options: PglnModuleOptions | undefined): ResolvedPglnOptions {
-  const problems: string[] = [];
   if (!options || typeof options !== 'object') {
     throw new PglnOptionsError(OPTIONS_INVALID(['options must be an object, e.g. { connectionString }']));
   }
-  const { connectionString, pool, listener = {}, applicationName = DEFAULT_APPLICATION_NAME } = options;
-  const backoff = { ...DEFAULT_BACKOFF, ...options.reconnect };
-  const shutdownTimeoutMs = options.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
+  const { connectionString, pool, listener = {}, applicationName = DEFAULTS.applicationName } = options;
+  const backoff = { ...DEFAULTS.reconnect, ...options.reconnect };
+  const healthCheck = { ...DEFAULTS.healthCheck, ...options.healthCheck };
+  const shutdownTimeoutMs = options.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs;
+  const startupTimeoutMs = options.startupTimeoutMs ?? DEFAULTS.startupTimeoutMs;
+  const maxQueuedNotifications = options.maxQueuedNotifications ?? DEFAULTS.maxQueuedNotifications;
+  const slowHandlerMs = options.slowHandlerMs ?? DEFAULTS.slowHandlerMs;
 
-  if (connectionString !== undefined && (typeof connectionString !== 'string' || connectionString.trim() === '')) {
-    problems.push('connectionString must be a non-empty string such as "postgres://user@host:5432/db"');
-  }
-  if (connectionString !== undefined && pool !== undefined) {
-    problems.push(
-      'give connection settings once: either connectionString, or pool (a pg.Pool, or a PoolConfig with its own connection settings)',
-    );
-  }
-  if (connectionString === undefined && pool === undefined) {
-    problems.push('no connection settings: give connectionString, or pool (a pg.Pool or a PoolConfig)');
-  }
-  if (pool !== undefined && (pool === null || typeof pool !== 'object')) {
-    problems.push(`pool must be a pg.Pool or a PoolConfig object, got ${describe(pool)}`);
-  }
-  if (listener === null || typeof listener !== 'object') {
-    problems.push(`listener must be a pg ClientConfig object, got ${describe(listener)}`);
-  }
-  if (typeof applicationName !== 'string' || applicationName.trim() === '') {
-    problems.push(`applicationName must be a non-empty string, got ${describe(applicationName)}`);
-  }
-  if (!isPositiveNumber(backoff.initialDelayMs)) {
-    problems.push(`reconnect.initialDelayMs must be a number > 0 (ms), got ${describe(backoff.initialDelayMs)}`);
-  }
-  if (!isPositiveNumber(backoff.maxDelayMs)) {
-    problems.push(`reconnect.maxDelayMs must be a number > 0 (ms), got ${describe(backoff.maxDelayMs)}`);
-  } else if (isPositiveNumber(backoff.initialDelayMs) && backoff.maxDelayMs < backoff.initialDelayMs) {
-    problems.push(
-      `reconnect.maxDelayMs (${backoff.maxDelayMs}) must be at least reconnect.initialDelayMs (${backoff.initialDelayMs})`,
-    );
-  }
-  if (typeof shutdownTimeoutMs !== 'number' || !Number.isFinite(shutdownTimeoutMs) || shutdownTimeoutMs < 0) {
-    problems.push(`shutdownTimeoutMs must be a number >= 0 (ms), got ${describe(shutdownTimeoutMs)}`);
-  }
+  const problems: string[] = [];
+  const check = (ok: boolean, problem: string) => void (ok || problems.push(problem));
+  const positive = (name: string, value: unknown, unit = ' (ms)') =>
+    check(typeof value === 'number' && Number.isFinite(value) && value > 0, `${name} must be a number > 0${unit}, got ${describe(value)}`);
+
+  check(
+    connectionString === undefined || (typeof connectionString === 'string' && connectionString.trim() !== ''),
+    'connectionString must be a non-empty string such as "postgres://user@host:5432/db"',
+  );
+  check(
+    connectionString === undefined || pool === undefined,
+    'give connection settings once: either connectionString, or pool (a pg.Pool, or a PoolConfig with its own connection settings)',
+  );
+  check(
+    connectionString !== undefined || pool !== undefined,
+    'no connection settings: give connectionString, or pool (a pg.Pool or a PoolConfig)',
+  );
+  check(pool === undefined || (pool !== null && typeof pool === 'object'), `pool must be a pg.Pool or a PoolConfig object, got ${describe(pool)}`);
+  check(listener !== null && typeof listener === 'object', `listener must be a pg ClientConfig object, got ${describe(listener)}`);
+  check(
+    typeof applicationName === 'string' && applicationName.trim() !== '',
+    `applicationName must be a non-empty string, got ${describe(applicationName)}`,
+  );
+  positive('reconnect.initialDelayMs', backoff.initialDelayMs);
+  positive('reconnect.maxDelayMs', backoff.maxDelayMs);
+  check(
+    !(backoff.maxDelayMs < backoff.initialDelayMs),
+    `reconnect.maxDelayMs (${backoff.maxDelayMs}) must be at least reconnect.initialDelayMs (${backoff.initialDelayMs})`,
+  );
+  positive('healthCheck.intervalMs', healthCheck.intervalMs);
+  positive('healthCheck.timeoutMs', healthCheck.timeoutMs);
+  positive('startupTimeoutMs', startupTimeoutMs);
+  positive('slowHandlerMs', slowHandlerMs);
+  check(
+    Number.isInteger(maxQueuedNotifications) && maxQueuedNotifications > 0,
+    `maxQueuedNotifications must be a whole number > 0, got ${describe(maxQueuedNotifications)}`,
+  );
+  check(
+    typeof shutdownTimeoutMs === 'number' && Number.isFinite(shutdownTimeoutMs) && shutdownTimeoutMs >= 0,
+    `shutdownTimeoutMs must be a number >= 0 (ms), got ${describe(shutdownTimeoutMs)}`,
+  );
   if (problems.length > 0) throw new PglnOptionsError(OPTIONS_INVALID(problems));
 
   const userPool = isPool(pool) ? pool : undefined;
@@ -117,15 +136,22 @@ export function resolveOptions(options: PglnModuleOptions | undefined): Resolved
   const listenerConfig: ClientConfig = {
     ...expanded,
     keepAlive: true,
+    connectionTimeoutMillis: healthCheck.timeoutMs,
     ...listener,
     application_name: listener.application_name ?? `${applicationName}-listener`,
   };
   return {
-    pool: userPool ?? new pg.Pool({ application_name: applicationName, ...base }),
+    pool:
+      userPool ??
+      new pg.Pool({ application_name: applicationName, connectionTimeoutMillis: DEFAULTS.poolConnectionTimeoutMs, ...base }),
     ownsPool: !userPool,
     listener: listenerConfig,
     backoff,
+    healthCheck,
     shutdownTimeoutMs,
+    startupTimeoutMs,
+    maxQueuedNotifications,
+    slowHandlerMs,
     target: describeTarget(listenerConfig),
   };
 }

@@ -7,7 +7,8 @@ import {
   type OnModuleDestroy,
 } from '@nestjs/common';
 import { PglnError } from './errors/index.js';
-import type { PglnListenHandlers, PglnModuleOptions, PglnState } from './interfaces/index.js';
+import type { Observable } from 'rxjs';
+import type { PglnListenHandlers, PglnModuleOptions, PglnState, PglnStateChange } from './interfaces/index.js';
 import { PglnExplorer } from './pgln.explorer.js';
 import { PglnListener } from './pgln.listener.js';
 import { LISTEN_WITHOUT_HANDLER, POOL_CLIENT_ERROR } from './pgln.messages.js';
@@ -42,6 +43,14 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
   /** The LISTEN connection's state: `'idle'`, `'connecting'`, `'syncing'`, `'live'`, `'reconnecting'` or `'closed'`. */
   get state(): PglnState {
     return this.listener.state;
+  }
+
+  /**
+   * The current state on subscription, then every transition (each also logged once); completes
+   * when the module shuts down. For health checks and metrics: `'live'` means every channel is in sync.
+   */
+  get state$(): Observable<PglnStateChange> {
+    return this.listener.state$;
   }
 
   /**

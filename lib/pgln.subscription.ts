@@ -1,4 +1,4 @@
-import type { PglnHandlerError } from './errors/index.js';
+import type { PglnHandlerError, PglnOverflowError } from './errors/index.js';
 import type { OutOfSyncEvent, OutOfSyncReason, PglnNotification } from './interfaces/index.js';
 
 /** What a registration brings: handlers and how to call them. */
@@ -7,7 +7,7 @@ export interface SubscriptionSpec {
   readonly name: string;
   readonly onNotification?: (payload: any, notification: PglnNotification) => unknown;
   readonly onOutOfSync?: (event: OutOfSyncEvent) => unknown;
-  readonly onError?: (error: PglnHandlerError) => void;
+  readonly onError?: (error: PglnHandlerError | PglnOverflowError) => void;
   readonly json?: boolean;
 }
 

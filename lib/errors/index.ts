@@ -4,3 +4,6 @@ export * from './pgln-payload.error.js';
 export * from './pgln-options.error.js';
 export * from './pgln-closed.error.js';
 export * from './pgln-handler.error.js';
+export * from './pgln-connection.error.js';
+export * from './pgln-overflow.error.js';
+export * from './pgln-timeout.error.js';

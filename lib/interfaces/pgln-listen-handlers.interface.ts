@@ -1,4 +1,4 @@
-import type { PglnHandlerError } from '../errors/index.js';
+import type { PglnHandlerError, PglnOverflowError } from '../errors/index.js';
 import type { OutOfSyncEvent, PglnNotification } from './pgln-notification.interface.js';
 
 /** Handlers given to `PglnService.listen()`. Any of them may return a promise; it is awaited. */
@@ -14,8 +14,11 @@ export interface PglnListenHandlers<TPayload = unknown> {
    * until it resolves; if it throws it is retried with backoff.
    */
   onOutOfSync?: (event: OutOfSyncEvent) => unknown;
-  /** Told about failures of the two handlers above (they are also logged). */
-  onError?: (error: PglnHandlerError) => void;
+  /**
+   * Told about failures of the two handlers above, and about notifications dropped on overflow
+   * when there is no `onOutOfSync` (both are also logged).
+   */
+  onError?: (error: PglnHandlerError | PglnOverflowError) => void;
   /**
    * Parse each payload as JSON before calling `onNotification`. A payload that is not valid
    * JSON is reported as an error and skipped.

@@ -15,6 +15,22 @@ export interface PglnBackoffOptions {
   maxDelayMs?: number;
 }
 
+/** Liveness check of the LISTEN connection. */
+export interface PglnHealthCheckOptions {
+  /**
+   * How often, in ms, the LISTEN session is asked for `pg_listening_channels()` and checked to
+   * hold every wanted channel. A dead connection is noticed within `intervalMs + timeoutMs`.
+   * @default 10000
+   */
+  intervalMs?: number;
+  /**
+   * How long, in ms, the health check, a LISTEN, an UNLISTEN or connecting may take before the
+   * connection is declared dead and replaced (a half-open socket never answers at all).
+   * @default 5000
+   */
+  timeoutMs?: number;
+}
+
 /** Options of `PglnModule.forRoot()` (and the value `forRootAsync()` factories return). */
 export interface PglnModuleOptions {
   /**
@@ -51,4 +67,29 @@ export interface PglnModuleOptions {
    * @default 10000
    */
   shutdownTimeoutMs?: number;
+  /**
+   * Liveness check of the LISTEN connection (besides TCP keepalive).
+   * @default { intervalMs: 10000, timeoutMs: 5000 }
+   */
+  healthCheck?: PglnHealthCheckOptions;
+  /**
+   * How long, in ms, `app.init()` keeps retrying a server it cannot reach before it fails. Errors
+   * that retrying cannot fix (wrong password, unknown database or user) fail it at once. Once the
+   * application has started, every error is retried forever.
+   * @default 30000
+   */
+  startupTimeoutMs?: number;
+  /**
+   * Most notifications one channel may hold or queue. Beyond it the channel's queue is dropped and
+   * its out-of-sync handlers run (reason `'overflow'`); a channel without one reports the number
+   * dropped to its handlers' error path. The only case where notifications are discarded.
+   * @default 10000
+   */
+  maxQueuedNotifications?: number;
+  /**
+   * A handler (notification or out-of-sync) still running after this many ms is logged as slow,
+   * with its name, channel and elapsed time. It is not cancelled.
+   * @default 5000
+   */
+  slowHandlerMs?: number;
 }

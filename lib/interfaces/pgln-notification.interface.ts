@@ -12,9 +12,10 @@ export interface PglnNotification {
  * Why out-of-sync handlers run:
  * - `'connect'`: the first connection at application bootstrap;
  * - `'reconnect'`: the LISTEN connection was lost and is back, so notifications may have been missed;
- * - `'listen'`: a handler registered at runtime through `PglnService.listen()` starts listening.
+ * - `'listen'`: a handler registered at runtime through `PglnService.listen()` starts listening;
+ * - `'overflow'`: more than `maxQueuedNotifications` were waiting on the channel, so they were dropped.
  */
-export type OutOfSyncReason = 'connect' | 'reconnect' | 'listen';
+export type OutOfSyncReason = 'connect' | 'reconnect' | 'listen' | 'overflow';
 
 /** Passed to out-of-sync handlers. */
 export interface OutOfSyncEvent {

@@ -8,3 +8,14 @@
  * - `'closed'`: shut down for good.
  */
 export type PglnState = 'idle' | 'connecting' | 'syncing' | 'live' | 'reconnecting' | 'closed';
+
+/** One transition of the listener's state, as `PglnService.state$` emits it. */
+export interface PglnStateChange {
+  /** The state entered. */
+  readonly state: PglnState;
+  /** The state left (equal to `state` for the first emission, which reports the current state). */
+  readonly previous: PglnState;
+  /** Why, in words (the same text as the log line). */
+  readonly detail: string;
+  readonly at: Date;
+}

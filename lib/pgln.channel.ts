@@ -193,7 +193,8 @@ export class Channel {
     for (let i = from; i < subscriptions.length; i++) {
       const subscription = subscriptions[i]!;
       const handler = subscription.spec.onNotification;
-      if (!handler || !subscription.active || this.closed) continue;
+      // Not yet in sync: its own resync, queued behind this notification, covers it.
+      if (!handler || !subscription.active || !subscription.synced || this.closed) continue;
       let result: unknown;
       try {
         result = handler(subscription.spec.json ? this.parse(notification) : notification.payload, notification);

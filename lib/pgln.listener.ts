@@ -2,10 +2,10 @@ import type { Logger } from '@nestjs/common';
 import pg from 'pg';
 import type { Client, Notification } from 'pg';
 import { BehaviorSubject, type Observable } from 'rxjs';
-import { PglnClosedError, PglnConnectionError, PglnTimeoutError } from './errors/index.js';
-import type { OutOfSyncReason, PglnNotification, PglnState, PglnStateChange } from './interfaces/index.js';
+import { PglnClosedError, PglnConnectionError, PglnError, PglnTimeoutError } from './errors/index.js';
+import type { OutOfSyncReason, PglnState, PglnStateChange } from './interfaces/index.js';
 import { Backoff } from './pgln.backoff.js';
-import { Channel, type ChannelContext, type SyncMarker } from './pgln.channel.js';
+import { Channel, type ChannelContext } from './pgln.channel.js';
 import { describeError, isFatalAtStartup } from './pgln.connection-errors.js';
 import {
   ATTEMPT_FAILED,
@@ -14,6 +14,7 @@ import {
   NO_ANSWER,
   STARTUP_FATAL,
   STARTUP_UNREACHABLE,
+  UNLISTENED,
 } from './pgln.messages.js';
 import type { ResolvedPglnOptions } from './pgln.options.js';
 import { Subscription, type SubscriptionSpec } from './pgln.subscription.js';
@@ -108,41 +109,55 @@ export class PglnListener {
   }
 
   /**
-   * Registers handlers on a channel. When connected, a new channel is LISTENed at once and the
-   * subscription's first resync is queued; otherwise the next connection takes care of both.
+   * Registers handlers. When connected, new channels are LISTENed at once (in one round trip) and
+   * each subscription's first resync is queued; otherwise the next connection takes care of both.
    */
-  subscribe(channel: string, spec: SubscriptionSpec, firstReason: OutOfSyncReason): Subscription {
-    if (this.closing) throw new PglnClosedError(CLOSED(`listen on "${channel}"`));
-    const subscription = new Subscription(channel, spec, firstReason);
-    let target = this.channels.get(channel);
-    const isNew = !target;
-    if (!target) {
-      target = new Channel(channel, this.context);
-      this.channels.set(channel, target);
+  subscribe(
+    entries: readonly { channel: string; spec: SubscriptionSpec }[],
+    firstReason: OutOfSyncReason,
+  ): Subscription[] {
+    if (this.closing) throw new PglnClosedError(CLOSED(`listen on "${entries[0]?.channel}"`));
+    const fresh: Channel[] = [];
+    const added = entries.map(({ channel, spec }) => {
+      const subscription = new Subscription(channel, spec, firstReason);
+      let target = this.channels.get(channel);
+      if (!target) {
+        target = new Channel(channel, this.context);
+        this.channels.set(channel, target);
+        fresh.push(target);
+      }
+      target.add(subscription);
+      return subscription;
+    });
+    const { client } = this;
+    if (client) {
+      const { listened } = this.listen(client, fresh);
+      for (const subscription of added) {
+        const target = this.channels.get(subscription.channel)!;
+        target.sync('listen', fresh.includes(target) ? listened : target.listened, [subscription]);
+      }
     }
-    target.add(subscription);
-    if (this.client) {
-      if (isNew) this.listen(this.client, [target], 'listen', [subscription]);
-      else target.sync('listen', target.listened, [subscription]);
-    }
-    return subscription;
+    return added;
   }
 
-  /** Removes one subscription; UNLISTENs when it was its channel's last. No handler of it runs once this resolves. */
+  /**
+   * Removes one subscription (UNLISTENing when it was its channel's last). None of its handlers
+   * is called once this resolves; one already running is not waited for, so a handler may
+   * remove itself.
+   */
   async unsubscribe(subscription: Subscription): Promise<void> {
     const channel = this.channels.get(subscription.channel);
     if (!subscription.active || !channel) return;
-    subscription.deactivate();
+    subscription.deactivate(new PglnError(UNLISTENED(subscription.channel)));
     channel.remove(subscription);
-    if (channel.subscriptions.length === 0) return this.drop(channel);
-    await channel.settled();
+    if (channel.subscriptions.length === 0) await this.drop(channel);
   }
 
-  /** Removes every subscription of a channel and UNLISTENs it. */
+  /** Removes every subscription of a channel and UNLISTENs it; same guarantee as {@link unsubscribe}. */
   async unlisten(name: string): Promise<void> {
     const channel = this.channels.get(name);
     if (!channel) return;
-    for (const subscription of channel.subscriptions) subscription.deactivate();
+    for (const subscription of channel.subscriptions) subscription.deactivate(new PglnError(UNLISTENED(name)));
     await this.drop(channel);
   }
 
@@ -154,18 +169,16 @@ export class PglnListener {
 
   private async drop(channel: Channel): Promise<void> {
     this.channels.delete(channel.name);
+    void channel.close();
     const { client } = this;
-    // Sent before anything is awaited, so a later LISTEN of the same name is queued after it.
-    // A dead connection is the health check's business: unlisten() does not wait for it.
-    const unlistened = client
-      ? this.guard(client.query(`UNLISTEN ${client.escapeIdentifier(channel.name)}`), 'UNLISTEN').catch(noop)
-      : undefined;
-    await Promise.all([channel.close(), unlistened]);
+    // A dead connection is the health check's business: a failed UNLISTEN is not an error here.
+    if (client) await this.guard(client.query(`UNLISTEN ${client.escapeIdentifier(channel.name)}`), 'UNLISTEN').catch(noop);
   }
 
   private readonly dispatch = (message: Notification): void => {
+    const channel = this.channels.get(message.channel);
     // pg always sets payload (to '' when none was sent).
-    this.channels.get(message.channel)?.push(message as PglnNotification);
+    channel?.push({ channel: message.channel, payload: message.payload!, processId: message.processId });
   };
 
   private connect(): void {
@@ -185,7 +198,9 @@ export class PglnListener {
     if (this.closing) return destroy(client);
     this.client = client;
     const channels = [...this.channels.values()];
-    const { listened, markers } = this.listen(client, channels, this.listenedBefore ? 'reconnect' : 'connect');
+    const { listened } = this.listen(client, channels);
+    const reason = this.listenedBefore ? 'reconnect' : 'connect';
+    const markers = channels.map((channel) => channel.sync(reason, listened));
     void listened.then((ok) => {
       if (!ok || this.client !== client) return;
       this.listenedBefore = true;
@@ -203,17 +218,12 @@ export class PglnListener {
   }
 
   /**
-   * LISTENs on `channels` in one round trip and queues their resyncs ahead of anything LISTEN
-   * lets in. A LISTEN that fails or times out replaces the connection: the session must hold
-   * every wanted channel.
+   * LISTENs on `channels` in one round trip. Resolves true once it ran; false if it failed or
+   * timed out, in which case the connection is replaced: the session must hold every wanted
+   * channel. Callers queue their resyncs on the result before any notification can arrive.
    */
-  private listen(
-    client: Client,
-    channels: Channel[],
-    reason: OutOfSyncReason,
-    only?: readonly Subscription[],
-  ): { listened: Promise<boolean>; markers: SyncMarker[] } {
-    if (channels.length === 0) return { listened: Promise.resolve(true), markers: [] };
+  private listen(client: Client, channels: Channel[]): { listened: Promise<boolean> } {
+    if (channels.length === 0) return { listened: Promise.resolve(true) };
     const sql = channels.map((channel) => `LISTEN ${client.escapeIdentifier(channel.name)}`).join('; ');
     const listened = this.guard(client.query(sql), 'LISTEN').then(
       () => true,
@@ -222,7 +232,7 @@ export class PglnListener {
         return false;
       },
     );
-    return { listened, markers: channels.map((channel) => channel.sync(reason, listened, only)) };
+    return { listened };
   }
 
   private scheduleHealthCheck(client: Client): void {
@@ -266,6 +276,7 @@ export class PglnListener {
     if (client !== this.client) return;
     this.client = undefined;
     clearTimeout(this.healthTimer);
+    client.removeListener('notification', this.dispatch);
     destroy(client);
     if (this.closing) return;
     if (this.state === 'syncing' || this.state === 'live') {

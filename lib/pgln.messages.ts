@@ -78,3 +78,6 @@ export const NO_ANSWER = (what: string, timeoutMs: number) =>
 
 export const CHANNELS_MISSING = (channels: string[]) =>
   `the LISTEN session no longer listens on ${channels.map((channel) => preview(channel)).join(', ')}`;
+
+export const UNLISTENED = (channel: string) =>
+  `Stopped listening on ${preview(channel)} before this listener was in sync (unlisten() was called).`;

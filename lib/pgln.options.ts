@@ -31,6 +31,8 @@ export const DEFAULTS = {
   startupTimeoutMs: 30_000,
   maxQueuedNotifications: 10_000,
   slowHandlerMs: 5_000,
+  /** TCP keepalive of the LISTEN connection: first probe after this much idle time. */
+  keepAliveInitialDelayMs: 10_000,
   /** For the pool the module creates: how long `notify` may wait for a connection. */
   poolConnectionTimeoutMs: 10_000,
 } as const;
@@ -136,6 +138,7 @@ export function resolveOptions(options: PglnModuleOptions | undefined): Resolved
   const listenerConfig: ClientConfig = {
     ...expanded,
     keepAlive: true,
+    keepAliveInitialDelayMillis: DEFAULTS.keepAliveInitialDelayMs,
     connectionTimeoutMillis: healthCheck.timeoutMs,
     ...listener,
     application_name: listener.application_name ?? `${applicationName}-listener`,

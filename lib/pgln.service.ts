@@ -74,7 +74,8 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
    * Several listeners may share a channel (with each other and with decorated handlers).
    *
    * @returns a function that removes this listener (and UNLISTENs when it was the channel's last);
-   *   once its promise resolves, none of these handlers runs again
+   *   once its promise resolves, none of these handlers is called again (one already running
+   *   finishes on its own, so a handler may remove itself)
    * @throws PglnChannelError for a channel name PostgreSQL would reject or truncate
    * @throws PglnClosedError when the application shuts down first
    */
@@ -86,26 +87,31 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
     if (typeof handlers?.onNotification !== 'function' && typeof handlers?.onOutOfSync !== 'function') {
       throw new PglnError(LISTEN_WITHOUT_HANDLER(channel));
     }
-    const subscription = this.listener.subscribe(
-      channel,
-      {
-        name: `listen(${JSON.stringify(channel)})`,
-        onNotification: handlers.onNotification,
-        onOutOfSync: handlers.onOutOfSync,
-        onError: handlers.onError,
-        json: handlers.json ?? false,
-      },
+    const [subscription] = this.listener.subscribe(
+      [
+        {
+          channel,
+          spec: {
+            name: `listen(${JSON.stringify(channel)})`,
+            onNotification: handlers.onNotification,
+            onOutOfSync: handlers.onOutOfSync,
+            onError: handlers.onError,
+            json: handlers.json ?? false,
+          },
+        },
+      ],
       'listen',
     );
     // Called before bootstrap (say, from onModuleInit), it must not wait for bootstrap to connect.
     this.listener.start().catch(() => undefined);
-    await subscription.ready;
-    return () => this.listener.unsubscribe(subscription);
+    await subscription!.ready;
+    return () => this.listener.unsubscribe(subscription!);
   }
 
   /**
    * Stops listening on a channel: removes every handler of it, decorated ones included, and
-   * UNLISTENs. Once it resolves, no handler of the channel runs again.
+   * UNLISTENs. Once it resolves, no handler of the channel is called again (one already running
+   * finishes on its own); a `listen()` on it still waiting for its first sync rejects.
    */
   async unlisten(channel: string): Promise<void> {
     assertChannel(channel);
@@ -114,9 +120,7 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
 
   /** @internal Subscribes decorated handlers and connects; `app.init()` waits until they are in sync. */
   async onApplicationBootstrap(): Promise<void> {
-    const subscriptions = this.explorer
-      .explore()
-      .map(({ channel, spec }) => this.listener.subscribe(channel, spec, 'connect'));
+    const subscriptions = this.listener.subscribe(this.explorer.explore(), 'connect');
     await this.listener.start();
     await Promise.all(subscriptions.map((subscription) => subscription.ready));
   }

@@ -32,8 +32,9 @@ describe('out-of-sync handlers', () => {
       async resync(event: OutOfSyncEvent) {
         events.push(`sync:${event.reason}:start`);
         const round = events.items.length;
+        const marks = sideSeen.items.length + 1; // counted before sending: the mark may arrive before the reply
         await sendThenMark(held, [`${round}a`, `${round}b`], side, `mark${round}`);
-        await sideSeen.until(sideSeen.items.length + 1);
+        await sideSeen.until(marks);
         events.push(`sync:${event.reason}:end`);
       }
       @OnNotification(held)

@@ -80,29 +80,54 @@ describe('PglnService.listen / unlisten at runtime', () => {
     expect(second.items).toEqual(['both', 'second only']);
   });
 
-  it('waits for a running handler, and runs no queued one, once unlisten resolves', async () => {
+  it('calls no handler once unlisten resolves; a handler may remove itself while others keep receiving', async () => {
     const channel = unique('runtime');
-    const started = new Inbox<string>();
+    const once: string[] = [];
+    const others = new Inbox<string>();
+    const off = await t.pgln.listen(channel, {
+      onNotification: async (payload: string) => {
+        once.push(payload);
+        await off(); // awaiting its own removal must not stall the channel
+      },
+    });
+    await t.pgln.listen(channel, { onNotification: others.push });
+    await admin.query("SELECT pg_notify($1, '1'), pg_notify($1, '2'), pg_notify($1, '3')", [channel]);
+    expect(await others.until(3)).toEqual(['1', '2', '3']);
+    expect(once).toEqual(['1']);
+  });
+
+  it('delivers nothing queued before a new listener of a busy channel synced: its resync covers it', async () => {
+    const channel = unique('runtime');
     const release = deferred();
-    const finished: string[] = [];
+    const started = new Inbox<string>();
     await t.pgln.listen(channel, {
       onNotification: async (payload: string) => {
         started.push(payload);
         await release.promise;
-        finished.push(payload);
       },
     });
     await admin.query("SELECT pg_notify($1, '1'), pg_notify($1, '2'), pg_notify($1, '3')", [channel]);
     await started.until(1);
-    let unlistened = false;
-    const unlistening = t.pgln.unlisten(channel).then(() => (unlistened = true));
-    await admin.query('SELECT 1'); // a round trip: unlisten had every chance to resolve early
-    expect(unlistened).toBe(false);
+    // '2' and '3' are queued behind the blocked handler when the second listener arrives.
+    const events = new Inbox<string>();
+    const second = t.pgln.listen(channel, {
+      onOutOfSync: (event: OutOfSyncEvent) => void events.push(`sync:${event.reason}`),
+      onNotification: (payload: string) => void events.push(`n:${payload}`),
+    });
     release.resolve();
-    await unlistening;
-    expect(finished).toEqual(['1']);
-    await settleAfter(t, channel, '4');
-    expect(started.items).toEqual(['1']);
+    await second;
+    await t.pgln.notify(channel, '4');
+    expect(await events.until(2)).toEqual(['sync:listen', 'n:4']);
+  });
+
+  it('rejects a listen() still waiting for its first sync when its channel is unlistened', async () => {
+    const channel = unique('runtime');
+    const release = deferred();
+    const pending = t.pgln.listen(channel, { onOutOfSync: () => release.promise });
+    const rejected = expect(pending).rejects.toThrow(/Stopped listening on ".*" before this listener was in sync/);
+    await t.pgln.unlisten(channel);
+    release.resolve();
+    await rejected;
   });
 
   it('rejects a call without handlers, and a bad channel name, with clear errors', async () => {

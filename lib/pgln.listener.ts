@@ -202,13 +202,14 @@ export class PglnListener {
     const reason = this.listenedBefore ? 'reconnect' : 'connect';
     const markers = channels.map((channel) => channel.sync(reason, listened));
     void listened.then((ok) => {
-      if (!ok || this.client !== client) return;
+      if (!ok || this.client !== client || this.closing) return;
       this.listenedBefore = true;
       clearTimeout(this.startupTimer);
       this.transition('syncing', `listening on ${channels.length} channel(s), running out-of-sync handlers`);
       this.scheduleHealthCheck(client);
       void Promise.all(markers.map((marker) => marker.done)).then(() => {
-        if (this.client !== client) return;
+        // Closing resolves pending markers too: that is no reason to go live.
+        if (this.client !== client || this.closing) return;
         this.attempt = 0;
         this.transition('live', `${this.channels.size} channel(s) in sync`);
         this.firstLive?.resolve();
@@ -333,7 +334,7 @@ export class PglnListener {
 
   private transition(next: PglnState, detail: string): void {
     const previous = this.state;
-    if (previous === next) return;
+    if (previous === next || previous === 'closed') return;
     this.states.next({ state: next, previous, detail, at: new Date() });
     const line = `${previous} -> ${next}: ${detail}`;
     if (next === 'reconnecting') this.logger.warn(line);

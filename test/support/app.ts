@@ -4,6 +4,7 @@ import { Test } from '@nestjs/testing';
 import { PglnModule, PglnService, type PglnModuleOptions } from '../../lib/index.js';
 import { databaseUrl, unique } from './database.js';
 import { CapturingLogger } from './logs.js';
+import type { TcpProxy } from './tcp-proxy.js';
 
 /** A test application with its logger, service and the application_name of its connections. */
 export interface TestApp {
@@ -16,11 +17,11 @@ export interface TestApp {
 }
 
 /**
- * Builds and initialises a Nest application that imports `PglnModule.forRoot()` against the test
- * server, plus `providers` / `controllers` / `imports`. Every app gets its own applicationName, so
- * a test can find (and kill) exactly its own backends.
+ * Builds, without initialising, a Nest application that imports `PglnModule.forRoot()` against
+ * the test server plus `providers` / `controllers` / `imports`. Every app gets its own
+ * applicationName, so a test can find (and kill) exactly its own backends. Reconnects are fast.
  */
-export async function createTestApp(
+export async function buildTestApp(
   metadata: ModuleMetadata = {},
   options: Partial<PglnModuleOptions> = {},
 ): Promise<TestApp> {
@@ -30,13 +31,37 @@ export async function createTestApp(
   const moduleRef = await Test.createTestingModule({
     ...metadata,
     imports: [
-      PglnModule.forRoot({ ...connection, reconnect: { initialDelayMs: 20, maxDelayMs: 200 }, ...options, applicationName: appName }),
+      PglnModule.forRoot({
+        ...connection,
+        reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
+        ...options,
+        applicationName: appName,
+      }),
       ...(metadata.imports ?? []),
     ],
   })
     .setLogger(logs)
     .compile();
   const app = moduleRef.createNestApplication({ logger: logs });
-  await app.init();
   return { app, pgln: app.get(PglnService), logs, appName, get: (type) => app.get(type) };
+}
+
+/** {@link buildTestApp}, then `app.init()`; an app whose init fails is closed before the error is rethrown. */
+export async function createTestApp(
+  metadata: ModuleMetadata = {},
+  options: Partial<PglnModuleOptions> = {},
+): Promise<TestApp> {
+  const built = await buildTestApp(metadata, options);
+  try {
+    await built.app.init();
+  } catch (error) {
+    await built.app.close();
+    throw error;
+  }
+  return built;
+}
+
+/** Options that route the LISTEN connection through `proxy`. */
+export function throughProxy(proxy: TcpProxy): Partial<PglnModuleOptions> {
+  return { listener: { host: '127.0.0.1', port: proxy.port } };
 }

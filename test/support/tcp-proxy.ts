@@ -143,6 +143,7 @@ export class TcpProxy {
     });
     if (this.blackholed) {
       this.held += 1;
+      client.resume(); // read and discard, so that the proxy notices when the client gives up
       return;
     }
     this.accepted += 1;

@@ -63,3 +63,39 @@ export class Inbox<T> {
     return this.items;
   }
 }
+
+/**
+ * Records every state a service goes through (from `state$`), so a test can wait for a
+ * transition however briefly the state lasted: `await states.reach('reconnecting', 1)`.
+ */
+export class StateLog {
+  readonly states: string[] = [];
+  private readonly inbox = new Inbox<string>();
+  private readonly subscription: { unsubscribe(): void };
+
+  constructor(pgln: { state$: { subscribe(next: (change: { state: string }) => void): { unsubscribe(): void } } }) {
+    this.subscription = pgln.state$.subscribe((change) => {
+      this.states.push(change.state);
+      this.inbox.push(change.state);
+    });
+  }
+
+  /** How many times `state` was entered (the current state at subscription counts once). */
+  count(state: string): number {
+    return this.states.filter((s) => s === state).length;
+  }
+
+  /** Resolves once `state` has been entered `times` times in all. */
+  async reach(state: string, times = 1, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.count(state) < times) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`Timed out: "${state}" entered ${this.count(state)} of ${times} times; states: ${this.states.join(' > ')}`);
+      await this.inbox.until(this.states.length + 1, left).catch(() => undefined);
+    }
+  }
+
+  stop(): void {
+    this.subscription.unsubscribe();
+  }
+}

@@ -1,0 +1,276 @@
+import { Injectable } from '@nestjs/common';
+import { firstValueFrom, toArray, take } from 'rxjs';
+import { OnNotification, OnOutOfSync, type OutOfSyncEvent } from '../lib/index.js';
+import { buildTestApp, createTestApp, throughProxy, type TestApp } from './support/app.js';
+import { adminPool, databaseUrl, terminate, unique } from './support/database.js';
+import { TcpProxy } from './support/tcp-proxy.js';
+import { Inbox, StateLog, deferred, waitFor } from './support/wait.js';
+
+const admin = adminPool();
+afterAll(() => admin.end());
+
+let proxy: TcpProxy;
+beforeEach(async () => {
+  proxy = await TcpProxy.forUrl(databaseUrl()).start();
+});
+afterEach(() => proxy.stop());
+
+/** A provider that records its out-of-sync reasons and the payloads it receives on `channel`. */
+function recorder(channel: string) {
+  @Injectable()
+  class Recorder {
+    readonly reasons: string[] = [];
+    readonly received = new Inbox<string>();
+    @OnOutOfSync(channel)
+    resync(event: OutOfSyncEvent) {
+      this.reasons.push(event.reason);
+    }
+    @OnNotification(channel)
+    receive(payload: string) {
+      this.received.push(payload);
+    }
+  }
+  return Recorder;
+}
+
+/** Waits until the app is live again after a loss it has already noticed, and proves delivery works. */
+async function expectRecovered(t: TestApp, channel: string, received: Inbox<string>, payload: string) {
+  await waitFor('the listener to be live again', () => t.pgln.state === 'live');
+  await t.pgln.notify(channel, payload);
+  await waitFor(`"${payload}" to be delivered`, () => received.items.includes(payload));
+}
+
+const timers = () => process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length;
+
+describe('liveness check', () => {
+  it('replaces a blackholed (half-open) connection once the health check gets no answer', async () => {
+    const channel = unique('blackhole');
+    const Recorder = recorder(channel);
+    const t = await createTestApp(
+      { providers: [Recorder] },
+      { ...throughProxy(proxy), healthCheck: { intervalMs: 100, timeoutMs: 200 } },
+    );
+    const recorded = t.get(Recorder);
+    try {
+      proxy.blackhole(true);
+      await waitFor('the dead connection to be noticed', () => t.pgln.state === 'reconnecting');
+      expect(t.logs.messages('warn')).toContain(
+        'live -> reconnecting: connection lost: Health check got no answer within 200 ms (healthCheck.timeoutMs); the connection is considered dead',
+      );
+      proxy.blackhole(false);
+      await expectRecovered(t, channel, recorded.received, 'after');
+      expect(recorded.reasons).toEqual(['connect', 'reconnect']);
+      // The half-open sockets were destroyed, not left to the operating system.
+      await waitFor('only the new connection to remain open', () => proxy.openSockets === 2);
+    } finally {
+      await t.app.close();
+    }
+  });
+
+  it('replaces a session that silently lost its LISTENs (as a pooler resetting it would)', async () => {
+    const channel = unique('reset');
+    const Recorder = recorder(channel);
+    const t = await createTestApp(
+      { providers: [Recorder] },
+      { ...throughProxy(proxy), healthCheck: { intervalMs: 50, timeoutMs: 1000 } },
+    );
+    const recorded = t.get(Recorder);
+    const states = new StateLog(t.pgln);
+    try {
+      expect(await proxy.inject('UNLISTEN *')).toBe(1);
+      await states.reach('reconnecting');
+      expect(t.logs.messages('warn')).toContain(
+        `live -> reconnecting: connection lost: the LISTEN session no longer listens on "${channel}"`,
+      );
+      await expectRecovered(t, channel, recorded.received, 'after');
+      expect(recorded.reasons).toEqual(['connect', 'reconnect']);
+    } finally {
+      await t.app.close();
+    }
+  });
+
+  it('closes without hanging when the connection is dead', async () => {
+    const t = await createTestApp({ providers: [recorder(unique('dead'))] }, { ...throughProxy(proxy), healthCheck: { intervalMs: 60_000, timeoutMs: 300 } });
+    proxy.blackhole(true);
+    await t.app.close();
+    expect(t.pgln.state).toBe('closed');
+    await waitFor('the proxied sockets to close', () => proxy.openSockets === 0);
+  });
+});
+
+describe('lifecycle edges', () => {
+  it('closes during the backoff between two refused attempts, leaving no timer or socket', async () => {
+    const before = timers();
+    const t = await createTestApp({ providers: [recorder(unique('backoff'))] }, { ...throughProxy(proxy), reconnect: { initialDelayMs: 60_000, maxDelayMs: 60_000 } });
+    proxy.refuse(true);
+    proxy.resetAll();
+    await waitFor('a refused attempt', () => t.logs.messages('warn').some((line) => line.startsWith('Cannot connect')));
+    await t.app.close();
+    expect(timers()).toBe(before);
+    expect(proxy.openSockets).toBe(0);
+  });
+
+  it('closes during a connection attempt that hangs', async () => {
+    const t = await createTestApp({ providers: [recorder(unique('connecting'))] }, { ...throughProxy(proxy), healthCheck: { intervalMs: 60_000, timeoutMs: 60_000 } });
+    proxy.blackhole(true);
+    proxy.resetAll();
+    await waitFor('a reconnect attempt to hang in the proxy', () => proxy.held >= 1);
+    await t.app.close();
+    await waitFor('the hanging socket to be closed', () => proxy.openSockets === 0);
+  });
+
+  it('closes during an out-of-sync handler: waits for it, then disconnects', async () => {
+    const channel = unique('closing');
+    const release = deferred();
+    const events = new Inbox<string>();
+    @Injectable()
+    class Slow {
+      @OnOutOfSync(channel)
+      async resync(event: OutOfSyncEvent) {
+        if (event.reason !== 'reconnect') return;
+        events.push('resync:start');
+        await release.promise;
+        events.push('resync:end');
+      }
+    }
+    const t = await createTestApp({ providers: [Slow] }, throughProxy(proxy));
+    proxy.resetAll();
+    await events.until(1);
+    const closing = t.app.close().then(() => events.push('closed'));
+    await waitFor('shutdown to begin', () => t.pgln.state === 'closed');
+    release.resolve();
+    await closing;
+    expect(events.items).toEqual(['resync:start', 'resync:end', 'closed']);
+  });
+
+  it('closes while a failing out-of-sync handler waits to be retried', async () => {
+    const channel = unique('retrying');
+    const failures = new Inbox<string>();
+    @Injectable()
+    class Failing {
+      @OnOutOfSync(channel)
+      resync(event: OutOfSyncEvent) {
+        if (event.reason === 'reconnect') {
+          failures.push('failed');
+          throw new Error('still broken');
+        }
+      }
+    }
+    const t = await createTestApp({ providers: [Failing] }, { ...throughProxy(proxy), reconnect: { initialDelayMs: 60_000, maxDelayMs: 60_000 } });
+    proxy.resetAll();
+    await failures.until(1);
+    await t.app.close(); // would wait out a backoff of up to a minute if the retry were not aborted
+    expect(t.pgln.state).toBe('closed');
+  });
+
+  it('accepts listen() during a reconnect and resolves it once the connection is back', async () => {
+    const t = await createTestApp({ providers: [recorder(unique('other'))] }, throughProxy(proxy));
+    try {
+      proxy.refuse(true);
+      proxy.resetAll();
+      await waitFor('the loss to be noticed', () => t.pgln.state === 'reconnecting');
+      const channel = unique('during');
+      const reasons: string[] = [];
+      const received = new Inbox<string>();
+      const listening = t.pgln.listen(channel, {
+        onOutOfSync: (event: OutOfSyncEvent) => void reasons.push(event.reason),
+        onNotification: received.push,
+      });
+      proxy.refuse(false);
+      await listening;
+      expect(reasons).toEqual(['listen']);
+      await t.pgln.notify(channel, 'x');
+      expect(await received.until(1)).toEqual(['x']);
+    } finally {
+      await t.app.close();
+    }
+  });
+
+  it('accepts unlisten() during a reconnect: the channel is not LISTENed again', async () => {
+    const dropped = unique('dropped');
+    const kept = unique('kept');
+    const Dropped = recorder(dropped);
+    const Kept = recorder(kept);
+    const t = await createTestApp({ providers: [Dropped, Kept] }, throughProxy(proxy));
+    try {
+      proxy.refuse(true);
+      proxy.resetAll();
+      await waitFor('the loss to be noticed', () => t.pgln.state === 'reconnecting');
+      await t.pgln.unlisten(dropped);
+      const sent = proxy.queries.length;
+      proxy.refuse(false);
+      await expectRecovered(t, kept, t.get(Kept).received, 'kept');
+      expect(proxy.queries.slice(sent).filter((sql) => sql.startsWith('LISTEN'))).toEqual([`LISTEN "${kept}"`]);
+      expect(t.get(Dropped).reasons).toEqual(['connect']);
+    } finally {
+      await t.app.close();
+    }
+  });
+
+  it.each([
+    ['pg_terminate_backend (an error, then an end)', (t: TestApp) => terminate(admin, `${t.appName}-listener`)],
+    ['a network reset (the socket closes)', async () => proxy.resetAll()],
+  ])('reconnects exactly once after %s', async (_, fault) => {
+    const channel = unique('once');
+    const Recorder = recorder(channel);
+    const t = await createTestApp({ providers: [Recorder] }, throughProxy(proxy));
+    try {
+      const states = new StateLog(t.pgln);
+      await fault(t);
+      await states.reach('live', 2);
+      await expectRecovered(t, channel, t.get(Recorder).received, 'after');
+      states.stop();
+      expect(proxy.accepted).toBe(2);
+      expect(states.states).toEqual(['live', 'reconnecting', 'syncing', 'live']);
+      expect(t.get(Recorder).reasons).toEqual(['connect', 'reconnect']);
+    } finally {
+      await t.app.close();
+    }
+  });
+});
+
+describe('notify while the database is unreachable', () => {
+  it('rejects with the driver error, queues nothing, and works again afterwards', async () => {
+    const channel = unique('notify');
+    const Recorder = recorder(channel);
+    const t = await createTestApp(
+      { providers: [Recorder] },
+      {
+        pool: { connectionString: proxy.url(databaseUrl()), connectionTimeoutMillis: 300 },
+        healthCheck: { intervalMs: 100, timeoutMs: 300 },
+      },
+    );
+    try {
+      proxy.refuse(true);
+      proxy.resetAll();
+      await expect(t.pgln.notify(channel, 'refused')).rejects.toThrow(/Connection terminated/);
+
+      proxy.refuse(false);
+      proxy.blackhole(true);
+      const attempts = Array.from({ length: 20 }, (_, i) => t.pgln.notify(channel, `hung ${i}`));
+      const results = await Promise.allSettled(attempts);
+      expect(results.every((result) => result.status === 'rejected')).toBe(true);
+      expect(String((results[0] as PromiseRejectedResult).reason)).toMatch(/Connection terminated due to connection timeout/);
+
+      proxy.blackhole(false);
+      await expectRecovered(t, channel, t.get(Recorder).received, 'back');
+      expect(t.get(Recorder).received.items).toEqual(['back']);
+    } finally {
+      await t.app.close();
+    }
+  });
+});
+
+describe('state', () => {
+  it('reports the current state to a new subscriber, logs each transition once, and completes at close', async () => {
+    const { app, pgln, logs } = await buildTestApp({ providers: [recorder(unique('state'))] });
+    const all = firstValueFrom(pgln.state$.pipe(toArray()));
+    expect(await firstValueFrom(pgln.state$.pipe(take(1)))).toMatchObject({ state: 'idle', previous: 'idle' });
+    await app.init();
+    await app.close();
+    const states = (await all).map((change) => `${change.previous}->${change.state}`);
+    expect(states).toEqual(['idle->idle', 'idle->connecting', 'connecting->syncing', 'syncing->live', 'live->closed']);
+    const lines = logs.lines.filter((line) => line.context === 'PglnService').map((line) => line.message.split(':')[0]);
+    expect(lines).toEqual(['idle -> connecting', 'connecting -> syncing', 'syncing -> live', 'live -> closed']);
+  });
+});

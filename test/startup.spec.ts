@@ -1,0 +1,157 @@
+import { Injectable } from '@nestjs/common';
+import { OnOutOfSync, PglnConnectionError, PglnOptionsError } from '../lib/index.js';
+import { buildTestApp, createTestApp, throughProxy } from './support/app.js';
+import pg from 'pg';
+import { startEmbeddedPostgres } from '../tools/embedded-postgres.js';
+import { adminPool, databaseUrl, terminate, unique } from './support/database.js';
+import { TcpProxy } from './support/tcp-proxy.js';
+import { StateLog, waitFor } from './support/wait.js';
+
+const admin = adminPool();
+afterAll(() => admin.end());
+
+const SECRET = 'hunter2-do-not-log';
+
+/** The test server's URL with another user, password or database. */
+function urlWith(changes: { user?: string; password?: string; database?: string }): string {
+  const url = new URL(databaseUrl());
+  if (changes.user) url.username = changes.user;
+  if (changes.password) url.password = changes.password;
+  if (changes.database) url.pathname = `/${changes.database}`;
+  return url.toString();
+}
+
+@Injectable()
+class Listening {
+  @OnOutOfSync('startup_spec')
+  resync() {}
+}
+
+describe('at startup, errors that retrying cannot fix fail app.init() at once', () => {
+  it.each([
+    ['unknown user or wrong password', () => urlWith({ user: unique('nobody'), password: SECRET }), /password authentication failed|role ".*" does not exist/],
+    ['unknown database', () => urlWith({ database: unique('nodb') }), /database ".*" does not exist/],
+  ])('%s', async (_, url, reason) => {
+    const built = await buildTestApp({ providers: [Listening] }, { connectionString: url() });
+    const failure = await built.app.init().then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    await built.app.close();
+    expect(failure).toBeInstanceOf(PglnConnectionError);
+    const message = (failure as Error).message;
+    expect(message).toMatch(reason);
+    expect(message).toMatch(/Retrying cannot fix this, so startup fails now: check the connection settings/);
+    expect(message).toContain(`:${new URL(databaseUrl()).port}/`);
+    expect(built.logs.messages('warn').filter((line) => line.startsWith('Cannot connect'))).toEqual([]);
+    expect(message).not.toContain(SECRET);
+    expect(built.logs.text()).not.toContain(SECRET);
+  });
+
+  it('a connection string that cannot be parsed fails when the module is created, without echoing it', async () => {
+    const failure = await createTestApp({}, { connectionString: `postgres://user:${SECRET}@host:notaport/db` }).catch(
+      (error: unknown) => error,
+    );
+    expect(failure).toBeInstanceOf(PglnOptionsError);
+    expect((failure as Error).message).toMatch(/connectionString cannot be parsed: Invalid URL/);
+    expect((failure as Error).message).not.toContain(SECRET);
+  });
+});
+
+describe('at startup, an unreachable server is retried until startupTimeoutMs', () => {
+  it('then fails naming host and port, with one log line per attempt', async () => {
+    const proxy = await TcpProxy.forUrl(databaseUrl()).start();
+    proxy.refuse(true);
+    try {
+      const built = await buildTestApp({ providers: [Listening] }, { ...throughProxy(proxy), startupTimeoutMs: 300 });
+      const failure = await built.app.init().then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      await built.app.close();
+      expect(failure).toBeInstanceOf(PglnConnectionError);
+      expect((failure as Error).message).toMatch(
+        new RegExp(`^Cannot reach PostgreSQL at .*127\\.0\\.0\\.1:${proxy.port}/.* within startupTimeoutMs \\(300 ms\\); last error: Connection terminated unexpectedly`),
+      );
+      const attempts = built.logs.messages('warn').filter((line) => line.startsWith('Cannot connect'));
+      expect(attempts.length).toBeGreaterThanOrEqual(2);
+      expect(attempts.length).toBe(proxy.refused);
+      expect(built.pgln.state).toBe('closed');
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  it('and succeeds if the server answers in time', async () => {
+    const proxy = await TcpProxy.forUrl(databaseUrl()).start();
+    proxy.refuse(true);
+    try {
+      const built = await buildTestApp({ providers: [Listening] }, throughProxy(proxy));
+      const init = built.app.init();
+      await waitFor('two refused attempts', () => proxy.refused >= 2);
+      proxy.refuse(false);
+      await init;
+      expect(built.pgln.state).toBe('live');
+      await built.app.close();
+    } finally {
+      await proxy.stop();
+    }
+  });
+});
+
+/** A login role for one test, dropped afterwards (roles are shared by the whole server). */
+async function withRole(run: (role: string, url: string) => Promise<void>): Promise<void> {
+  const role = unique('pgln_role');
+  await admin.query(`CREATE ROLE ${role} LOGIN PASSWORD '${SECRET}'`);
+  try {
+    await run(role, urlWith({ user: role, password: SECRET }));
+  } finally {
+    await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, [role]);
+    await admin.query(`DROP ROLE IF EXISTS ${role}`);
+  }
+}
+
+describe('retryable at any time', () => {
+  // A real hot standby needs a server the test owns: it starts an embedded one of its own.
+  it('a standby in recovery, which refuses LISTEN, is retried with backoff until it is promoted', async () => {
+    const server = await startEmbeddedPostgres();
+    try {
+      await server.stop();
+      await server.startAsStandby();
+      const built = await buildTestApp({ providers: [Listening] }, { connectionString: server.url });
+      const init = built.app.init();
+      await waitFor('two failed LISTEN attempts', () =>
+        built.logs.messages('warn').filter((line) => /cannot execute LISTEN during recovery \(25006\)/.test(line)).length >= 2,
+      );
+      expect(built.pgln.state).toBe('connecting');
+      const promoter = new pg.Client({ connectionString: server.url });
+      await promoter.connect();
+      await promoter.query('SELECT pg_promote()');
+      await promoter.end();
+      await init;
+      expect(built.pgln.state).toBe('live');
+      await built.app.close();
+    } finally {
+      await server.destroy();
+    }
+  });
+
+  it('after startup, even an authentication error is retried until it clears', () =>
+    withRole(async (role, url) => {
+      const t = await createTestApp({ providers: [Listening] }, { listener: { connectionString: url } });
+      const states = new StateLog(t.pgln);
+      try {
+        await admin.query(`ALTER ROLE ${role} NOLOGIN`);
+        await terminate(admin, `${t.appName}-listener`);
+        await waitFor('two refused logins', () =>
+          t.logs.messages('warn').filter((line) => /is not permitted to log in/.test(line)).length >= 2,
+        );
+        expect(t.pgln.state).toBe('reconnecting');
+        await admin.query(`ALTER ROLE ${role} LOGIN`);
+        await states.reach('live', 2);
+        expect(t.logs.text()).not.toContain(SECRET);
+      } finally {
+        await t.app.close();
+      }
+    }));
+});

@@ -1,0 +1,155 @@
+import { Injectable } from '@nestjs/common';
+import { OnNotification, OnOutOfSync, PglnOverflowError, type OutOfSyncEvent } from '../lib/index.js';
+import { buildTestApp, createTestApp } from './support/app.js';
+import { adminPool, unique } from './support/database.js';
+import { Inbox, deferred, waitFor } from './support/wait.js';
+
+const admin = adminPool();
+afterAll(() => admin.end());
+
+/** Sends '2' to '21' in one transaction: they arrive together while '1' is being handled. */
+const flood = (channel: string) =>
+  admin.query('SELECT pg_notify($1, i::text) FROM generate_series(2, 21) AS i', [channel]);
+
+describe('maxQueuedNotifications', () => {
+  it('drops the queue of a channel that overflows and resyncs it (reason "overflow")', async () => {
+    const channel = unique('overflow');
+    const release = deferred();
+    const started = deferred();
+    const events = new Inbox<string>();
+
+    @Injectable()
+    class Busy {
+      @OnOutOfSync(channel)
+      resync(event: OutOfSyncEvent) {
+        events.push(`sync:${event.reason}`);
+      }
+      @OnNotification(channel)
+      async receive(payload: string) {
+        events.push(`n:${payload}`);
+        if (payload === '1') {
+          started.resolve();
+          await release.promise;
+        }
+      }
+    }
+
+    const t = await createTestApp({ providers: [Busy] }, { maxQueuedNotifications: 5 });
+    try {
+      await t.pgln.notify(channel, '1');
+      await started.promise;
+      await flood(channel);
+      // 2..7, 8..13 and 14..19 each overflow the limit of 5; 20 and 21 stay queued.
+      const overflowed = () => t.logs.messages('warn').filter((line) => line.includes('more than maxQueuedNotifications'));
+      await waitFor('three overflows', () => overflowed().length === 3);
+      expect(overflowed()[0]).toBe(
+        `Channel "${channel}": 6 notifications were waiting, more than maxQueuedNotifications (5); ` +
+          "dropped them and queued its out-of-sync handlers (reason 'overflow') to cover them.",
+      );
+      release.resolve();
+      await t.pgln.notify(channel, 'after');
+      await events.until(6);
+      // One resync covers all three overflows, before what came after them.
+      expect(events.items).toEqual(['sync:connect', 'n:1', 'sync:overflow', 'n:20', 'n:21', 'n:after']);
+    } finally {
+      release.resolve();
+      await t.app.close();
+    }
+  });
+
+  it('reports the number dropped on a channel without an out-of-sync handler, and keeps delivering', async () => {
+    const channel = unique('overflow');
+    const release = deferred();
+    const started = deferred();
+    const received = new Inbox<string>();
+    const errors = new Inbox<unknown>();
+    const t = await createTestApp({}, { maxQueuedNotifications: 5 });
+    try {
+      await t.pgln.listen(channel, {
+        onNotification: async (payload: string) => {
+          received.push(payload);
+          if (payload === '1') {
+            started.resolve();
+            await release.promise;
+          }
+        },
+        onError: errors.push,
+      });
+      await t.pgln.notify(channel, '1');
+      await started.promise;
+      await flood(channel);
+      await errors.until(3);
+      release.resolve();
+      await t.pgln.notify(channel, 'after');
+      expect(await received.until(4)).toEqual(['1', '20', '21', 'after']);
+      for (const error of errors.items) {
+        expect(error).toBeInstanceOf(PglnOverflowError);
+        expect(error).toMatchObject({ channel, dropped: 6 });
+      }
+      expect(t.logs.messages('error')[0]).toBe(
+        `Channel "${channel}": dropped 6 notifications, more than maxQueuedNotifications (5) were waiting, ` +
+          'and the channel has no out-of-sync handler to recover with. Add an @OnOutOfSync handler, or make handlers faster.',
+      );
+    } finally {
+      release.resolve();
+      await t.app.close();
+    }
+  });
+});
+
+describe('slowHandlerMs', () => {
+  it('warns about a slow notification handler, naming it, its channel and the time; it is not cancelled', async () => {
+    const channel = unique('slow');
+    const release = deferred();
+    const done = deferred();
+
+    @Injectable()
+    class Sluggish {
+      @OnNotification(channel)
+      async crunch() {
+        await release.promise;
+        done.resolve();
+      }
+    }
+
+    const t = await createTestApp({ providers: [Sluggish] }, { slowHandlerMs: 50 });
+    try {
+      await t.pgln.notify(channel, 'x');
+      const slow = new RegExp(
+        `^Sluggish\\.crunch on channel "${channel}" has been running for \\d+ ms \\(slowHandlerMs: 50\\); it is not cancelled, and the channel waits for it\\.$`,
+      );
+      await waitFor('the slow-handler warning', () => t.logs.messages('warn').some((line) => slow.test(line)));
+      release.resolve();
+      await done.promise;
+      await waitFor('the closing note', () =>
+        t.logs.messages('warn').some((line) => new RegExp(`^Sluggish\\.crunch on channel "${channel}" finished after \\d+ ms\\.$`).test(line)),
+      );
+      expect(t.logs.messages('warn').filter((line) => slow.test(line))).toHaveLength(1);
+    } finally {
+      release.resolve();
+      await t.app.close();
+    }
+  });
+
+  it('warns about a slow out-of-sync handler too', async () => {
+    const channel = unique('slow');
+    const release = deferred();
+
+    @Injectable()
+    class SlowReload {
+      @OnOutOfSync(channel)
+      async reload() {
+        await release.promise;
+      }
+    }
+
+    const built = await buildTestApp({ providers: [SlowReload] }, { slowHandlerMs: 50 });
+    const init = built.app.init();
+    await waitFor('the slow-handler warning', () =>
+      built.logs.messages('warn').some((line) => line.startsWith(`SlowReload.reload on channel "${channel}" has been running for`)),
+    );
+    release.resolve();
+    await init;
+    await built.app.close();
+  });
+});

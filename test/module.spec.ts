@@ -8,7 +8,8 @@ import {
   type PglnModuleOptions,
   type PglnOptionsFactory,
 } from '../lib/index.js';
-import { createTestApp } from './support/app.js';
+import { createTestApp, throughProxy } from './support/app.js';
+import { TcpProxy } from './support/tcp-proxy.js';
 import { adminPool, backends, databaseUrl, unique } from './support/database.js';
 import { CapturingLogger } from './support/logs.js';
 import { Inbox, waitFor } from './support/wait.js';
@@ -139,10 +140,15 @@ describe('PglnModule.forRoot', () => {
         inbox.push(notification);
       }
     }
-    const t = await createTestApp({ providers: [Many] });
+    const proxy = await TcpProxy.forUrl(databaseUrl()).start();
+    const t = await createTestApp({ providers: [Many] }, throughProxy(proxy));
     try {
       const listeners = await backends(admin, `${t.appName}-listener`);
       expect(listeners).toHaveLength(1);
+      // Every channel in one round trip, names quoted.
+      expect(proxy.queries.filter((sql) => sql.startsWith('LISTEN'))).toEqual([
+        channels.map((channel) => `LISTEN "${channel}"`).join('; '),
+      ]);
       for (const channel of channels) await t.pgln.notify(channel, 'x');
       const received = await inbox.until(3);
       expect(received.map((n) => n.channel)).toEqual(channels);
@@ -154,6 +160,7 @@ describe('PglnModule.forRoot', () => {
       expect(await backends(admin, `${t.appName}-listener`)).toHaveLength(1);
     } finally {
       await t.app.close();
+      await proxy.stop();
     }
   });
 

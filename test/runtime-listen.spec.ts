@@ -1,8 +1,9 @@
 import { Injectable } from '@nestjs/common';
 import { OnNotification, OnOutOfSync, PglnService, type OutOfSyncEvent } from '../lib/index.js';
-import { createTestApp, type TestApp } from './support/app.js';
-import { adminPool, terminate, unique } from './support/database.js';
-import { Inbox, deferred, waitFor } from './support/wait.js';
+import { createTestApp, throughProxy, type TestApp } from './support/app.js';
+import { TcpProxy } from './support/tcp-proxy.js';
+import { adminPool, databaseUrl, terminate, unique } from './support/database.js';
+import { Inbox, StateLog, deferred } from './support/wait.js';
 
 const admin = adminPool();
 afterAll(() => admin.end());
@@ -166,37 +167,39 @@ describe('PglnService.listen before bootstrap', () => {
 });
 
 describe('PglnService.unlisten', () => {
-  it('removes decorated handlers too', async () => {
-    const channel = unique('decorated');
+  it('removes decorated handlers too, and the channel is not LISTENed again after a reconnect', async () => {
+    const dropped = unique('decorated');
+    const kept = unique('kept');
     const received = new Inbox<string>();
-    const reasons: string[] = [];
 
     @Injectable()
     class Decorated {
-      @OnNotification(channel)
+      @OnNotification(dropped)
       receive(payload: string) {
         received.push(payload);
       }
-      @OnOutOfSync(channel)
-      resync(event: OutOfSyncEvent) {
-        reasons.push(event.reason);
-      }
+      @OnNotification(kept)
+      keep() {}
     }
 
-    const t = await createTestApp({ providers: [Decorated] });
+    const proxy = await TcpProxy.forUrl(databaseUrl()).start();
+    const t = await createTestApp({ providers: [Decorated] }, throughProxy(proxy));
     try {
-      await t.pgln.notify(channel, 'before');
+      await t.pgln.notify(dropped, 'before');
       await received.until(1);
-      await t.pgln.unlisten(channel);
-      await settleAfter(t, channel, 'after');
+      await t.pgln.unlisten(dropped);
+      expect(proxy.queries.at(-1)).toBe(`UNLISTEN "${dropped}"`);
+      await settleAfter(t, dropped, 'after');
       expect(received.items).toEqual(['before']);
 
-      // Unlistened channels are not LISTENed again after a reconnect.
+      const states = new StateLog(t.pgln);
+      const sent = proxy.queries.length;
       await terminate(admin, `${t.appName}-listener`);
-      await waitFor('the listener to be live again', () => t.pgln.state === 'live');
-      expect(reasons).toEqual(['connect']);
+      await states.reach('live', 2);
+      expect(proxy.queries.slice(sent).filter((sql) => sql.startsWith('LISTEN'))).toEqual([`LISTEN "${kept}"`]);
     } finally {
       await t.app.close();
+      await proxy.stop();
     }
   });
 });

@@ -68,7 +68,7 @@ describe('sample app', () => {
     expect((await get('/products')).status).toBe(200);
   });
 
-  it('catches up after its LISTEN connection is killed', async () => {
+  it('stays in sync across a killed LISTEN connection', async () => {
     expect(await terminate(admin, 'pgln-sample-listener')).toBe(1);
     await admin.query("UPDATE products SET name = 'Lungo' WHERE id = 1");
     await waitFor('the listener to be live again', async () => (await get('/health')).body?.listener === 'live');

@@ -1,7 +1,8 @@
 import { Injectable } from '@nestjs/common';
 import { OnNotification, PglnClosedError } from '../lib/index.js';
-import { createTestApp } from './support/app.js';
-import { adminPool, backends, unique } from './support/database.js';
+import { createTestApp, throughProxy } from './support/app.js';
+import { TcpProxy } from './support/tcp-proxy.js';
+import { adminPool, backends, databaseUrl, unique } from './support/database.js';
 import { Inbox, deferred, waitFor } from './support/wait.js';
 
 const admin = adminPool();
@@ -25,7 +26,8 @@ describe('app.close()', () => {
     const channel = unique('closing');
     const release = deferred();
     const events = new Inbox<string>();
-    const t = await createTestApp({ providers: [blockingHandler(channel, release.promise, events)] });
+    const proxy = await TcpProxy.forUrl(databaseUrl()).start();
+    const t = await createTestApp({ providers: [blockingHandler(channel, release.promise, events)] }, throughProxy(proxy));
     await t.pgln.notify(channel, '1');
     await events.until(1);
 
@@ -35,6 +37,9 @@ describe('app.close()', () => {
     release.resolve();
     await closing;
     expect(events.items).toEqual(['handler:1:start', 'handler:1:end', 'closed']);
+    expect(proxy.queries.at(-1)).toBe('UNLISTEN *');
+    expect(proxy.openSockets).toBe(0);
+    await proxy.stop();
     await waitFor('no backend of the app to remain', async () => {
       const [listener, pool] = await Promise.all([backends(admin, `${t.appName}-listener`), backends(admin, t.appName)]);
       return listener.length === 0 && pool.length === 0;

@@ -1,0 +1,197 @@
+import { Injectable } from '@nestjs/common';
+import pg from 'pg';
+import {
+  OnNotification,
+  PglnChannelError,
+  PglnOptionsError,
+  PglnPayloadError,
+  type PglnModuleOptions,
+} from '../lib/index.js';
+import { resolveOptions } from '../lib/pgln.options.js';
+import { assertChannel, encodePayload } from '../lib/pgln.validation.js';
+import { createTestApp, type TestApp } from './support/app.js';
+import { databaseUrl, unique } from './support/database.js';
+import { Inbox } from './support/wait.js';
+
+/**
+ * What users get wrong, table by table. Each mistake gets a clear error at the right moment
+ * (class definition, module creation, before sending, at delivery), and nothing else breaks.
+ */
+
+const circular = (): object => {
+  const value: Record<string, unknown> = {};
+  value.self = value;
+  return value;
+};
+
+const BAD_CHANNELS: [string, unknown, RegExp][] = [
+  ['empty', '', /Channel name must not be empty/],
+  ['64 bytes', 'x'.repeat(64), /is 64 bytes in UTF-8; PostgreSQL keeps at most 63 bytes/],
+  ['22 three-byte characters (66 bytes, 22 characters)', '€'.repeat(22), /is 66 bytes in UTF-8; PostgreSQL keeps at most 63 bytes/],
+  ['a NUL', 'a\0b', /contains a NUL character/],
+  ['not a string', 42, /must be a string, got number/],
+  ['null', null, /must be a string, got null/],
+];
+
+const GOOD_CHANNELS: [string, string][] = [
+  ['63 ASCII bytes', 'x'.repeat(63)],
+  ['21 three-byte characters (63 bytes)', '€'.repeat(21)],
+  ['mixed case, spaces and quotes', `Order "events" it's`],
+  ['would-be SQL', '"; DROP TABLE x; --'],
+];
+
+const BAD_PAYLOADS: [string, unknown, RegExp][] = [
+  ['exactly 8000 bytes', 'a'.repeat(8000), /is 8000 bytes in UTF-8; pg_notify accepts at most 7999 bytes/],
+  ['8000 bytes with a 2-byte character at the boundary', 'a'.repeat(7998) + 'é', /is 8000 bytes in UTF-8/],
+  ['a 3-byte character crossing the boundary (8001 bytes)', 'a'.repeat(7998) + '€', /is 8001 bytes in UTF-8/],
+  ['an object encoding to 8011 bytes', { text: 'a'.repeat(8000) }, /is 8011 bytes in UTF-8/],
+  ['a NUL in a string', 'a\0b', /contains a NUL character/],
+  ['a circular object', circular(), /cannot be encoded as JSON: .*circular/i],
+  ['a function', () => 1, /cannot be encoded as JSON: function has no JSON form/],
+];
+
+const GOOD_PAYLOADS: [string, string][] = [
+  ['exactly 7999 ASCII bytes', 'a'.repeat(7999)],
+  ['7999 bytes ending in a 2-byte character', 'a'.repeat(7997) + 'é'],
+  ['7999 bytes of 3-byte characters and ASCII', '€'.repeat(2666) + 'a'],
+  ['empty', ''],
+];
+
+describe('channel names', () => {
+  it.each(BAD_CHANNELS)('rejects %s, naming the limit', (_, channel, message) => {
+    expect(() => assertChannel(channel)).toThrow(PglnChannelError);
+    expect(() => assertChannel(channel)).toThrow(message);
+  });
+
+  it.each(GOOD_CHANNELS)('accepts %s', (_, channel) => {
+    expect(() => assertChannel(channel)).not.toThrow();
+  });
+
+  it('rejects a bad name in a decorator when the class is defined', () => {
+    expect(() => {
+      class Bad {
+        @OnNotification('y'.repeat(64))
+        handle() {}
+      }
+      return Bad;
+    }).toThrow(/64 bytes in UTF-8; PostgreSQL keeps at most 63 bytes/);
+  });
+});
+
+describe('payloads', () => {
+  it.each(BAD_PAYLOADS)('rejects %s', (_, payload, message) => {
+    expect(() => encodePayload('c', payload)).toThrow(PglnPayloadError);
+    expect(() => encodePayload('c', payload)).toThrow(message);
+  });
+
+  it.each(GOOD_PAYLOADS)('accepts %s unchanged', (_, payload) => {
+    expect(encodePayload('c', payload)).toBe(payload);
+  });
+
+  it('sends undefined as the empty payload and other values as JSON', () => {
+    expect(encodePayload('c', undefined)).toBe('');
+    expect(encodePayload('c', { id: 1, name: 'ä' })).toBe('{"id":1,"name":"ä"}');
+    expect(encodePayload('c', [1, 2])).toBe('[1,2]');
+  });
+});
+
+describe('options: rejected when the module is created, every problem listed', () => {
+  const url = () => databaseUrl();
+  const OPTIONS: [string, () => Partial<PglnModuleOptions>, RegExp][] = [
+    ['no connection settings', () => ({}), /no connection settings: give connectionString, or pool/],
+    ['both pool and connectionString', () => ({ connectionString: url(), pool: { max: 2 } }), /either connectionString, or pool/],
+    ['an empty connectionString', () => ({ connectionString: ' ' }), /connectionString must be a non-empty string/],
+    ['a pool that is not an object', () => ({ pool: 'postgres://x' as never }), /pool must be a pg.Pool or a PoolConfig object/],
+    ['a negative reconnect delay', () => ({ connectionString: url(), reconnect: { initialDelayMs: -1 } }), /reconnect.initialDelayMs must be a number > 0 \(ms\), got -1/],
+    ['a zero maximum delay', () => ({ connectionString: url(), reconnect: { maxDelayMs: 0 } }), /reconnect.maxDelayMs must be a number > 0 \(ms\), got 0/],
+    ['a maximum below the initial delay', () => ({ connectionString: url(), reconnect: { initialDelayMs: 500, maxDelayMs: 100 } }), /reconnect.maxDelayMs \(100\) must be at least reconnect.initialDelayMs \(500\)/],
+    ['a zero health-check interval', () => ({ connectionString: url(), healthCheck: { intervalMs: 0 } }), /healthCheck.intervalMs must be a number > 0 \(ms\), got 0/],
+    ['a negative health-check timeout', () => ({ connectionString: url(), healthCheck: { timeoutMs: -5 } }), /healthCheck.timeoutMs must be a number > 0 \(ms\), got -5/],
+    ['a zero startup timeout', () => ({ connectionString: url(), startupTimeoutMs: 0 }), /startupTimeoutMs must be a number > 0 \(ms\), got 0/],
+    ['a fractional queue limit', () => ({ connectionString: url(), maxQueuedNotifications: 2.5 }), /maxQueuedNotifications must be a whole number > 0, got 2.5/],
+    ['a NaN shutdown timeout', () => ({ connectionString: url(), shutdownTimeoutMs: Number.NaN }), /shutdownTimeoutMs must be a number >= 0 \(ms\), got NaN/],
+    ['a negative slow-handler threshold', () => ({ connectionString: url(), slowHandlerMs: -1 }), /slowHandlerMs must be a number > 0 \(ms\), got -1/],
+    ['an empty applicationName', () => ({ connectionString: url(), applicationName: '' }), /applicationName must be a non-empty string/],
+  ];
+
+  it.each(OPTIONS)('%s', (_, options, message) => {
+    expect(() => resolveOptions(options() as PglnModuleOptions)).toThrow(PglnOptionsError);
+    expect(() => resolveOptions(options() as PglnModuleOptions)).toThrow(message);
+  });
+
+  it('lists every problem in one error', () => {
+    expect(() =>
+      resolveOptions({ connectionString: url(), pool: {}, reconnect: { initialDelayMs: -1 }, slowHandlerMs: 0 }),
+    ).toThrow(/Invalid PglnModule options:\n {2}- give connection settings once.*\n {2}- reconnect.initialDelayMs.*\n {2}- slowHandlerMs/s);
+  });
+
+  it('fails app start with that error, before connecting', async () => {
+    const pool = new pg.Pool({ connectionString: databaseUrl() });
+    try {
+      await expect(createTestApp({}, { pool, healthCheck: { intervalMs: 0 } })).rejects.toThrow(
+        /Invalid PglnModule options:\n {2}- healthCheck.intervalMs must be a number > 0/,
+      );
+      expect(pool.totalCount).toBe(0);
+    } finally {
+      await pool.end();
+    }
+  });
+});
+
+describe('bad input against a running listener', () => {
+  const channel = unique('bad_input');
+  const json = unique('bad_input_json');
+  const raw = new Inbox<string>();
+  const parsed = new Inbox<unknown>();
+
+  @Injectable()
+  class Receiver {
+    @OnNotification(channel)
+    receive(payload: string) {
+      raw.push(payload);
+    }
+    @OnNotification(json, { json: true })
+    receiveJson(payload: unknown) {
+      parsed.push(payload);
+    }
+  }
+
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await createTestApp({ providers: [Receiver] });
+  });
+  afterAll(() => t.app.close());
+
+  it.each(BAD_CHANNELS)('notify and listen reject a channel name that is %s, and delivery goes on', async (name, bad, message) => {
+    await expect(t.pgln.notify(bad as string, 'x')).rejects.toThrow(message);
+    await expect(t.pgln.listen(bad as string, { onNotification: () => undefined })).rejects.toThrow(message);
+    await t.pgln.notify(channel, `after ${name}`);
+    await waitForPayload(raw, `after ${name}`);
+  });
+
+  it.each(BAD_PAYLOADS)('notify rejects a payload with %s, and delivery goes on', async (name, bad, message) => {
+    await expect(t.pgln.notify(channel, bad as string)).rejects.toThrow(message);
+    await t.pgln.notify(channel, `after ${name}`);
+    await waitForPayload(raw, `after ${name}`);
+  });
+
+  it.each(GOOD_PAYLOADS)('PostgreSQL accepts a payload of %s and delivers it intact', async (_, payload) => {
+    await t.pgln.notify(channel, payload);
+    await waitForPayload(raw, payload);
+  });
+
+  it('skips a payload that is not valid JSON for a json: true handler, logging it, and goes on', async () => {
+    await t.pgln.notify(json, '{"broken": ');
+    await t.pgln.notify(json, { fine: true });
+    await parsed.until(1);
+    expect(parsed.items).toEqual([{ fine: true }]);
+    const errors = t.logs.messages('error');
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toContain(`Receiver.receiveJson failed on channel "${json}"`);
+    expect(errors[0]).toContain('is not valid JSON (the handler asked for json: true)');
+  });
+});
+
+async function waitForPayload(inbox: Inbox<string>, payload: string): Promise<void> {
+  while (!inbox.items.includes(payload)) await inbox.until(inbox.items.length + 1);
+}

@@ -5,8 +5,8 @@ import { prependMetadata, type OnOutOfSyncMetadata } from './pgln-metadata.js';
 /**
  * Calls the decorated provider or controller method, as `method({ channel, reason })`, whenever
  * the application may have missed notifications on `channel` and must rebuild its state from the
- * database: at bootstrap (reason `'connect'`; `app.init()` waits for it) and after every reconnect
- * (reason `'reconnect'`). LISTEN is already active when it runs: notifications that arrive
+ * database: at bootstrap (reason `'connect'`; `app.init()` waits for it), after every reconnect
+ * (reason `'reconnect'`), and after its queue overflowed and was dropped (reason `'overflow'`). LISTEN is already active when it runs: notifications that arrive
  * meanwhile are held and delivered after it resolves, so nothing falls in the gap.
  *
  * If it throws, the error is logged and it is retried with backoff; the channel's notifications

@@ -1,4 +1,4 @@
 import { PglnError } from './pgln.error.js';
 
-/** A query on the LISTEN connection got no answer in time; the connection is replaced. */
+/** Internal: a query on the LISTEN connection got no answer in time; the connection is replaced (its message is logged). */
 export class PglnTimeoutError extends PglnError {}

@@ -132,7 +132,7 @@ export class PglnListener {
     });
     const { client } = this;
     if (client) {
-      const { listened } = this.listen(client, fresh);
+      const listened = this.listen(client, fresh);
       for (const subscription of added) {
         const target = this.channels.get(subscription.channel)!;
         target.sync('listen', fresh.includes(target) ? listened : target.listened, [subscription]);
@@ -199,7 +199,7 @@ export class PglnListener {
     if (this.closing) return destroy(client);
     this.client = client;
     const channels = [...this.channels.values()];
-    const { listened } = this.listen(client, channels);
+    const listened = this.listen(client, channels);
     const reason = this.listenedBefore ? 'reconnect' : 'connect';
     const markers = channels.map((channel) => channel.sync(reason, listened));
     void listened.then((ok) => {
@@ -224,17 +224,16 @@ export class PglnListener {
    * timed out, in which case the connection is replaced: the session must hold every wanted
    * channel. Callers queue their resyncs on the result before any notification can arrive.
    */
-  private listen(client: Client, channels: Channel[]): { listened: Promise<boolean> } {
-    if (channels.length === 0) return { listened: Promise.resolve(true) };
+  private listen(client: Client, channels: Channel[]): Promise<boolean> {
+    if (channels.length === 0) return Promise.resolve(true);
     const sql = channels.map((channel) => `LISTEN ${client.escapeIdentifier(channel.name)}`).join('; ');
-    const listened = this.guard(client.query(sql), 'LISTEN').then(
+    return this.guard(client.query(sql), 'LISTEN').then(
       () => true,
       (error: Error) => {
         this.lost(client, error);
         return false;
       },
     );
-    return { listened };
   }
 
   private scheduleHealthCheck(client: Client): void {

@@ -133,8 +133,8 @@ export class Channel {
   }
 
   /**
-   * Too many notifications are waiting: drop them (markers stay). A resync covers what was
-   * dropped; with no out-of-sync handler on the channel, the loss is reported instead.
+   * Too many notifications are waiting: drop them (markers stay). A resync covers what was dropped
+   * for the owners that have an out-of-sync handler here; any other handler is told the count.
    */
   private overflow(): void {
     const dropped = this.queued;
@@ -143,15 +143,19 @@ export class Channel {
     this.head = 0;
     this.queued = 0;
     const { logger, maxQueuedNotifications } = this.context;
-    if (this.subscriptions.some((s) => s.active && s.spec.onOutOfSync)) {
+    const active = this.subscriptions.filter((s) => s.active);
+    const resynced = new Set(active.filter((s) => s.spec.onOutOfSync).map((s) => s.spec.owner));
+    if (resynced.size > 0) {
       logger.warn(OVERFLOW_RESYNC(this.name, dropped, maxQueuedNotifications));
       // A resync still waiting in the queue will read the database after all of them: it covers them.
       if (!markers.some((marker) => !marker.only)) this.queue.push(new SyncMarker('overflow', this.listened));
-      return;
     }
-    const error = new PglnOverflowError(OVERFLOW_DROPPED(this.name, dropped, maxQueuedNotifications), this.name, dropped);
+    const uncovered = active.filter((s) => s.spec.onNotification && !resynced.has(s.spec.owner));
+    if (uncovered.length === 0) return;
+    const names = uncovered.map((s) => s.spec.name);
+    const error = new PglnOverflowError(OVERFLOW_DROPPED(this.name, dropped, maxQueuedNotifications, names), this.name, dropped);
     logger.error(error.message);
-    for (const subscription of this.subscriptions) this.report(subscription, error);
+    for (const subscription of uncovered) this.report(subscription, error);
   }
 
   private readonly drain = (): void => {

@@ -58,12 +58,17 @@ export class PglnExplorer {
       for (const { channel, json } of notifications ?? []) {
         found.push({
           channel,
-          spec: { name, json, onNotification: (payload, notification) => bound.call(instance, payload, notification) },
+          spec: {
+            name,
+            owner: instance,
+            json,
+            onNotification: (payload, notification) => bound.call(instance, payload, notification),
+          },
         });
         this.logger.log(`${name} {notification${json ? ', json' : ''}} -> ${channel}`);
       }
       for (const { channel } of resyncs ?? []) {
-        found.push({ channel, spec: { name, onOutOfSync: (event) => bound.call(instance, event) } });
+        found.push({ channel, spec: { name, owner: instance, onOutOfSync: (event) => bound.call(instance, event) } });
         this.logger.log(`${name} {out-of-sync} -> ${channel}`);
       }
     }

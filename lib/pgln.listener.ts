@@ -1,9 +1,8 @@
 import type { Logger } from '@nestjs/common';
 import pg from 'pg';
-import type { Client, Notification } from 'pg';
+import type { Client, Notification, QueryResult, QueryResultRow } from 'pg';
 import { BehaviorSubject, type Observable } from 'rxjs';
-import { PglnClosedError, PglnConnectionError, PglnError } from './errors/index.js';
-import { PglnTimeoutError } from './errors/pgln-timeout.error.js';
+import { PglnClosedError, PglnConnectionError, PglnError, PglnTimeoutError } from './errors/index.js';
 import type { OutOfSyncReason, PglnState, PglnStateChange } from './interfaces/index.js';
 import { Backoff } from './pgln.backoff.js';
 import { Channel, type ChannelContext } from './pgln.channel.js';
@@ -22,6 +21,9 @@ import { Subscription, type SubscriptionSpec } from './pgln.subscription.js';
 import { withTimeout } from './pgln.timeout.js';
 
 const noop = () => undefined;
+
+/** A connection live for at least this long counts as stable: losing it, the first attempt is immediate. */
+const STABLE_AFTER_MS = 1_000;
 
 /**
  * Drops a connection for good. `end()` alone waits for the server to close a connection that
@@ -56,12 +58,16 @@ export class PglnListener {
   private startupTimer?: NodeJS.Timeout;
   private watchdog?: NodeJS.Timeout;
   private attempt = 0;
-  /** True once a LISTEN has succeeded: from then on the application has started and every error is retried. */
+  /** True once a LISTEN has succeeded: later connections are reconnects. */
   private listenedBefore = false;
   private lastError?: unknown;
   private started?: Promise<void>;
   private firstLive?: { resolve: () => void; reject: (error: Error) => void };
   private closing?: Promise<void>;
+  /** The last query sent on the LISTEN session: each waits for the one before (see {@link query}). */
+  private tail: Promise<unknown> = Promise.resolve();
+  /** When the connection last went live, to tell a stable connection from one that keeps dropping. */
+  private liveSince = 0;
 
   constructor(
     private readonly options: ResolvedPglnOptions,
@@ -99,10 +105,9 @@ export class PglnListener {
     if (this.closing) return Promise.reject(new PglnClosedError(CLOSED('start listening')));
     this.started ??= new Promise<void>((resolve, reject) => {
       this.firstLive = { resolve, reject };
-      this.startupTimer = setTimeout(() => this.failStart(this.unreachable()), this.options.startupTimeoutMs);
+      this.armStartupTimer();
       const { slowHandlerMs } = this.options;
       this.watchdog = setInterval(() => this.checkSlowHandlers(), Math.max(10, slowHandlerMs / 4));
-      this.watchdog.unref();
       this.transition('connecting', this.options.target);
       this.connect();
     });
@@ -173,7 +178,7 @@ export class PglnListener {
     void channel.close();
     const { client } = this;
     // A dead connection is the health check's business: a failed UNLISTEN is not an error here.
-    if (client) await this.guard(client.query(`UNLISTEN ${client.escapeIdentifier(channel.name)}`), 'UNLISTEN').catch(noop);
+    if (client) await this.query(client, `UNLISTEN ${client.escapeIdentifier(channel.name)}`, 'UNLISTEN').catch(noop);
   }
 
   private readonly dispatch = (message: Notification): void => {
@@ -211,7 +216,7 @@ export class PglnListener {
       void Promise.all(markers.map((marker) => marker.done)).then(() => {
         // Closing resolves pending markers too: that is no reason to go live.
         if (this.client !== client || this.closing) return;
-        this.attempt = 0;
+        this.liveSince = Date.now();
         this.transition('live', `${this.channels.size} channel(s) in sync`);
         this.firstLive?.resolve();
         this.firstLive = undefined;
@@ -227,7 +232,7 @@ export class PglnListener {
   private listen(client: Client, channels: Channel[]): Promise<boolean> {
     if (channels.length === 0) return Promise.resolve(true);
     const sql = channels.map((channel) => `LISTEN ${client.escapeIdentifier(channel.name)}`).join('; ');
-    return this.guard(client.query(sql), 'LISTEN').then(
+    return this.query(client, sql, 'LISTEN').then(
       () => true,
       (error: Error) => {
         this.lost(client, error);
@@ -245,8 +250,9 @@ export class PglnListener {
     if (client !== this.client) return;
     const expected = [...this.channels.keys()];
     try {
-      const { rows } = await this.guard(
-        client.query<{ channel: string }>('SELECT pg_listening_channels() AS channel'),
+      const { rows } = await this.query<{ channel: string }>(
+        client,
+        'SELECT pg_listening_channels() AS channel',
         'Health check',
       );
       const held = new Set(rows.map((row) => row.channel));
@@ -260,10 +266,17 @@ export class PglnListener {
     if (client === this.client) this.scheduleHealthCheck(client);
   }
 
-  /** A query on the LISTEN connection, failing with a {@link PglnTimeoutError} if it gets no answer in time. */
-  private guard<T>(query: Promise<T>, what: string): Promise<T> {
+  /**
+   * Runs `sql` on the LISTEN session once the queries sent before it are done (pg 8 warns about
+   * queueing queries on a busy client, pg 9 will not queue them), failing with a
+   * {@link PglnTimeoutError} if it gets no answer within `healthCheck.timeoutMs` of being sent.
+   */
+  private query<R extends QueryResultRow = QueryResultRow>(client: Client, sql: string, what: string): Promise<QueryResult<R>> {
     const { timeoutMs } = this.options.healthCheck;
-    return withTimeout(query, timeoutMs, () => new PglnTimeoutError(NO_ANSWER(what, timeoutMs)));
+    const send = () => withTimeout(client.query<R>(sql), timeoutMs, () => new PglnTimeoutError(NO_ANSWER(what, timeoutMs)));
+    const result = this.tail.then(send, send);
+    this.tail = result.catch(noop);
+    return result;
   }
 
   private connectFailed(client: Client, error: Error): void {
@@ -281,6 +294,11 @@ export class PglnListener {
     destroy(client);
     if (this.closing) return;
     if (this.state === 'syncing' || this.state === 'live') {
+      // The first attempt after losing a connection that was stable is immediate; one that keeps
+      // dropping right after going live backs off like any failed attempt.
+      if (this.state === 'live' && Date.now() - this.liveSince >= STABLE_AFTER_MS) this.attempt = 0;
+      // Still starting: a new window of startupTimeoutMs to get back (a slow out-of-sync handler does not count).
+      if (this.firstLive) this.armStartupTimer();
       this.transition('reconnecting', `connection lost: ${error ? describeError(error) : 'the server closed it'}`);
       this.scheduleConnect();
     } else {
@@ -289,10 +307,10 @@ export class PglnListener {
     }
   }
 
-  /** Schedules the next attempt after a failed one, logging one line; at startup, gives up on errors retrying cannot fix. */
+  /** Schedules the next attempt after a failed one, logging one line; while starting, gives up on errors retrying cannot fix. */
   private retry(error: unknown): void {
     this.lastError = error;
-    if (!this.listenedBefore && isFatalAtStartup(error)) {
+    if (this.firstLive && isFatalAtStartup(error)) {
       return this.failStart(
         new PglnConnectionError(STARTUP_FATAL(this.options.target, describeError(error)), this.options.target, { cause: error }),
       );
@@ -308,6 +326,11 @@ export class PglnListener {
       this.connect();
     }, delay);
     return delay;
+  }
+
+  private armStartupTimer(): void {
+    clearTimeout(this.startupTimer);
+    this.startupTimer = setTimeout(() => this.failStart(this.unreachable()), this.options.startupTimeoutMs);
   }
 
   private unreachable(): PglnConnectionError {
@@ -359,8 +382,9 @@ export class PglnListener {
     if (connecting) destroy(connecting);
     if (client) {
       clearTimeout(this.healthTimer);
-      await this.guard(client.query('UNLISTEN *'), 'UNLISTEN').catch(noop);
-      await this.guard(client.end(), 'Disconnect').catch(noop);
+      await this.query(client, 'UNLISTEN *', 'UNLISTEN').catch(noop);
+      const { timeoutMs } = this.options.healthCheck;
+      await withTimeout(client.end(), timeoutMs, () => new PglnTimeoutError(NO_ANSWER('Disconnect', timeoutMs))).catch(noop);
       destroy(client);
     }
     this.states.complete();

@@ -53,9 +53,10 @@ export const OVERFLOW_RESYNC = (channel: string, dropped: number, limit: number)
   `Channel ${preview(channel)}: ${dropped} notifications were waiting, more than maxQueuedNotifications (${limit}); ` +
   "dropped them and queued its out-of-sync handlers (reason 'overflow') to cover them.";
 
-export const OVERFLOW_DROPPED = (channel: string, dropped: number, limit: number) =>
+export const OVERFLOW_DROPPED = (channel: string, dropped: number, limit: number, handlers: string[]) =>
   `Channel ${preview(channel)}: dropped ${dropped} notifications, more than maxQueuedNotifications (${limit}) were waiting, ` +
-  'and the channel has no out-of-sync handler to recover with. Add an @OnOutOfSync handler, or make handlers faster.';
+  `and ${handlers.join(', ')} ${handlers.length === 1 ? 'has' : 'have'} no out-of-sync handler to recover with. ` +
+  'Add an @OnOutOfSync handler (or onOutOfSync), or make handlers faster.';
 
 export const SLOW_HANDLER = (handler: string, channel: string, elapsedMs: number, thresholdMs: number) =>
   `${handler} on channel ${preview(channel)} has been running for ${elapsedMs} ms (slowHandlerMs: ${thresholdMs}); ` +
@@ -81,3 +82,6 @@ export const CHANNELS_MISSING = (channels: string[]) =>
 
 export const UNLISTENED = (channel: string) =>
   `Stopped listening on ${preview(channel)} before this listener was in sync (unlisten() was called).`;
+
+export const NOTIFY_TIMEOUT = (channel: string, timeoutMs: number) =>
+  `notify on ${preview(channel)} got no answer within notifyTimeoutMs (${timeoutMs} ms); it may or may not have been sent`;

@@ -19,6 +19,7 @@ export interface ResolvedPglnOptions {
   readonly startupTimeoutMs: number;
   readonly maxQueuedNotifications: number;
   readonly slowHandlerMs: number;
+  readonly notifyTimeoutMs: number;
   /** Where the listener connects, for logs: `user@host:port/database`, never a password. */
   readonly target: string;
 }
@@ -31,6 +32,7 @@ export const DEFAULTS = {
   startupTimeoutMs: 30_000,
   maxQueuedNotifications: 10_000,
   slowHandlerMs: 5_000,
+  notifyTimeoutMs: 10_000,
   /** TCP keepalive of the LISTEN connection: first probe after this much idle time. */
   keepAliveInitialDelayMs: 10_000,
   /** For the pool the module creates: how long `notify` may wait for a connection. */
@@ -44,6 +46,11 @@ function isPool(value: unknown): value is Pool {
 
 function describe(value: unknown): string {
   return typeof value === 'string' ? JSON.stringify(value) : String(value);
+}
+
+/** Names what was given where connection settings belong, never echoing a string: it may be a URL with a password. */
+function describeSettings(value: unknown): string {
+  return typeof value === 'string' ? 'a string (give a connection string as connectionString)' : String(value);
 }
 
 /**
@@ -78,6 +85,7 @@ export function resolveOptions(options: PglnModuleOptions | undefined): Resolved
   const startupTimeoutMs = options.startupTimeoutMs ?? DEFAULTS.startupTimeoutMs;
   const maxQueuedNotifications = options.maxQueuedNotifications ?? DEFAULTS.maxQueuedNotifications;
   const slowHandlerMs = options.slowHandlerMs ?? DEFAULTS.slowHandlerMs;
+  const notifyTimeoutMs = options.notifyTimeoutMs ?? DEFAULTS.notifyTimeoutMs;
 
   const problems: string[] = [];
   const check = (ok: boolean, problem: string) => void (ok || problems.push(problem));
@@ -96,8 +104,14 @@ export function resolveOptions(options: PglnModuleOptions | undefined): Resolved
     connectionString !== undefined || pool !== undefined,
     'no connection settings: give connectionString, or pool (a pg.Pool or a PoolConfig)',
   );
-  check(pool === undefined || (pool !== null && typeof pool === 'object'), `pool must be a pg.Pool or a PoolConfig object, got ${describe(pool)}`);
-  check(listener !== null && typeof listener === 'object', `listener must be a pg ClientConfig object, got ${describe(listener)}`);
+  check(
+    pool === undefined || (pool !== null && typeof pool === 'object'),
+    `pool must be a pg.Pool or a PoolConfig object, got ${describeSettings(pool)}`,
+  );
+  check(
+    listener !== null && typeof listener === 'object',
+    `listener must be a pg ClientConfig object, got ${describeSettings(listener)}`,
+  );
   check(
     typeof applicationName === 'string' && applicationName.trim() !== '',
     `applicationName must be a non-empty string, got ${describe(applicationName)}`,
@@ -112,6 +126,7 @@ export function resolveOptions(options: PglnModuleOptions | undefined): Resolved
   positive('healthCheck.timeoutMs', healthCheck.timeoutMs);
   positive('startupTimeoutMs', startupTimeoutMs);
   positive('slowHandlerMs', slowHandlerMs);
+  positive('notifyTimeoutMs', notifyTimeoutMs);
   check(
     Number.isInteger(maxQueuedNotifications) && maxQueuedNotifications > 0,
     `maxQueuedNotifications must be a whole number > 0, got ${describe(maxQueuedNotifications)}`,
@@ -128,21 +143,20 @@ export function resolveOptions(options: PglnModuleOptions | undefined): Resolved
     : pool
       ? { ...(pool as PoolConfig) }
       : { connectionString };
-  let expanded: ClientConfig;
+  let listenerConfig: ClientConfig;
   try {
-    expanded = expand(base);
+    listenerConfig = {
+      ...expand(base),
+      keepAlive: true,
+      keepAliveInitialDelayMillis: DEFAULTS.keepAliveInitialDelayMs,
+      connectionTimeoutMillis: healthCheck.timeoutMs,
+      ...expand(listener),
+    };
   } catch (error) {
     // Never echo the string itself: it may hold a password.
     throw new PglnOptionsError(OPTIONS_INVALID([`connectionString cannot be parsed: ${(error as Error).message}`]));
   }
-  const listenerConfig: ClientConfig = {
-    ...expanded,
-    keepAlive: true,
-    keepAliveInitialDelayMillis: DEFAULTS.keepAliveInitialDelayMs,
-    connectionTimeoutMillis: healthCheck.timeoutMs,
-    ...listener,
-    application_name: listener.application_name ?? `${applicationName}-listener`,
-  };
+  listenerConfig.application_name = listener.application_name ?? `${applicationName}-listener`;
   return {
     pool:
       userPool ??
@@ -155,6 +169,7 @@ export function resolveOptions(options: PglnModuleOptions | undefined): Resolved
     startupTimeoutMs,
     maxQueuedNotifications,
     slowHandlerMs,
+    notifyTimeoutMs,
     target: describeTarget(listenerConfig),
   };
 }

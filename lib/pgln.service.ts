@@ -6,12 +6,13 @@ import {
   type OnApplicationShutdown,
   type OnModuleDestroy,
 } from '@nestjs/common';
-import { PglnError } from './errors/index.js';
+import { PglnError, PglnTimeoutError } from './errors/index.js';
 import type { Observable } from 'rxjs';
 import type { PglnListenHandlers, PglnModuleOptions, PglnState, PglnStateChange } from './interfaces/index.js';
 import { PglnExplorer } from './pgln.explorer.js';
 import { PglnListener } from './pgln.listener.js';
-import { LISTEN_WITHOUT_HANDLER, POOL_CLIENT_ERROR } from './pgln.messages.js';
+import { LISTEN_WITHOUT_HANDLER, NOTIFY_TIMEOUT, POOL_CLIENT_ERROR } from './pgln.messages.js';
+import { withTimeout } from './pgln.timeout.js';
 import { PGLN_MODULE_OPTIONS } from './pgln.module-definition.js';
 import { resolveOptions, type ResolvedPglnOptions } from './pgln.options.js';
 import { assertChannel, encodePayload } from './pgln.validation.js';
@@ -61,11 +62,24 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
    * @param payload a string is sent as is, `undefined` as the empty payload, anything else as JSON
    * @throws PglnChannelError when the channel is empty, over 63 bytes in UTF-8, or holds a NUL
    * @throws PglnPayloadError when the payload is 8000 bytes or more in UTF-8, holds a NUL, or cannot be JSON-encoded
+   * @throws PglnTimeoutError when PostgreSQL does not answer within `notifyTimeoutMs` (it may or may not have
+   *   accepted the notification); otherwise the driver's error when the database cannot be reached
    */
   async notify(channel: string, payload?: string | object): Promise<void> {
     assertChannel(channel);
     const text = encodePayload(channel, payload);
-    await this.options.pool.query(NOTIFY_SQL, [channel, text]);
+    const { pool, notifyTimeoutMs } = this.options;
+    const client = await pool.connect();
+    try {
+      await withTimeout(client.query(NOTIFY_SQL, [channel, text]), notifyTimeoutMs, () =>
+        new PglnTimeoutError(NOTIFY_TIMEOUT(channel, notifyTimeoutMs)),
+      );
+    } catch (error) {
+      // A connection that failed, or hangs (a half-open socket never answers), is destroyed rather than reused.
+      client.release(error as Error);
+      throw error;
+    }
+    client.release();
   }
 
   /**
@@ -93,6 +107,7 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
           channel,
           spec: {
             name: `listen(${JSON.stringify(channel)})`,
+            owner: handlers,
             onNotification: handlers.onNotification,
             onOutOfSync: handlers.onOutOfSync,
             onError: handlers.onError,

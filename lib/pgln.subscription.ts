@@ -5,6 +5,11 @@ import type { OutOfSyncEvent, OutOfSyncReason, PglnNotification } from './interf
 export interface SubscriptionSpec {
   /** How logs and errors name the handler: `Class.method`, or `listen(channel)`. */
   readonly name: string;
+  /**
+   * Who keeps the state the handlers maintain: the provider instance of decorated methods, or the
+   * `listen()` call. An out-of-sync handler rebuilds the state of its owner only.
+   */
+  readonly owner: object;
   readonly onNotification?: (payload: any, notification: PglnNotification) => unknown;
   readonly onOutOfSync?: (event: OutOfSyncEvent) => unknown;
   readonly onError?: (error: PglnHandlerError | PglnOverflowError) => void;

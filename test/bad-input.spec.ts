@@ -101,7 +101,9 @@ describe('options: rejected when the module is created, every problem listed', (
     ['no connection settings', () => ({}), /no connection settings: give connectionString, or pool/],
     ['both pool and connectionString', () => ({ connectionString: url(), pool: { max: 2 } }), /either connectionString, or pool/],
     ['an empty connectionString', () => ({ connectionString: ' ' }), /connectionString must be a non-empty string/],
-    ['a pool that is not an object', () => ({ pool: 'postgres://x' as never }), /pool must be a pg.Pool or a PoolConfig object/],
+    ['a connection string given as pool (never echoed)', () => ({ pool: 'postgres://app:s3cret@db/app' as never }), /pool must be a pg.Pool or a PoolConfig object, got a string \(give a connection string as connectionString\)$/m],
+    ['a connection string given as listener', () => ({ connectionString: url(), listener: 'postgres://app:s3cret@db/app' as never }), /listener must be a pg ClientConfig object, got a string/],
+    ['a zero notify timeout', () => ({ connectionString: url(), notifyTimeoutMs: 0 }), /notifyTimeoutMs must be a number > 0 \(ms\), got 0/],
     ['a negative reconnect delay', () => ({ connectionString: url(), reconnect: { initialDelayMs: -1 } }), /reconnect.initialDelayMs must be a number > 0 \(ms\), got -1/],
     ['a zero maximum delay', () => ({ connectionString: url(), reconnect: { maxDelayMs: 0 } }), /reconnect.maxDelayMs must be a number > 0 \(ms\), got 0/],
     ['a maximum below the initial delay', () => ({ connectionString: url(), reconnect: { initialDelayMs: 500, maxDelayMs: 100 } }), /reconnect.maxDelayMs \(100\) must be at least reconnect.initialDelayMs \(500\)/],
@@ -117,6 +119,7 @@ describe('options: rejected when the module is created, every problem listed', (
   it.each(OPTIONS)('%s', (_, options, message) => {
     expect(() => resolveOptions(options() as PglnModuleOptions)).toThrow(PglnOptionsError);
     expect(() => resolveOptions(options() as PglnModuleOptions)).toThrow(message);
+    expect(() => resolveOptions(options() as PglnModuleOptions)).not.toThrow(/s3cret/);
   });
 
   it('lists every problem in one error', () => {

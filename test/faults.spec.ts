@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { firstValueFrom, toArray, take } from 'rxjs';
-import { OnNotification, OnOutOfSync, type OutOfSyncEvent } from '../lib/index.js';
+import { OnNotification, OnOutOfSync, PglnTimeoutError, type OutOfSyncEvent } from '../lib/index.js';
 import { buildTestApp, createTestApp, throughProxy, type TestApp } from './support/app.js';
 import { adminPool, databaseUrl, terminate, unique } from './support/database.js';
 import { TcpProxy } from './support/tcp-proxy.js';
@@ -104,8 +104,15 @@ describe('lifecycle edges', () => {
     const t = await createTestApp({ providers: [recorder(unique('backoff'))] }, { ...throughProxy(proxy), reconnect: { initialDelayMs: 60_000, maxDelayMs: 60_000 } });
     proxy.refuse(true);
     proxy.resetAll();
-    await waitFor('a refused attempt', () => t.logs.messages('warn').some((line) => line.startsWith('Cannot connect')));
+    // Wait for a refused attempt whose retry is far enough off that closing certainly falls in the wait.
+    let waitingUntil = 0;
+    await waitFor('a retry scheduled at least a second away', () => {
+      const delays = t.logs.messages('warn').map((line) => /retrying in (\d+) ms$/.exec(line)?.[1]).filter(Boolean);
+      waitingUntil = Date.now() + Number(delays.at(-1) ?? 0);
+      return Number(delays.at(-1) ?? 0) >= 1000;
+    });
     await t.app.close();
+    expect(Date.now()).toBeLessThan(waitingUntil);
     expect(timers()).toBe(before);
     expect(proxy.openSockets).toBe(0);
   });
@@ -230,6 +237,27 @@ describe('lifecycle edges', () => {
 });
 
 describe('notify while the database is unreachable', () => {
+  it('rejects after notifyTimeoutMs on a pooled connection that went half-open, and close does not hang', async () => {
+    const channel = unique('notify');
+    const t = await createTestApp(
+      {},
+      {
+        pool: { connectionString: proxy.url(databaseUrl()), max: 1 },
+        notifyTimeoutMs: 200,
+        healthCheck: { intervalMs: 60_000, timeoutMs: 200 },
+      },
+    );
+    await t.pgln.notify(channel, 'opens the pooled connection');
+    proxy.blackhole(true);
+    const failure = await t.pgln.notify(channel, 'never answered').catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(PglnTimeoutError);
+    expect((failure as Error).message).toBe(
+      `notify on "${channel}" got no answer within notifyTimeoutMs (200 ms); it may or may not have been sent`,
+    );
+    await t.app.close(); // ends the pool: the hung connection was destroyed, not left checked out
+    await waitFor('the proxied sockets to close', () => proxy.openSockets === 0);
+  });
+
   it('rejects with the driver error, queues nothing, and works again afterwards', async () => {
     const channel = unique('notify');
     const Recorder = recorder(channel);

@@ -88,8 +88,52 @@ describe('maxQueuedNotifications', () => {
       }
       expect(t.logs.messages('error')[0]).toBe(
         `Channel "${channel}": dropped 6 notifications, more than maxQueuedNotifications (5) were waiting, ` +
-          'and the channel has no out-of-sync handler to recover with. Add an @OnOutOfSync handler, or make handlers faster.',
+          `and listen("${channel}") has no out-of-sync handler to recover with. ` +
+          'Add an @OnOutOfSync handler (or onOutOfSync), or make handlers faster.',
       );
+    } finally {
+      release.resolve();
+      await t.app.close();
+    }
+  });
+
+  it("reports to a listener sharing the channel with a resyncing class, since that resync is not its own", async () => {
+    const channel = unique('overflow');
+    const release = deferred();
+    const started = deferred();
+    const reasons: string[] = [];
+    const errors = new Inbox<unknown>();
+
+    @Injectable()
+    class Cache {
+      @OnOutOfSync(channel)
+      resync(event: OutOfSyncEvent) {
+        reasons.push(event.reason);
+      }
+      @OnNotification(channel)
+      async receive(payload: string) {
+        if (payload === '1') {
+          started.resolve();
+          await release.promise;
+        }
+      }
+    }
+
+    const t = await createTestApp({ providers: [Cache] }, { maxQueuedNotifications: 5 });
+    try {
+      const received = new Inbox<string>();
+      await t.pgln.listen(channel, { onNotification: received.push, onError: errors.push });
+      await t.pgln.notify(channel, '1');
+      await started.promise;
+      await flood(channel);
+      await errors.until(3);
+      release.resolve();
+      await t.pgln.notify(channel, 'after');
+      await received.until(4);
+      expect(reasons).toEqual(['connect', 'overflow']);
+      expect(errors.items.every((error) => error instanceof PglnOverflowError)).toBe(true);
+      // Cache.receive is covered by Cache.resync, so only the runtime listener is named.
+      expect(t.logs.messages('error')[0]).toContain(`and listen("${channel}") has no out-of-sync handler`);
     } finally {
       release.resolve();
       await t.app.close();

@@ -10,6 +10,60 @@ import { StateLog, waitFor } from './support/wait.js';
 
 const ROWS = 50;
 
+/** Updates random rows as fast as the database allows, until stopped; can pause. */
+class Writer {
+  writes = 0;
+  private running = true;
+  private gate?: { promise: Promise<void>; open: () => void };
+  private parked?: () => void;
+  private readonly done: Promise<void>;
+
+  constructor(
+    private readonly db: pg.Pool,
+    private readonly table: string,
+  ) {
+    this.done = this.loop();
+  }
+
+  /** Resolves once no write is in flight; writing waits until {@link resume}. */
+  pause(): Promise<void> {
+    let open!: () => void;
+    this.gate = { promise: new Promise<void>((resolve) => (open = resolve)), open };
+    return new Promise((resolve) => (this.parked = resolve));
+  }
+
+  resume(): void {
+    this.gate?.open();
+    this.gate = undefined;
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.resume();
+    await this.done;
+  }
+
+  private async loop(): Promise<void> {
+    while (this.running) {
+      if (this.gate) {
+        this.parked?.();
+        await this.gate.promise;
+        continue;
+      }
+      const id = 1 + Math.floor(Math.random() * ROWS);
+      try {
+        await this.db.query(`UPDATE ${this.table} SET version = version + 1 WHERE id = $1`, [id]);
+        this.writes += 1;
+      } catch {
+        // The server is restarting: wait until it answers (or the test ends), then go on writing.
+        await waitFor('the database to answer again or the test to end', () =>
+          !this.running || this.db.query('SELECT 1').then(() => true, () => false),
+        ).catch(() => undefined);
+      }
+    }
+  }
+}
+
 /**
  * The headline: an in-memory copy of a table, kept by @OnOutOfSync + @OnNotification, stays
  * exactly equal to the table while a writer changes it continuously and every fault we can
@@ -23,9 +77,7 @@ describe('zero loss', () => {
   let t: TestApp | undefined;
   const table = unique('zero_loss');
   const channel = unique('zero_loss');
-  let writing = false;
-  let writes = 0;
-  let writer: Promise<void> | undefined;
+  let writer: Writer | undefined;
 
   beforeAll(async () => {
     // A server restart needs a server the test owns: in embedded mode it starts one of its own.
@@ -38,8 +90,7 @@ describe('zero loss', () => {
   });
 
   afterAll(async () => {
-    writing = false;
-    await writer;
+    await writer?.stop();
     await t?.app.close();
     await proxy.stop();
     await dropProductsTable(db, table).catch(() => undefined);
@@ -53,6 +104,8 @@ describe('zero loss', () => {
       rows = new Map<number, number>();
       /** Every version each row took in the copy, in order. */
       readonly history = new Map<number, number[]>();
+      /** Every version delivered by notification for each row, in delivery order (before any filtering). */
+      readonly delivered = new Map<number, number[]>();
       resyncs = 0;
       resyncing = false;
       /** Notifications delivered while the out-of-sync handler was running (must stay 0). */
@@ -70,11 +123,11 @@ describe('zero loss', () => {
       async reload() {
         this.resyncing = true;
         try {
-          const before = writes;
+          const before = writer!.writes;
           const fresh = await readTable(db, table);
           for (const [id, version] of fresh) this.take(id, version);
           // A real reload takes a while: let writes commit meanwhile. Their notifications must be held.
-          await waitFor('writes during the resync', () => writes >= before + 3);
+          await waitFor('writes during the resync', () => writer!.writes >= before + 3);
           this.resyncs += 1;
         } finally {
           this.resyncing = false;
@@ -84,27 +137,17 @@ describe('zero loss', () => {
       @OnNotification(channel, { json: true })
       apply(change: ProductChange) {
         if (this.resyncing) this.deliveredDuringResync += 1;
+        const versions = this.delivered.get(change.id) ?? [];
+        versions.push(change.version);
+        this.delivered.set(change.id, versions);
         // A held notification may describe a state the reload already saw: keep the newer.
         if ((this.rows.get(change.id) ?? 0) < change.version) this.take(change.id, change.version);
       }
     }
 
     // The writer runs from before the first reload to the end.
-    writing = true;
-    writer = (async () => {
-      while (writing) {
-        const id = 1 + Math.floor(Math.random() * ROWS);
-        try {
-          await db.query(`UPDATE ${table} SET version = version + 1 WHERE id = $1`, [id]);
-          writes += 1;
-        } catch {
-          // The server is restarting: wait until it answers (or the test ends), then go on writing.
-          await waitFor('the database to answer again or the test to end', () =>
-            !writing || db.query('SELECT 1').then(() => true, () => false),
-          ).catch(() => undefined);
-        }
-      }
-    })();
+    writer = new Writer(db, table);
+    const w = writer;
 
     t = await createTestApp(
       { providers: [Copy] },
@@ -120,21 +163,38 @@ describe('zero loss', () => {
     const states = new StateLog(t.pgln);
 
     /**
-     * Injects a fault, waits for the listener to notice, and lifts it. For an outage the harness
-     * can hold open, 20 more writes commit while nobody listens first.
+     * With the writer paused, every change committed so far must reach the copy by notification
+     * alone: no resync may help. A notification lost while live would show here.
+     */
+    const deliveredEverything = async () => {
+      await w.pause();
+      const resyncs = copy.resyncs;
+      const now = await readTable(db, table);
+      await waitFor('notifications to bring the copy up to the table', () => equal(copy.rows, now), { timeoutMs: 15_000 });
+      expect(copy.resyncs).toBe(resyncs);
+      w.resume();
+    };
+
+    /**
+     * Lets the writer run while live, checks that nothing was lost, injects a fault, waits for the
+     * listener to notice, and lifts it. For an outage the harness can hold open, 20 more writes
+     * commit while nobody listens first.
      */
     const outage = async (
       inject: () => Promise<unknown> | void,
       lift?: () => Promise<unknown> | void,
       { writesWhileDown = true } = {},
     ) => {
+      const live = w.writes;
+      await waitFor('writes while live', () => w.writes >= live + 100, { timeoutMs: 20_000 });
+      await deliveredEverything();
       const losses = states.count('reconnecting');
       await inject();
       await states.reach('reconnecting', losses + 1, 20_000);
       if (lift) {
         if (writesWhileDown) {
-          const before = writes;
-          await waitFor('writes during the outage', () => writes >= before + 20, { timeoutMs: 20_000 });
+          const before = w.writes;
+          await waitFor('writes during the outage', () => w.writes >= before + 20, { timeoutMs: 20_000 });
         }
         await lift();
       }
@@ -164,22 +224,27 @@ describe('zero loss', () => {
     } else {
       console.log('zero-loss: server restart skipped: PGLN_TEST_DATABASE_URL points at a server the tests do not own');
     }
-
-    writing = false;
-    await writer;
+    const afterFaults = w.writes;
+    await waitFor('writes after the last fault', () => w.writes >= afterFaults + 100, { timeoutMs: 20_000 });
+    await deliveredEverything();
+    await writer.stop();
     const table_ = await readTable(db, table);
-    await waitFor('the copy to equal the table', () => equal(copy.rows, table_), { timeoutMs: 15_000 });
 
     const disconnects = states.count('reconnecting');
     expect(disconnects).toBe(server ? 5 : 4);
     expect(copy.rows).toEqual(table_);
     expect(copy.deliveredDuringResync).toBe(0);
     expect(copy.resyncs).toBe(disconnects + 1);
+    const strictlyIncreasing = (versions: number[]) => versions.every((version, i) => i === 0 || version > versions[i - 1]!);
     for (const [id, versions] of copy.history) {
-      const increasing = versions.every((version, i) => i === 0 || version > versions[i - 1]!);
-      if (!increasing) throw new Error(`row ${id} went back in time: ${versions.join(' > ')}`);
+      if (!strictlyIncreasing(versions)) throw new Error(`row ${id} went back in time in the copy: ${versions.join(' > ')}`);
     }
-    expect(writes).toBeGreaterThan(100);
+    // PostgreSQL delivers in commit order; across reconnects some are missed, none may repeat or come out of order.
+    for (const [id, versions] of copy.delivered) {
+      if (!strictlyIncreasing(versions)) throw new Error(`row ${id}: notifications delivered out of order or twice: ${versions.join(' > ')}`);
+    }
+    const deliveries = [...copy.delivered.values()].reduce((sum, versions) => sum + versions.length, 0);
+    expect(deliveries).toBeGreaterThan(500);
   });
 });
 

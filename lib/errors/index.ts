@@ -6,3 +6,4 @@ export * from './pgln-closed.error.js';
 export * from './pgln-handler.error.js';
 export * from './pgln-connection.error.js';
 export * from './pgln-overflow.error.js';
+export * from './pgln-timeout.error.js';

@@ -1,4 +1,7 @@
 import { PglnError } from './pgln.error.js';
 
-/** Internal: a query on the LISTEN connection got no answer in time; the connection is replaced (its message is logged). */
+/**
+ * PostgreSQL did not answer in time: `notify` rejects with it after `notifyTimeoutMs`. On the LISTEN
+ * connection it is what the health check, LISTEN or UNLISTEN met before the connection was replaced.
+ */
 export class PglnTimeoutError extends PglnError {}

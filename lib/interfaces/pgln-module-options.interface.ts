@@ -63,6 +63,13 @@ export interface PglnModuleOptions {
    */
   reconnect?: PglnBackoffOptions;
   /**
+   * How long, in ms, `notify` waits for PostgreSQL to accept a notification before it rejects. A
+   * connection that does not answer in time is not reused. A timeout means "unknown": the server
+   * may have accepted it, so treat it as not sent.
+   * @default 10000
+   */
+  notifyTimeoutMs?: number;
+  /**
    * How long `app.close()` waits for running handlers before closing the connection anyway, in ms.
    * @default 10000
    */

@@ -115,7 +115,10 @@ export class TcpProxy {
     await Promise.all(
       targets.map(async (pair) => {
         // Sent only when the session is idle: the server then answers it before anything the client sends next.
-        while (!pair.idle) await new Promise((resolve) => setImmediate(resolve));
+        while (!pair.idle) {
+          if (pair.client.destroyed) return;
+          await new Promise((resolve) => setImmediate(resolve));
+        }
         pair.swallow += 1;
         pair.upstream!.write(message);
       }),

@@ -226,9 +226,12 @@ describe('zero loss', () => {
     }
     const afterFaults = w.writes;
     await waitFor('writes after the last fault', () => w.writes >= afterFaults + 100, { timeoutMs: 20_000 });
-    await deliveredEverything();
     await writer.stop();
+    // The last writes, too, arrive by notification alone.
+    const resyncs = copy.resyncs;
     const table_ = await readTable(db, table);
+    await waitFor('notifications to bring the copy up to the table', () => equal(copy.rows, table_), { timeoutMs: 15_000 });
+    expect(copy.resyncs).toBe(resyncs);
 
     const disconnects = states.count('reconnecting');
     expect(disconnects).toBe(server ? 5 : 4);

@@ -83,5 +83,8 @@ export const CHANNELS_MISSING = (channels: string[]) =>
 export const UNLISTENED = (channel: string) =>
   `Stopped listening on ${preview(channel)} before this listener was in sync (unlisten() was called).`;
 
-export const NOTIFY_TIMEOUT = (channel: string, timeoutMs: number) =>
-  `notify on ${preview(channel)} got no answer within notifyTimeoutMs (${timeoutMs} ms); it may or may not have been sent`;
+export const NOTIFY_TIMEOUT = (what: string, timeoutMs: number) =>
+  `${what} got no answer within notifyTimeoutMs (${timeoutMs} ms); it may or may not have been sent`;
+
+export const NOTIFY_MANY_NOT_ARRAY = (type: string) =>
+  `notifyMany() takes an array of { channel, payload }, got ${type}.`;

@@ -8,16 +8,24 @@ import {
 } from '@nestjs/common';
 import { PglnError, PglnTimeoutError } from './errors/index.js';
 import type { Observable } from 'rxjs';
-import type { PglnListenHandlers, PglnModuleOptions, PglnState, PglnStateChange } from './interfaces/index.js';
+import type {
+  PglnListenHandlers,
+  PglnModuleOptions,
+  PglnOutgoingNotification,
+  PglnState,
+  PglnStateChange,
+} from './interfaces/index.js';
 import { PglnExplorer } from './pgln.explorer.js';
 import { PglnListener } from './pgln.listener.js';
-import { LISTEN_WITHOUT_HANDLER, NOTIFY_TIMEOUT, POOL_CLIENT_ERROR } from './pgln.messages.js';
+import { LISTEN_WITHOUT_HANDLER, NOTIFY_MANY_NOT_ARRAY, NOTIFY_TIMEOUT, POOL_CLIENT_ERROR, preview } from './pgln.messages.js';
 import { withTimeout } from './pgln.timeout.js';
 import { PGLN_MODULE_OPTIONS } from './pgln.module-definition.js';
 import { resolveOptions, type ResolvedPglnOptions } from './pgln.options.js';
 import { assertChannel, encodePayload } from './pgln.validation.js';
 
 const NOTIFY_SQL = 'SELECT pg_notify($1, $2)';
+// unnest keeps the order of the arrays, so the notifications are queued (and delivered) in order.
+const NOTIFY_MANY_SQL = 'SELECT pg_notify(n.channel, n.payload) FROM unnest($1::text[], $2::text[]) AS n(channel, payload)';
 
 /**
  * Sends notifications and manages runtime listeners. Inject it anywhere once `PglnModule` is
@@ -67,13 +75,36 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
    */
   async notify(channel: string, payload?: string | object): Promise<void> {
     assertChannel(channel);
-    const text = encodePayload(channel, payload);
+    await this.send(NOTIFY_SQL, [channel, encodePayload(channel, payload)], `notify on ${preview(channel)}`);
+  }
+
+  /**
+   * Sends many notifications in one round trip and one transaction: PostgreSQL accepts all of
+   * them or none, and delivers them in this order when it commits. Every item is validated, as by
+   * {@link notify}, before anything is sent. As within any transaction, PostgreSQL delivers
+   * identical notifications (same channel and payload) only once.
+   *
+   * @throws PglnChannelError / PglnPayloadError for the first invalid item, naming it; nothing is sent
+   */
+  async notifyMany(notifications: readonly PglnOutgoingNotification[]): Promise<void> {
+    if (!Array.isArray(notifications)) throw new PglnError(NOTIFY_MANY_NOT_ARRAY(typeof notifications));
+    if (notifications.length === 0) return;
+    const channels: string[] = [];
+    const payloads: string[] = [];
+    for (const { channel, payload } of notifications) {
+      assertChannel(channel);
+      channels.push(channel);
+      payloads.push(encodePayload(channel, payload));
+    }
+    await this.send(NOTIFY_MANY_SQL, [channels, payloads], `notifyMany of ${channels.length} notifications`);
+  }
+
+  /** Runs a notify statement on a pooled connection, within notifyTimeoutMs. */
+  private async send(sql: string, values: unknown[], what: string): Promise<void> {
     const { pool, notifyTimeoutMs } = this.options;
     const client = await pool.connect();
     try {
-      await withTimeout(client.query(NOTIFY_SQL, [channel, text]), notifyTimeoutMs, () =>
-        new PglnTimeoutError(NOTIFY_TIMEOUT(channel, notifyTimeoutMs)),
-      );
+      await withTimeout(client.query(sql, values), notifyTimeoutMs, () => new PglnTimeoutError(NOTIFY_TIMEOUT(what, notifyTimeoutMs)));
     } catch (error) {
       // A connection that failed, or hangs (a half-open socket never answers), is destroyed rather than reused.
       client.release(error as Error);

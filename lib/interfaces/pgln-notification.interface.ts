@@ -24,3 +24,10 @@ export interface OutOfSyncEvent {
   /** Why the handler runs now. */
   readonly reason: OutOfSyncReason;
 }
+
+/** One notification to send with `PglnService.notifyMany()`. */
+export interface PglnOutgoingNotification {
+  readonly channel: string;
+  /** A string is sent as is, `undefined` as the empty payload, anything else as JSON. */
+  readonly payload?: string | object;
+}

@@ -1,0 +1,365 @@
+import 'reflect-metadata';
+import { Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { fork, type ChildProcess } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { PglnModule, PglnService } from 'nestjs-pgln';
+import pg from 'pg';
+import { startEmbeddedPostgres } from '../../tools/embedded-postgres.js';
+import { CONTENDERS, now, type Contender, type ReceiverMessage, type ReceiverTask } from './protocol.js';
+import { fixed, median, spread, thousands } from './stats.js';
+
+/**
+ * `npm run bench [-- --quick] [-- --write]`: every contender, every scenario, in one run, against
+ * one PostgreSQL (embedded unless BENCH_DATABASE_URL is set). Prints a table and, last, one JSON
+ * line with every figure. `--write` also writes bench/RESULTS.md.
+ */
+const quick = process.argv.includes('--quick');
+const write = process.argv.includes('--write');
+const ROUNDS = quick ? 1 : 3;
+const DELIVERY_TOTAL = quick ? 50_000 : 200_000;
+const BATCH = 20_000;
+const LATENCY_RATE = 5_000;
+const LATENCY_SECONDS = quick ? 3 : 10;
+const NOTIFY_SECONDS = quick ? 1 : 2;
+const RECOVERY_RUNS = quick ? 3 : 10;
+const MEMORY_TOTAL = quick ? 200_000 : 1_000_000;
+const RECEIVER = fileURLToPath(new URL('./receiver.js', import.meta.url));
+
+const embedded = process.env.BENCH_DATABASE_URL ? undefined : await startEmbeddedPostgres();
+const databaseUrl = process.env.BENCH_DATABASE_URL ?? embedded!.url;
+const admin = new pg.Pool({ connectionString: databaseUrl, max: 8, application_name: 'bench-sender' });
+admin.on('error', () => undefined);
+const serverVersion = (await admin.query<{ server_version: string }>('SHOW server_version')).rows[0]!.server_version;
+const log = (line: string) => process.stderr.write(`${line}\n`);
+let sequence = 0;
+
+/** A receiver process; `next(type)` resolves with its next message of that type. */
+class Receiver {
+  private readonly child: ChildProcess;
+  private readonly waiting = new Map<string, (message: ReceiverMessage) => void>();
+  readonly probes: { payload: string; atNs: number }[] = [];
+  private probeListener?: (payload: string, atNs: number) => void;
+
+  constructor(readonly task: ReceiverTask) {
+    this.child = fork(RECEIVER, [], {
+      env: { ...process.env, BENCH_TASK: JSON.stringify(task) },
+      execArgv: task.mode === 'memory' ? ['--expose-gc'] : [],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    this.child.on('message', (message: ReceiverMessage) => {
+      if (message.type === 'probe') {
+        this.probes.push(message);
+        this.probeListener?.(message.payload, message.atNs);
+        return;
+      }
+      this.waiting.get(message.type)?.(message);
+    });
+  }
+
+  next<T extends ReceiverMessage['type']>(type: T, timeoutMs = 120_000): Promise<Extract<ReceiverMessage, { type: T }>> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.task.contender}: no "${type}" within ${timeoutMs} ms`)), timeoutMs);
+      this.waiting.set(type, (message) => {
+        clearTimeout(timer);
+        resolve(message as Extract<ReceiverMessage, { type: T }>);
+      });
+    });
+  }
+
+  /** Resolves with the time the receiver handled `payload`, or undefined after `timeoutMs`. */
+  probe(payload: string, timeoutMs: number): Promise<number | undefined> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(undefined), timeoutMs);
+      this.probeListener = (received, atNs) => {
+        if (received !== payload) return;
+        clearTimeout(timer);
+        this.probeListener = undefined;
+        resolve(atNs);
+      };
+    });
+  }
+
+  async stop(): Promise<void> {
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    this.child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+async function receiver(contender: Contender, mode: ReceiverTask['mode'], channels: string[], expected: number) {
+  const r = new Receiver({
+    contender,
+    mode,
+    channels,
+    expected,
+    databaseUrl,
+    applicationName: `bench-${contender.replace('.', '')}-${++sequence}`,
+  });
+  await r.next('ready');
+  return r;
+}
+
+/** Sends `total` notifications spread over `channels`, in transactions of BATCH (so the sender is never the limit). */
+async function flood(channels: string[], total: number): Promise<void> {
+  for (let from = 1; from <= total; from += BATCH) {
+    const to = Math.min(total, from + BATCH - 1);
+    await admin.query(
+      'SELECT pg_notify(($3::text[])[1 + i % cardinality($3::text[])], i::text) FROM generate_series($1::int, $2::int) AS i',
+      [from, to, channels],
+    );
+  }
+}
+
+const channelsFor = (count: number) => Array.from({ length: count }, (_, i) => `bench_${++sequence}_${i}`);
+
+// ---------------------------------------------------------------- 1. delivery throughput
+interface Delivery {
+  rate: number[];
+  cpuUs: number[];
+}
+async function deliveryThroughput(channelCount: number): Promise<Record<Contender, Delivery>> {
+  const results = Object.fromEntries(CONTENDERS.map((c) => [c, { rate: [], cpuUs: [] }])) as unknown as Record<Contender, Delivery>;
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const contender of CONTENDERS) {
+      const channels = channelsFor(channelCount);
+      const r = await receiver(contender, 'count', channels, DELIVERY_TOTAL);
+      const counted = r.next('counted');
+      await flood(channels, DELIVERY_TOTAL);
+      const { elapsedNs, cpuUs } = await counted;
+      await r.stop();
+      results[contender].rate.push(DELIVERY_TOTAL / (elapsedNs / 1e9));
+      results[contender].cpuUs.push(cpuUs / DELIVERY_TOTAL);
+      log(`  delivery ${channelCount} ch, round ${round + 1}, ${contender}: ${thousands(DELIVERY_TOTAL / (elapsedNs / 1e9))}/s`);
+    }
+  }
+  return results;
+}
+
+// ---------------------------------------------------------------- 2. latency at a steady rate
+interface Latency {
+  p50: number[];
+  p99: number[];
+  max: number[];
+}
+async function latency(): Promise<Record<Contender, Latency>> {
+  const total = LATENCY_RATE * LATENCY_SECONDS;
+  const results = Object.fromEntries(CONTENDERS.map((c) => [c, { p50: [], p99: [], max: [] }])) as unknown as Record<Contender, Latency>;
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const contender of CONTENDERS) {
+      const [channel] = channelsFor(1);
+      const r = await receiver(contender, 'latency', [channel!], total);
+      const measured = r.next('latency', 120_000);
+      const start = now();
+      let sent = 0;
+      const inFlight: Promise<unknown>[] = [];
+      while (sent < total) {
+        const due = Math.min(total, Math.floor(((now() - start) / 1e9) * LATENCY_RATE));
+        for (; sent < due; sent++) inFlight.push(admin.query('SELECT pg_notify($1, $2)', [channel, String(now())]));
+        await sleep(1);
+      }
+      await Promise.all(inFlight);
+      const { p50Us, p99Us, maxUs } = await measured;
+      await r.stop();
+      results[contender].p50.push(p50Us / 1000);
+      results[contender].p99.push(p99Us / 1000);
+      results[contender].max.push(maxUs / 1000);
+      log(`  latency round ${round + 1}, ${contender}: p50 ${fixed(2)(p50Us / 1000)} ms, p99 ${fixed(2)(p99Us / 1000)} ms`);
+    }
+  }
+  return results;
+}
+
+// ---------------------------------------------------------------- 3. notify throughput
+@Module({ imports: [PglnModule.forRoot({ connectionString: databaseUrl, applicationName: 'bench-notify' })] })
+class NotifyModule {}
+
+async function notifyThroughput() {
+  const app = await NestFactory.createApplicationContext(NotifyModule, { logger: false });
+  const pgln = app.get(PglnService);
+  const raw = new pg.Pool({ connectionString: databaseUrl, max: 10 }); // the same size as the module's pool
+  const senders: Record<string, (channel: string, i: number) => Promise<unknown>> = {
+    'raw pg.Pool': (channel, i) => raw.query('SELECT pg_notify($1, $2)', [channel, String(i)]),
+    'PglnService.notify': (channel, i) => pgln.notify(channel, String(i)),
+  };
+  const rates: Record<string, number[]> = {};
+  const run = async (name: string, concurrency: number, send: (channel: string, i: number) => Promise<unknown>, perCall = 1) => {
+    const deadline = now() + NOTIFY_SECONDS * 1e9;
+    let count = 0;
+    const start = now();
+    await Promise.all(
+      Array.from({ length: concurrency }, async () => {
+        while (now() < deadline) await send('bench_notify', count++);
+      }),
+    );
+    const rate = (count * perCall) / ((now() - start) / 1e9);
+    (rates[name] ??= []).push(rate);
+    log(`  notify ${name}: ${thousands(rate)}/s`);
+  };
+  const batch = Array.from({ length: 100 }, (_, i) => ({ channel: 'bench_notify', payload: String(i) }));
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const concurrency of [1, 16, 64]) {
+      for (const [name, send] of Object.entries(senders)) await run(`${name} c${concurrency}`, concurrency, send);
+    }
+    await run('PglnService.notifyMany (100 per call) c1', 1, () => pgln.notifyMany(batch), batch.length);
+  }
+  await raw.end();
+  await app.close();
+  return rates;
+}
+
+// ---------------------------------------------------------------- 4. recovery after pg_terminate_backend
+async function recovery(): Promise<Record<string, (number | null)[]>> {
+  const results: Record<string, (number | null)[]> = {};
+  for (const contender of ['raw-pg', 'pg-listen', 'postgres.js', 'pgln-sync'] as Contender[]) {
+    const [channel] = channelsFor(1);
+    const r = await receiver(contender, 'recovery', [channel!], Number.MAX_SAFE_INTEGER);
+    const times: (number | null)[] = [];
+    for (let run = 0; run < RECOVERY_RUNS; run++) {
+      // Stable for over a second first: a connection that drops right after connecting backs off.
+      await sleep(1_100);
+      const payload = `probe-${run}`;
+      const handled = r.probe(payload, 5_000);
+      const killedAt = now();
+      await admin.query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE $1 || '%'",
+        [r.task.applicationName],
+      );
+      let done = false;
+      const probing = (async () => {
+        while (!done) {
+          await admin.query('SELECT pg_notify($1, $2)', [channel, payload]).catch(() => undefined);
+          await sleep(1);
+        }
+      })();
+      const at = await handled;
+      done = true;
+      await probing;
+      times.push(at === undefined ? null : (at - killedAt) / 1e6);
+      log(`  recovery ${contender} #${run + 1}: ${at === undefined ? 'never (5 s)' : `${fixed(1)((at - killedAt) / 1e6)} ms`}`);
+      if (at === undefined) break; // it does not reconnect: one try says so
+    }
+    await r.stop();
+    results[contender] = times;
+  }
+  return results;
+}
+
+// ---------------------------------------------------------------- 5. memory
+async function memory() {
+  const channels = channelsFor(1);
+  const r = await receiver('pgln-sync', 'memory', channels, MEMORY_TOTAL);
+  const measured = r.next('memory', 300_000);
+  await flood(channels, MEMORY_TOTAL);
+  const result = await measured;
+  await r.stop();
+  return result;
+}
+
+// ---------------------------------------------------------------- run and report
+log(`nestjs-pgln benchmark: PostgreSQL ${serverVersion}, Node ${process.version}, ${cpus().length} cores${quick ? ' (quick)' : ''}`);
+log('1. delivery throughput, 1 channel');
+const delivery1 = await deliveryThroughput(1);
+log('   delivery throughput, 100 channels');
+const delivery100 = await deliveryThroughput(100);
+log('2. latency');
+const latencies = await latency();
+log('3. notify throughput');
+const notifies = await notifyThroughput();
+log('4. recovery');
+const recoveries = await recovery();
+log('5. memory');
+const mem = await memory();
+await admin.end();
+await embedded?.destroy();
+
+const MB = 1024 * 1024;
+const lines: string[] = [];
+const table = (head: string[], rows: string[][]) => {
+  lines.push(`| ${head.join(' | ')} |`, `| ${head.map(() => '---').join(' | ')} |`, ...rows.map((row) => `| ${row.join(' | ')} |`));
+  lines.push('');
+};
+const ratio = (a: number, b: number) => fixed(2)(a / b);
+const raw1 = median(delivery1['raw-pg'].rate);
+const raw100 = median(delivery100['raw-pg'].rate);
+
+lines.push(`### 1. Delivery throughput (${thousands(DELIVERY_TOTAL)} notifications, median of ${ROUNDS}, min–max)`, '');
+table(
+  ['contender', '1 channel /s', 'vs raw pg', 'CPU µs per notification', '100 channels /s', 'vs raw pg', 'CPU µs per notification'],
+  CONTENDERS.map((c) => [
+    c,
+    `${thousands(median(delivery1[c].rate))} (${spread(delivery1[c].rate, thousands)})`,
+    ratio(median(delivery1[c].rate), raw1),
+    fixed(2)(median(delivery1[c].cpuUs)),
+    `${thousands(median(delivery100[c].rate))} (${spread(delivery100[c].rate, thousands)})`,
+    ratio(median(delivery100[c].rate), raw100),
+    fixed(2)(median(delivery100[c].cpuUs)),
+  ]),
+);
+lines.push(`### 2. Latency, notify to handler, at ${thousands(LATENCY_RATE)}/s for ${LATENCY_SECONDS} s (ms, median of ${ROUNDS})`, '');
+table(
+  ['contender', 'p50', 'p99', 'max'],
+  CONTENDERS.map((c) => [c, fixed(2)(median(latencies[c].p50)), fixed(2)(median(latencies[c].p99)), fixed(2)(median(latencies[c].max))]),
+);
+lines.push(`### 3. Notify throughput (${NOTIFY_SECONDS} s each, median of ${ROUNDS})`, '');
+table(
+  ['sender', 'notifications /s', 'min–max'],
+  Object.entries(notifies).map(([name, values]) => [name, thousands(median(values)), spread(values, thousands)]),
+);
+lines.push(`### 4. Recovery: pg_terminate_backend to the first notification handled (ms, median of ${RECOVERY_RUNS})`, '');
+table(
+  ['contender', 'median', 'min–max'],
+  Object.entries(recoveries).map(([name, values]) => {
+    const ok = values.filter((v): v is number => v !== null);
+    return [name, ok.length === values.length ? fixed(1)(median(ok)) : 'never (no reconnect)', spread(ok, fixed(1))];
+  }),
+);
+lines.push(`### 5. Memory: nestjs-pgln before and after ${thousands(MEMORY_TOTAL)} notifications (after forced GC)`, '');
+table(
+  ['', 'before (MB)', 'after (MB)', 'growth (MB)'],
+  [
+    ['heap used', fixed(1)(mem.heapBefore / MB), fixed(1)(mem.heapAfter / MB), fixed(1)((mem.heapAfter - mem.heapBefore) / MB)],
+    ['RSS', fixed(1)(mem.rssBefore / MB), fixed(1)(mem.rssAfter / MB), fixed(1)((mem.rssAfter - mem.rssBefore) / MB)],
+  ],
+);
+
+const recoveryMedian = (name: string) => {
+  const values = recoveries[name]!;
+  return values.every((v) => v !== null) ? median(values as number[]) : null;
+};
+const figures = {
+  machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, postgres: serverVersion, quick },
+  delivery_ratio_vs_raw_pg: Number(ratio(median(delivery1['pgln-sync'].rate), raw1)),
+  delivery_ratio_vs_raw_pg_100_channels: Number(ratio(median(delivery100['pgln-sync'].rate), raw100)),
+  delivery_per_s: Object.fromEntries(CONTENDERS.map((c) => [c, { one: Math.round(median(delivery1[c].rate)), hundred: Math.round(median(delivery100[c].rate)) }])),
+  cpu_us_per_notification: Object.fromEntries(CONTENDERS.map((c) => [c, Number(fixed(3)(median(delivery1[c].cpuUs)))])),
+  latency_ms: Object.fromEntries(
+    CONTENDERS.map((c) => [c, { p50: Number(fixed(3)(median(latencies[c].p50))), p99: Number(fixed(3)(median(latencies[c].p99))), max: Number(fixed(3)(median(latencies[c].max))) }]),
+  ),
+  notify_per_s: Object.fromEntries(Object.entries(notifies).map(([name, values]) => [name, Math.round(median(values))])),
+  recovery_ms: Object.fromEntries(Object.keys(recoveries).map((name) => [name, recoveryMedian(name)])),
+  memory_mb: {
+    heap_before: Number(fixed(2)(mem.heapBefore / MB)),
+    heap_after: Number(fixed(2)(mem.heapAfter / MB)),
+    rss_before: Number(fixed(2)(mem.rssBefore / MB)),
+    rss_after: Number(fixed(2)(mem.rssAfter / MB)),
+  },
+};
+
+const report = lines.join('\n');
+process.stdout.write(`\n${report}\n`);
+if (write) {
+  const header = [
+    '# Benchmark results',
+    '',
+    `Measured ${new Date().toISOString().slice(0, 10)} with \`npm run bench -- --write\`, on ${cpus().length} cores (${cpus()[0]?.model}),`,
+    `Node ${process.version}, PostgreSQL ${serverVersion} (${embedded ? 'embedded, on the same machine' : 'BENCH_DATABASE_URL'}).`,
+    'Every contender runs in a process of its own, in turn, in the same run. See bench/README.md for what each scenario measures.',
+    '',
+  ];
+  await writeFile(new URL('../../../RESULTS.md', import.meta.url), `${header.join('\n')}\n${report}\n\`\`\`json\n${JSON.stringify(figures, null, 2)}\n\`\`\`\n`);
+}
+process.stdout.write(`${JSON.stringify(figures)}\n`);

@@ -1,0 +1,27 @@
+/** Messages between the orchestrator (main.ts) and a receiver process (receiver.ts), over IPC. */
+
+/** The libraries measured; `pgln-sync` / `pgln-async` differ only in their handler. */
+export type Contender = 'raw-pg' | 'pg-listen' | 'postgres.js' | 'pgln-sync' | 'pgln-async';
+
+export const CONTENDERS: Contender[] = ['raw-pg', 'pg-listen', 'postgres.js', 'pgln-sync', 'pgln-async'];
+
+/** What a receiver is asked to do, through its environment. */
+export interface ReceiverTask {
+  contender: Contender;
+  /** `count`: time the arrival of `expected` notifications; `latency`: record send-to-handler times; `recovery`: report probes; `memory`: heap before and after. */
+  mode: 'count' | 'latency' | 'recovery' | 'memory';
+  channels: string[];
+  expected: number;
+  databaseUrl: string;
+  applicationName: string;
+}
+
+export type ReceiverMessage =
+  | { type: 'ready' }
+  | { type: 'counted'; elapsedNs: number; cpuUs: number }
+  | { type: 'latency'; p50Us: number; p99Us: number; maxUs: number; received: number }
+  | { type: 'probe'; payload: string; atNs: number }
+  | { type: 'memory'; heapBefore: number; heapAfter: number; rssBefore: number; rssAfter: number };
+
+/** Time on the machine's monotonic clock, in ns: comparable across processes on one machine. */
+export const now = (): number => Number(process.hrtime.bigint());

@@ -1,0 +1,123 @@
+import 'reflect-metadata';
+import { Injectable, Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { OnNotification, OnOutOfSync, PglnModule } from 'nestjs-pgln';
+import pg from 'pg';
+import createSubscriber from 'pg-listen';
+import postgres from 'postgres';
+import { now, type ReceiverMessage, type ReceiverTask } from './protocol.js';
+
+/**
+ * One contender in a process of its own: it LISTENs, feeds every notification to `onPayload`
+ * (which does the counting), and reports over IPC. Nothing else runs here, so its CPU time is
+ * the contender's cost.
+ */
+const task = JSON.parse(process.env.BENCH_TASK!) as ReceiverTask;
+const send = (message: ReceiverMessage) => process.send!(message);
+
+let received = 0;
+let startNs = 0;
+let startCpu: NodeJS.CpuUsage | undefined;
+const latencies = task.mode === 'latency' ? new Float64Array(task.expected) : undefined;
+
+/** The whole per-notification work of the benchmark: count, and stamp the first and last arrival. */
+function onPayload(payload: string): void {
+  if (received === 0) {
+    startNs = now();
+    startCpu = process.cpuUsage();
+  }
+  if (latencies) latencies[received] = (now() - Number(payload)) / 1000;
+  else if (task.mode === 'recovery') send({ type: 'probe', payload, atNs: now() });
+  received += 1;
+  if (received === task.expected) finish();
+}
+
+function finish(): void {
+  if (task.mode === 'count') {
+    const cpu = process.cpuUsage(startCpu);
+    send({ type: 'counted', elapsedNs: now() - startNs, cpuUs: cpu.user + cpu.system });
+  } else if (latencies) {
+    const sorted = Array.from(latencies).sort((a, b) => a - b);
+    const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+    send({ type: 'latency', p50Us: at(0.5), p99Us: at(0.99), maxUs: sorted.at(-1)!, received });
+  } else if (task.mode === 'memory') {
+    void reportMemory();
+  }
+}
+
+let memoryBefore: NodeJS.MemoryUsage | undefined;
+function settledMemory(): NodeJS.MemoryUsage {
+  for (let i = 0; i < 3; i++) global.gc!();
+  return process.memoryUsage();
+}
+async function reportMemory(): Promise<void> {
+  await new Promise((resolve) => setImmediate(resolve));
+  const after = settledMemory();
+  send({
+    type: 'memory',
+    heapBefore: memoryBefore!.heapUsed,
+    heapAfter: after.heapUsed,
+    rssBefore: memoryBefore!.rss,
+    rssAfter: after.rss,
+  });
+}
+
+async function startRawPg(): Promise<void> {
+  const client = new pg.Client({ connectionString: task.databaseUrl, application_name: task.applicationName });
+  client.on('error', () => undefined); // a bare client does not reconnect: that is the point of comparison
+  client.on('notification', (message) => onPayload(message.payload!));
+  await client.connect();
+  await client.query(task.channels.map((channel) => `LISTEN ${client.escapeIdentifier(channel)}`).join('; '));
+}
+
+async function startPgListen(): Promise<void> {
+  const subscriber = createSubscriber(
+    { connectionString: task.databaseUrl, application_name: task.applicationName },
+    // Raw payloads like everyone else (its default parses JSON); its delay between failed attempts
+    // set to our initial one. Its first attempt after a loss is immediate, as ours is.
+    { parse: (text: string) => text, retryInterval: 100, retryTimeout: 60_000 },
+  );
+  subscriber.events.on('error', () => undefined);
+  subscriber.events.on('notification', (message) => onPayload(message.payload as string));
+  await subscriber.connect();
+  for (const channel of task.channels) await subscriber.listenTo(channel);
+}
+
+async function startPostgresJs(): Promise<void> {
+  // backoff 0: reconnect without delay, as close to the others as it allows.
+  const sql = postgres(task.databaseUrl, { backoff: 0, connection: { application_name: task.applicationName }, onnotice: () => undefined });
+  for (const channel of task.channels) await sql.listen(channel, onPayload);
+}
+
+async function startPgln(async: boolean): Promise<void> {
+  const handler = async ? async (payload: string) => onPayload(payload) : (payload: string) => onPayload(payload);
+  class Receiver {
+    receive(payload: string) {
+      return handler(payload);
+    }
+    resync() {}
+  }
+  // What `@OnNotification(channel)` on `receive` for every channel, and `@OnOutOfSync`, amount to.
+  const descriptor = (key: 'receive' | 'resync') => Object.getOwnPropertyDescriptor(Receiver.prototype, key)!;
+  for (const channel of task.channels) OnNotification(channel)(Receiver.prototype, 'receive', descriptor('receive'));
+  OnOutOfSync(task.channels[0]!)(Receiver.prototype, 'resync', descriptor('resync'));
+  Injectable()(Receiver);
+  @Module({
+    imports: [PglnModule.forRoot({ connectionString: task.databaseUrl, applicationName: task.applicationName })],
+    providers: [Receiver],
+  })
+  class BenchModule {}
+  await NestFactory.createApplicationContext(BenchModule, { logger: false });
+}
+
+const starters = {
+  'raw-pg': startRawPg,
+  'pg-listen': startPgListen,
+  'postgres.js': startPostgresJs,
+  'pgln-sync': () => startPgln(false),
+  'pgln-async': () => startPgln(true),
+};
+
+await starters[task.contender]();
+if (task.mode === 'memory') memoryBefore = settledMemory();
+send({ type: 'ready' });

@@ -56,8 +56,10 @@ export class Channel {
   private closed = false;
   private idle?: { promise: Promise<void>; resolve: () => void };
   private readonly abort = new AbortController();
-  /** The async handler in progress, for slow-handler warnings. */
-  private running?: { name: string; since: number; warned: boolean };
+  /** The async handler in progress (name, start time, whether reported), for slow-handler warnings. */
+  private runningName?: string;
+  private runningSince = 0;
+  private runningWarned = false;
 
   constructor(
     readonly name: string,
@@ -75,9 +77,16 @@ export class Channel {
   /** Queues a notification: delivered after everything queued before it, including resyncs. */
   push(notification: PglnNotification): void {
     if (this.closed) return;
+    if (!this.busy) {
+      // Idle means the queue is empty: deliver at once, the common case when handlers keep up.
+      this.busy = true;
+      const pending = this.deliver(notification, this.subscriptions, 0);
+      if (pending) void this.drainAsync(pending);
+      else this.settle();
+      return;
+    }
     this.queue.push(notification);
     if (++this.queued > this.context.maxQueuedNotifications) this.overflow();
-    if (!this.busy) this.drain();
   }
 
   /** Queues a resync of `only` (or every subscription) to run once `listened` resolves true. */
@@ -122,10 +131,10 @@ export class Channel {
 
   /** Logs, once, a handler that has been running for `thresholdMs` or more. */
   checkSlow(now: number, thresholdMs: number): void {
-    const running = this.running;
-    if (!running || running.warned || now - running.since < thresholdMs) return;
-    running.warned = true;
-    this.context.logger.warn(SLOW_HANDLER(running.name, this.name, now - running.since, thresholdMs));
+    const name = this.runningName;
+    if (name === undefined || this.runningWarned || now - this.runningSince < thresholdMs) return;
+    this.runningWarned = true;
+    this.context.logger.warn(SLOW_HANDLER(name, this.name, now - this.runningSince, thresholdMs));
   }
 
   private pending(): Item[] {
@@ -158,35 +167,58 @@ export class Channel {
     for (const subscription of uncovered) this.report(subscription, error);
   }
 
-  private readonly drain = (): void => {
+  /** Processes queued items while they complete synchronously; hands over to {@link drainAsync} when one does not. */
+  private drain(): void {
     this.busy = true;
-    while (this.head < this.queue.length && !this.closed) {
-      const item = this.queue[this.head]!;
-      this.queue[this.head++] = undefined;
-      if (this.head === this.queue.length) {
-        this.queue.length = 0;
-        this.head = 0;
-      } else if (this.head >= 1024 && this.head * 2 >= this.queue.length) {
-        this.queue.splice(0, this.head);
-        this.head = 0;
-      }
-      let pending: Promise<void> | undefined;
-      if (item instanceof SyncMarker) pending = this.resync(item);
-      else {
-        this.queued--;
-        pending = this.deliver(item, this.subscriptions, 0);
-      }
+    for (let item = this.shift(); item !== undefined; item = this.shift()) {
+      const pending = this.process(item);
       if (pending) {
-        void pending.then(this.drain);
+        void this.drainAsync(pending);
         return;
       }
     }
+    this.settle();
+  }
+
+  /** Awaits the item in progress, then processes the rest of the queue one item at a time. */
+  private async drainAsync(pending: Promise<void>): Promise<void> {
+    await pending;
+    for (let item = this.shift(); item !== undefined; item = this.shift()) {
+      const next = this.process(item);
+      if (next) await next;
+    }
+    this.settle();
+  }
+
+  /** Takes the next item off the queue, or undefined when it is empty or the channel closed. */
+  private shift(): Item | undefined {
+    if (this.head >= this.queue.length || this.closed) return undefined;
+    const item = this.queue[this.head]!;
+    this.queue[this.head++] = undefined;
+    if (this.head === this.queue.length) {
+      this.queue.length = 0;
+      this.head = 0;
+    } else if (this.head >= 1024 && this.head * 2 >= this.queue.length) {
+      this.queue.splice(0, this.head);
+      this.head = 0;
+    }
+    return item;
+  }
+
+  private process(item: Item): Promise<void> | undefined {
+    if (item instanceof SyncMarker) return this.resync(item);
+    this.queued--;
+    return this.deliver(item, this.subscriptions, 0);
+  }
+
+  /** No item in progress any more: release whoever waits for the channel to settle. */
+  private settle(): void {
     this.busy = false;
     if (this.idle) {
       this.idle.resolve();
       this.idle = undefined;
     }
-  };
+  }
 
   /** Calls every subscription's notification handler in order; returns a promise only if one went async. */
   private deliver(
@@ -206,22 +238,29 @@ export class Channel {
         this.fail(subscription, error);
         continue;
       }
-      if (isPromiseLike(result)) {
-        this.started(subscription);
-        return Promise.resolve(result).then(
-          () => {
-            this.finished();
-            return this.deliver(notification, subscriptions, i + 1);
-          },
-          (error: unknown) => {
-            this.finished();
-            this.fail(subscription, error);
-            return this.deliver(notification, subscriptions, i + 1);
-          },
-        );
-      }
+      if (isPromiseLike(result)) return this.awaitHandler(result, subscription, notification, subscriptions, i + 1);
     }
     return undefined;
+  }
+
+  /** Waits for an async handler, then delivers the notification to the handlers after it. */
+  private async awaitHandler(
+    result: PromiseLike<unknown>,
+    subscription: Subscription,
+    notification: PglnNotification,
+    subscriptions: readonly Subscription[],
+    next: number,
+  ): Promise<void> {
+    this.started(subscription);
+    try {
+      await result;
+    } catch (error) {
+      this.fail(subscription, error);
+    } finally {
+      this.finished();
+    }
+    const rest = this.deliver(notification, subscriptions, next);
+    if (rest) await rest;
   }
 
   private parse(notification: PglnNotification): unknown {
@@ -264,15 +303,16 @@ export class Channel {
   }
 
   private started(subscription: Subscription): void {
-    this.running = { name: subscription.spec.name, since: Date.now(), warned: false };
+    this.runningName = subscription.spec.name;
+    this.runningSince = Date.now();
+    this.runningWarned = false;
   }
 
   private finished(): void {
-    const running = this.running;
-    this.running = undefined;
-    if (running?.warned) {
-      this.context.logger.warn(SLOW_HANDLER_DONE(running.name, this.name, Date.now() - running.since));
+    if (this.runningWarned) {
+      this.context.logger.warn(SLOW_HANDLER_DONE(this.runningName!, this.name, Date.now() - this.runningSince));
     }
+    this.runningName = undefined;
   }
 
   /** Logs a handler failure with its stack and tells the subscription's onError, if any. */

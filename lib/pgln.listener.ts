@@ -3,7 +3,7 @@ import pg from 'pg';
 import type { Client, Notification, QueryResult, QueryResultRow } from 'pg';
 import { BehaviorSubject, type Observable } from 'rxjs';
 import { PglnClosedError, PglnConnectionError, PglnError, PglnTimeoutError } from './errors/index.js';
-import type { OutOfSyncReason, PglnState, PglnStateChange } from './interfaces/index.js';
+import type { OutOfSyncReason, PglnNotification, PglnState, PglnStateChange } from './interfaces/index.js';
 import { Backoff } from './pgln.backoff.js';
 import { Channel, type ChannelContext } from './pgln.channel.js';
 import { describeError, isFatalAtStartup } from './pgln.connection-errors.js';
@@ -182,9 +182,9 @@ export class PglnListener {
   }
 
   private readonly dispatch = (message: Notification): void => {
-    const channel = this.channels.get(message.channel);
-    // pg always sets payload (to '' when none was sent).
-    channel?.push({ channel: message.channel, payload: message.payload!, processId: message.processId });
+    // pg's own object, passed on as is (no copy on the hot path): it has channel, payload (always a
+    // string, '' when none was sent) and processId, as PglnNotification says.
+    this.channels.get(message.channel)?.push(message as PglnNotification);
   };
 
   private connect(): void {

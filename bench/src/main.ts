@@ -19,7 +19,13 @@ import { fixed, median, spread, thousands } from './stats.js';
  */
 const quick = process.argv.includes('--quick');
 const write = process.argv.includes('--write');
+/** `--only=delivery` runs one scenario (delivery, latency, notify, recovery, memory), for profiling. */
+const only = process.argv.find((arg) => arg.startsWith('--only='))?.slice('--only='.length);
+/** `--profile=pgln-sync` runs that contender's receivers under `node --cpu-prof` (profiles in bench/profiles). */
+const profile = process.argv.find((arg) => arg.startsWith('--profile='))?.slice('--profile='.length);
 const ROUNDS = quick ? 1 : 3;
+/** Delivery rates vary most (the server, the sender and the receiver share the cores): more rounds. */
+const DELIVERY_ROUNDS = quick ? 1 : 5;
 const DELIVERY_TOTAL = quick ? 50_000 : 200_000;
 const BATCH = 20_000;
 const LATENCY_RATE = 5_000;
@@ -47,7 +53,10 @@ class Receiver {
   constructor(readonly task: ReceiverTask) {
     this.child = fork(RECEIVER, [], {
       env: { ...process.env, BENCH_TASK: JSON.stringify(task) },
-      execArgv: task.mode === 'memory' ? ['--expose-gc'] : [],
+      execArgv: [
+        ...(task.mode === 'memory' ? ['--expose-gc'] : []),
+        ...(task.contender === profile ? ['--cpu-prof', `--cpu-prof-dir=${fileURLToPath(new URL('../../../profiles', import.meta.url))}`] : []),
+      ],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     this.child.on('message', (message: ReceiverMessage) => {
@@ -84,9 +93,13 @@ class Receiver {
   }
 
   async stop(): Promise<void> {
+    // A bare pg.Client's process may be gone already: nothing keeps it alive once its connection dies.
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     const exited = new Promise((resolve) => this.child.once('exit', resolve));
-    this.child.kill('SIGKILL');
+    this.child.send('exit');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5_000);
     await exited;
+    clearTimeout(timer);
   }
 }
 
@@ -123,7 +136,7 @@ interface Delivery {
 }
 async function deliveryThroughput(channelCount: number): Promise<Record<Contender, Delivery>> {
   const results = Object.fromEntries(CONTENDERS.map((c) => [c, { rate: [], cpuUs: [] }])) as unknown as Record<Contender, Delivery>;
-  for (let round = 0; round < ROUNDS; round++) {
+  for (let round = 0; round < DELIVERY_ROUNDS; round++) {
     for (const contender of CONTENDERS) {
       const channels = channelsFor(channelCount);
       const r = await receiver(contender, 'count', channels, DELIVERY_TOTAL);
@@ -261,6 +274,19 @@ async function memory() {
 
 // ---------------------------------------------------------------- run and report
 log(`nestjs-pgln benchmark: PostgreSQL ${serverVersion}, Node ${process.version}, ${cpus().length} cores${quick ? ' (quick)' : ''}`);
+if (only && !['delivery', 'latency', 'notify', 'recovery', 'memory'].includes(only)) throw new Error(`--only=${only}: unknown scenario`);
+const runs = (scenario: string) => !only || only === scenario;
+if (only) {
+  log(`only ${only}${profile ? `, profiling ${profile}` : ''}`);
+  if (runs('delivery')) process.stdout.write(`${JSON.stringify({ one: await deliveryThroughput(1), hundred: await deliveryThroughput(100) })}\n`);
+  if (runs('latency')) process.stdout.write(`${JSON.stringify(await latency())}\n`);
+  if (runs('notify')) process.stdout.write(`${JSON.stringify(await notifyThroughput())}\n`);
+  if (runs('recovery')) process.stdout.write(`${JSON.stringify(await recovery())}\n`);
+  if (runs('memory')) process.stdout.write(`${JSON.stringify(await memory())}\n`);
+  await admin.end();
+  await embedded?.destroy();
+  process.exit(0);
+}
 log('1. delivery throughput, 1 channel');
 const delivery1 = await deliveryThroughput(1);
 log('   delivery throughput, 100 channels');
@@ -286,7 +312,7 @@ const ratio = (a: number, b: number) => fixed(2)(a / b);
 const raw1 = median(delivery1['raw-pg'].rate);
 const raw100 = median(delivery100['raw-pg'].rate);
 
-lines.push(`### 1. Delivery throughput (${thousands(DELIVERY_TOTAL)} notifications, median of ${ROUNDS}, min–max)`, '');
+lines.push(`### 1. Delivery throughput (${thousands(DELIVERY_TOTAL)} notifications, median of ${DELIVERY_ROUNDS}, min–max)`, '');
 table(
   ['contender', '1 channel /s', 'vs raw pg', 'CPU µs per notification', '100 channels /s', 'vs raw pg', 'CPU µs per notification'],
   CONTENDERS.map((c) => [

@@ -3,7 +3,7 @@ import { Injectable, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { OnNotification, OnOutOfSync, PglnModule } from 'nestjs-pgln';
 import pg from 'pg';
-import createSubscriber from 'pg-listen';
+import pgListen from 'pg-listen';
 import postgres from 'postgres';
 import { now, type ReceiverMessage, type ReceiverTask } from './protocol.js';
 
@@ -70,6 +70,9 @@ async function startRawPg(): Promise<void> {
   await client.query(task.channels.map((channel) => `LISTEN ${client.escapeIdentifier(channel)}`).join('; '));
 }
 
+// pg-listen is CommonJS compiled from TypeScript: from ESM its function is the default's default.
+const createSubscriber = pgListen.default;
+
 async function startPgListen(): Promise<void> {
   const subscriber = createSubscriber(
     { connectionString: task.databaseUrl, application_name: task.applicationName },
@@ -78,14 +81,14 @@ async function startPgListen(): Promise<void> {
     { parse: (text: string) => text, retryInterval: 100, retryTimeout: 60_000 },
   );
   subscriber.events.on('error', () => undefined);
-  subscriber.events.on('notification', (message) => onPayload(message.payload as string));
+  subscriber.events.on('notification', (message: { payload?: unknown }) => onPayload(message.payload as string));
   await subscriber.connect();
   for (const channel of task.channels) await subscriber.listenTo(channel);
 }
 
 async function startPostgresJs(): Promise<void> {
   // backoff 0: reconnect without delay, as close to the others as it allows.
-  const sql = postgres(task.databaseUrl, { backoff: 0, connection: { application_name: task.applicationName }, onnotice: () => undefined });
+  const sql = postgres(task.databaseUrl, { backoff: () => 0, connection: { application_name: task.applicationName }, onnotice: () => undefined });
   for (const channel of task.channels) await sql.listen(channel, onPayload);
 }
 
@@ -118,6 +121,8 @@ const starters = {
   'pgln-async': () => startPgln(true),
 };
 
+// Exit on request, normally, so that `--cpu-prof` can write its profile.
+process.on('message', (message) => message === 'exit' && process.exit(0));
 await starters[task.contender]();
 if (task.mode === 'memory') memoryBefore = settledMemory();
 send({ type: 'ready' });

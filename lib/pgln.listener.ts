@@ -53,7 +53,8 @@ export class PglnListener {
   private client?: Client;
   /** A client whose connect() is in flight. */
   private connecting?: Client;
-  private retryTimer?: NodeJS.Timeout;
+  /** Cancels the scheduled connection attempt, if any. */
+  private cancelRetry?: () => void;
   private healthTimer?: NodeJS.Timeout;
   private startupTimer?: NodeJS.Timeout;
   private watchdog?: NodeJS.Timeout;
@@ -321,10 +322,18 @@ export class PglnListener {
 
   private scheduleConnect(): number {
     const delay = this.context.backoff.delay(this.attempt++);
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = undefined;
+    const attempt = () => {
+      this.cancelRetry = undefined;
       this.connect();
-    }, delay);
+    };
+    // setTimeout(fn, 0) waits a millisecond: an immediate attempt really is one.
+    if (delay === 0) {
+      const immediate = setImmediate(attempt);
+      this.cancelRetry = () => clearImmediate(immediate);
+    } else {
+      const timer = setTimeout(attempt, delay);
+      this.cancelRetry = () => clearTimeout(timer);
+    }
     return delay;
   }
 
@@ -365,7 +374,8 @@ export class PglnListener {
   }
 
   private async shutdown(reason: string): Promise<void> {
-    for (const timer of [this.retryTimer, this.healthTimer, this.startupTimer]) clearTimeout(timer);
+    this.cancelRetry?.();
+    for (const timer of [this.healthTimer, this.startupTimer]) clearTimeout(timer);
     clearInterval(this.watchdog);
     this.transition('closed', reason);
     const closed = new PglnClosedError(CLOSED('finish starting'));

@@ -166,12 +166,19 @@ async function latency(): Promise<Record<Contender, Latency>> {
       const [channel] = channelsFor(1);
       const r = await receiver(contender, 'latency', [channel!], total);
       const measured = r.next('latency', 120_000);
+      // A steady rate in ticks of about 1 ms: what is due in a tick goes in one statement, each
+      // notification carrying its own send time. One transaction per notification would load the
+      // server and the sender so much that scheduling, not the receiver, would set the tail.
       const start = now();
       let sent = 0;
       const inFlight: Promise<unknown>[] = [];
       while (sent < total) {
         const due = Math.min(total, Math.floor(((now() - start) / 1e9) * LATENCY_RATE));
-        for (; sent < due; sent++) inFlight.push(admin.query('SELECT pg_notify($1, $2)', [channel, String(now())]));
+        if (due > sent) {
+          const stamps = Array.from({ length: due - sent }, () => String(now()));
+          inFlight.push(admin.query('SELECT pg_notify($1, t) FROM unnest($2::text[]) AS t', [channel, stamps]));
+          sent = due;
+        }
         await sleep(1);
       }
       await Promise.all(inFlight);
@@ -225,39 +232,44 @@ async function notifyThroughput() {
 }
 
 // ---------------------------------------------------------------- 4. recovery after pg_terminate_backend
+/**
+ * All contenders listen at once and are killed in turn, round after round, so that whatever
+ * drifts on the machine during the run affects each of them alike.
+ */
 async function recovery(): Promise<Record<string, (number | null)[]>> {
-  const results: Record<string, (number | null)[]> = {};
-  for (const contender of ['raw-pg', 'pg-listen', 'postgres.js', 'pgln-sync'] as Contender[]) {
-    const [channel] = channelsFor(1);
-    const r = await receiver(contender, 'recovery', [channel!], Number.MAX_SAFE_INTEGER);
-    const times: (number | null)[] = [];
-    for (let run = 0; run < RECOVERY_RUNS; run++) {
-      // Stable for over a second first: a connection that drops right after connecting backs off.
-      await sleep(1_100);
+  const contenders: Contender[] = ['raw-pg', 'pg-listen', 'postgres.js', 'pgln-sync'];
+  const receivers = await Promise.all(
+    contenders.map(async (contender) => {
+      const [channel] = channelsFor(1);
+      return { contender, channel: channel!, r: await receiver(contender, 'recovery', [channel!], Number.MAX_SAFE_INTEGER) };
+    }),
+  );
+  const results: Record<string, (number | null)[]> = Object.fromEntries(contenders.map((c) => [c, []]));
+  for (let run = 0; run < RECOVERY_RUNS; run++) {
+    for (const { contender, channel, r } of receivers) {
+      // A contender that never came back is not tried again.
+      if (results[contender]!.includes(null)) continue;
+      // Each was live for over a second since its last kill: one that drops right after connecting backs off.
+      await sleep(500);
       const payload = `probe-${run}`;
       const handled = r.probe(payload, 5_000);
       const killedAt = now();
-      await admin.query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE $1 || '%'",
-        [r.task.applicationName],
-      );
+      await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE $1', [
+        `${r.task.applicationName}%`,
+      ]);
       let done = false;
+      // Probes back to back, so the clock stops within a round trip of the moment the receiver can hear again.
       const probing = (async () => {
-        while (!done) {
-          await admin.query('SELECT pg_notify($1, $2)', [channel, payload]).catch(() => undefined);
-          await sleep(1);
-        }
+        while (!done) await admin.query('SELECT pg_notify($1, $2)', [channel, payload]).catch(() => undefined);
       })();
       const at = await handled;
       done = true;
       await probing;
-      times.push(at === undefined ? null : (at - killedAt) / 1e6);
+      results[contender]!.push(at === undefined ? null : (at - killedAt) / 1e6);
       log(`  recovery ${contender} #${run + 1}: ${at === undefined ? 'never (5 s)' : `${fixed(1)((at - killedAt) / 1e6)} ms`}`);
-      if (at === undefined) break; // it does not reconnect: one try says so
     }
-    await r.stop();
-    results[contender] = times;
   }
+  await Promise.all(receivers.map(({ r }) => r.stop()));
   return results;
 }
 

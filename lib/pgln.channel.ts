@@ -2,7 +2,15 @@ import type { Logger } from '@nestjs/common';
 import { PglnHandlerError, PglnOverflowError, PglnPayloadError } from './errors/index.js';
 import type { OutOfSyncReason, PglnNotification } from './interfaces/index.js';
 import type { Backoff } from './pgln.backoff.js';
-import { HANDLER_FAILED, OVERFLOW_DROPPED, OVERFLOW_RESYNC, PAYLOAD_NOT_JSON, SLOW_HANDLER, SLOW_HANDLER_DONE } from './pgln.messages.js';
+import {
+  HANDLER_FAILED,
+  OVERFLOW_DROPPED,
+  OVERFLOW_RESYNC,
+  PAYLOAD_NOT_JSON,
+  SLOW_HANDLER,
+  SLOW_HANDLER_DONE,
+  SLOW_SYNC_HANDLER,
+} from './pgln.messages.js';
 import type { Subscription } from './pgln.subscription.js';
 
 /**
@@ -32,6 +40,7 @@ export interface ChannelContext {
   readonly logger: Logger;
   readonly backoff: Backoff;
   readonly maxQueuedNotifications: number;
+  readonly slowHandlerMs: number;
 }
 
 function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
@@ -232,6 +241,7 @@ export class Channel {
       // Not yet in sync: its own resync, queued behind this notification, covers it.
       if (!handler || !subscription.active || !subscription.synced || this.closed) continue;
       let result: unknown;
+      const startedAt = Date.now();
       try {
         result = handler(subscription.spec.json ? this.parse(notification) : notification.payload, notification);
       } catch (error) {
@@ -239,6 +249,11 @@ export class Channel {
         continue;
       }
       if (isPromiseLike(result)) return this.awaitHandler(result, subscription, notification, subscriptions, i + 1);
+      // A synchronous handler blocks the event loop, so the watchdog cannot see it: time it here.
+      const elapsed = Date.now() - startedAt;
+      if (elapsed >= this.context.slowHandlerMs) {
+        this.context.logger.warn(SLOW_SYNC_HANDLER(subscription.spec.name, this.name, elapsed, this.context.slowHandlerMs));
+      }
     }
     return undefined;
   }

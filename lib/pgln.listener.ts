@@ -78,6 +78,7 @@ export class PglnListener {
       logger,
       backoff: new Backoff(options.backoff),
       maxQueuedNotifications: options.maxQueuedNotifications,
+      slowHandlerMs: options.slowHandlerMs,
     };
     this.states = new BehaviorSubject<PglnStateChange>({
       state: 'idle',
@@ -322,18 +323,17 @@ export class PglnListener {
 
   private scheduleConnect(): number {
     const delay = this.context.backoff.delay(this.attempt++);
-    const attempt = () => {
+    if (delay === 0) {
+      // Immediate means now: even setImmediate would queue behind every other I/O callback.
+      // (pg reports connection errors asynchronously, so this cannot recurse.)
+      this.connect();
+      return delay;
+    }
+    const timer = setTimeout(() => {
       this.cancelRetry = undefined;
       this.connect();
-    };
-    // setTimeout(fn, 0) waits a millisecond: an immediate attempt really is one.
-    if (delay === 0) {
-      const immediate = setImmediate(attempt);
-      this.cancelRetry = () => clearImmediate(immediate);
-    } else {
-      const timer = setTimeout(attempt, delay);
-      this.cancelRetry = () => clearTimeout(timer);
-    }
+    }, delay);
+    this.cancelRetry = () => clearTimeout(timer);
     return delay;
   }
 

@@ -6,8 +6,8 @@ import {
   type OnApplicationShutdown,
   type OnModuleDestroy,
 } from '@nestjs/common';
-import { PglnError, PglnTimeoutError } from './errors/index.js';
 import type { Observable } from 'rxjs';
+import { PglnError, PglnTimeoutError } from './errors/index.js';
 import type {
   PglnListenHandlers,
   PglnModuleOptions,
@@ -75,7 +75,7 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
    */
   async notify(channel: string, payload?: string | object): Promise<void> {
     assertChannel(channel);
-    await this.send(NOTIFY_SQL, [channel, encodePayload(channel, payload)], `notify on ${preview(channel)}`);
+    await this.send(NOTIFY_SQL, [channel, encodePayload(channel, payload)], () => `notify on ${preview(channel)}`);
   }
 
   /**
@@ -96,15 +96,15 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
       channels.push(channel);
       payloads.push(encodePayload(channel, payload));
     }
-    await this.send(NOTIFY_MANY_SQL, [channels, payloads], `notifyMany of ${channels.length} notifications`);
+    await this.send(NOTIFY_MANY_SQL, [channels, payloads], () => `notifyMany of ${channels.length} notifications`);
   }
 
-  /** Runs a notify statement on a pooled connection, within notifyTimeoutMs. */
-  private async send(sql: string, values: unknown[], what: string): Promise<void> {
+  /** Runs a notify statement on a pooled connection, within notifyTimeoutMs; `what` names it in a timeout error. */
+  private async send(sql: string, values: unknown[], what: () => string): Promise<void> {
     const { pool, notifyTimeoutMs } = this.options;
     const client = await pool.connect();
     try {
-      await withTimeout(client.query(sql, values), notifyTimeoutMs, () => new PglnTimeoutError(NOTIFY_TIMEOUT(what, notifyTimeoutMs)));
+      await withTimeout(client.query(sql, values), notifyTimeoutMs, () => new PglnTimeoutError(NOTIFY_TIMEOUT(what(), notifyTimeoutMs)));
     } catch (error) {
       // A connection that failed, or hangs (a half-open socket never answers), is destroyed rather than reused.
       client.release(error as Error);

@@ -175,6 +175,34 @@ describe('slowHandlerMs', () => {
     }
   });
 
+  it('warns, once it returns, about a synchronous handler that blocked the event loop', async () => {
+    const channel = unique('slow');
+    const done = new Inbox<string>();
+
+    @Injectable()
+    class Blocking {
+      @OnNotification(channel)
+      crunch(payload: string) {
+        const until = Date.now() + 60;
+        while (Date.now() < until); // a CPU-bound handler
+        done.push(payload);
+      }
+    }
+
+    const t = await createTestApp({ providers: [Blocking] }, { slowHandlerMs: 50 });
+    try {
+      await t.pgln.notify(channel, 'x');
+      await done.until(1);
+      expect(t.logs.messages('warn')).toEqual([
+        expect.stringMatching(
+          new RegExp(`^Blocking\\.crunch on channel "${channel}" ran for \\d+ ms \\(slowHandlerMs: 50\\), synchronously: it blocked the event loop all that time\\.$`),
+        ),
+      ]);
+    } finally {
+      await t.app.close();
+    }
+  });
+
   it('warns about a slow out-of-sync handler too', async () => {
     const channel = unique('slow');
     const release = deferred();

@@ -238,8 +238,8 @@ export class Channel {
     for (let i = from; i < subscriptions.length; i++) {
       const subscription = subscriptions[i]!;
       const handler = subscription.spec.onNotification;
-      // Not yet in sync: its own resync, queued behind this notification, covers it.
-      if (!handler || !subscription.active || !subscription.synced || this.closed) continue;
+      // Not receiving when removed, or not yet in sync: its own resync, queued behind this notification, covers it.
+      if (!handler || !subscription.receiving || this.closed) continue;
       let result: unknown;
       const startedAt = Date.now();
       try {

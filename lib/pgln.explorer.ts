@@ -54,7 +54,7 @@ export class PglnExplorer {
         if (resyncs) this.logger.warn(REQUEST_SCOPED_HANDLER(name, '@OnOutOfSync'));
         continue;
       }
-      const bound = instance[key]!;
+      const bound = instance[key]!.bind(instance);
       for (const { channel, json } of notifications ?? []) {
         found.push({
           channel,
@@ -62,13 +62,13 @@ export class PglnExplorer {
             name,
             owner: instance,
             json,
-            onNotification: (payload, notification) => bound.call(instance, payload, notification),
+            onNotification: bound,
           },
         });
         this.logger.log(`${name} {notification${json ? ', json' : ''}} -> ${channel}`);
       }
       for (const { channel } of resyncs ?? []) {
-        found.push({ channel, spec: { name, owner: instance, onOutOfSync: (event) => bound.call(instance, event) } });
+        found.push({ channel, spec: { name, owner: instance, onOutOfSync: bound } });
         this.logger.log(`${name} {out-of-sync} -> ${channel}`);
       }
     }

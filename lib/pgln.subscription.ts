@@ -22,6 +22,8 @@ export class Subscription {
   active = true;
   /** True once its out-of-sync handler has completed (or it has none and its LISTEN ran). */
   synced = false;
+  /** Active and in sync: notifications reach it (one flag for the hot path). */
+  receiving = false;
   /** Settles when the subscription is first in sync; rejects if the listener closes first. */
   readonly ready: Promise<void>;
   private settle!: (error?: Error) => void;
@@ -42,12 +44,14 @@ export class Subscription {
   /** Marks the subscription in sync and releases whoever waits for it. */
   markSynced(): void {
     this.synced = true;
+    this.receiving = this.active;
     this.settle();
   }
 
   /** Deactivates the subscription; a pending `ready` resolves (or rejects with `error`). */
   deactivate(error?: Error): void {
     this.active = false;
+    this.receiving = false;
     this.settle(error);
   }
 }

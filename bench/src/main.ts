@@ -25,7 +25,7 @@ const only = process.argv.find((arg) => arg.startsWith('--only='))?.slice('--onl
 const profile = process.argv.find((arg) => arg.startsWith('--profile='))?.slice('--profile='.length);
 const ROUNDS = quick ? 1 : 3;
 /** Delivery rates vary most (the server, the sender and the receiver share the cores): more rounds. */
-const DELIVERY_ROUNDS = quick ? 1 : 5;
+const DELIVERY_ROUNDS = quick ? 1 : 7;
 const DELIVERY_TOTAL = quick ? 50_000 : 200_000;
 const BATCH = 20_000;
 const LATENCY_RATE = 5_000;

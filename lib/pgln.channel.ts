@@ -91,6 +91,8 @@ export class Channel {
       this.busy = true;
       const pending = this.deliver(notification, this.subscriptions, 0);
       if (pending) void this.drainAsync(pending);
+      // A handler may have queued something meanwhile (a listen() on this channel queues a resync).
+      else if (this.head < this.queue.length) this.drain();
       else this.settle();
       return;
     }

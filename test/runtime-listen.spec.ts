@@ -3,7 +3,7 @@ import { OnNotification, OnOutOfSync, PglnService, type OutOfSyncEvent } from '.
 import { createTestApp, throughProxy, type TestApp } from './support/app.js';
 import { TcpProxy } from './support/tcp-proxy.js';
 import { adminPool, databaseUrl, terminate, unique } from './support/database.js';
-import { Inbox, StateLog, deferred } from './support/wait.js';
+import { Inbox, StateLog, deferred, waitFor } from './support/wait.js';
 
 const admin = adminPool();
 afterAll(() => admin.end());
@@ -119,6 +119,26 @@ describe('PglnService.listen / unlisten at runtime', () => {
     await second;
     await t.pgln.notify(channel, '4');
     expect(await events.until(2)).toEqual(['sync:listen', 'n:4']);
+  });
+
+  it('lets a synchronous handler start another listener on its own channel', async () => {
+    const channel = unique('runtime');
+    const second = new Inbox<string>();
+    let listening: Promise<unknown> | undefined;
+    await t.pgln.listen(channel, {
+      onNotification: () => {
+        // Synchronous: the new listener's resync is queued while this handler runs.
+        listening ??= t.pgln.listen(channel, {
+          onOutOfSync: (event: OutOfSyncEvent) => void second.push(`sync:${event.reason}`),
+          onNotification: second.push,
+        });
+      },
+    });
+    await t.pgln.notify(channel, 'first');
+    await waitFor('the handler to start a listener', () => listening);
+    await listening;
+    await t.pgln.notify(channel, 'second');
+    expect(await second.until(2)).toEqual(['sync:listen', 'second']);
   });
 
   it('rejects a listen() still waiting for its first sync when its channel is unlistened', async () => {

@@ -368,6 +368,43 @@ const recoveryMedian = (name: string) => {
   const values = recoveries[name]!;
   return values.every((v) => v !== null) ? median(values as number[]) : null;
 };
+
+// The issue's targets, judged on this run alone.
+const rate = (d: Record<Contender, Delivery>, c: Contender) => median(d[c].rate);
+const p99 = (c: Contender) => median(latencies[c].p99);
+const notifyRate = (name: string) => median(notifies[name]!);
+const fastestPeer = Math.min(recoveryMedian('pg-listen') ?? Infinity, recoveryMedian('postgres.js') ?? Infinity);
+const targets: [string, string, boolean][] = [
+  ['delivery, 1 channel, >= 0.9 x raw pg', `${ratio(rate(delivery1, 'pgln-sync'), raw1)} x`, rate(delivery1, 'pgln-sync') >= 0.9 * raw1],
+  ['delivery, 100 channels, >= 0.9 x raw pg', `${ratio(rate(delivery100, 'pgln-sync'), raw100)} x`, rate(delivery100, 'pgln-sync') >= 0.9 * raw100],
+  [
+    'delivery ahead of pg-listen and postgres.js (1 and 100 channels)',
+    `1 ch: ${thousands(rate(delivery1, 'pgln-sync'))} vs ${thousands(rate(delivery1, 'pg-listen'))} / ${thousands(rate(delivery1, 'postgres.js'))}; ` +
+      `100 ch: ${thousands(rate(delivery100, 'pgln-sync'))} vs ${thousands(rate(delivery100, 'pg-listen'))} / ${thousands(rate(delivery100, 'postgres.js'))}`,
+    (['pg-listen', 'postgres.js'] as Contender[]).every(
+      (peer) => rate(delivery1, 'pgln-sync') > rate(delivery1, peer) && rate(delivery100, 'pgln-sync') > rate(delivery100, peer),
+    ),
+  ],
+  ['p99 latency within 1 ms of raw pg', `${fixed(2)(p99('pgln-sync'))} vs ${fixed(2)(p99('raw-pg'))} ms`, p99('pgln-sync') <= p99('raw-pg') + 1],
+  [
+    'notify at concurrency 16 >= 0.9 x the raw pool',
+    `${ratio(notifyRate('PglnService.notify c16'), notifyRate('raw pg.Pool c16'))} x`,
+    notifyRate('PglnService.notify c16') >= 0.9 * notifyRate('raw pg.Pool c16'),
+  ],
+  [
+    'notifyMany >= 20 x sequential notify',
+    `${fixed(1)(notifyRate('PglnService.notifyMany (100 per call) c1') / notifyRate('PglnService.notify c1'))} x`,
+    notifyRate('PglnService.notifyMany (100 per call) c1') >= 20 * notifyRate('PglnService.notify c1'),
+  ],
+  [
+    'recovery no slower than the fastest peer',
+    `${fixed(1)(recoveryMedian('pgln-sync') ?? NaN)} vs ${fixed(1)(fastestPeer)} ms`,
+    (recoveryMedian('pgln-sync') ?? Infinity) <= fastestPeer,
+  ],
+  ['heap after 1M notifications within 10 MB of before', `${fixed(2)((mem.heapAfter - mem.heapBefore) / MB)} MB`, mem.heapAfter - mem.heapBefore <= 10 * MB],
+];
+lines.push('### Against the targets (this run)', '');
+table(['target', 'measured', 'met'], targets.map(([name, measured, met]) => [name, measured, met ? 'yes' : '**no**']));
 const figures = {
   machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, postgres: serverVersion, quick },
   delivery_ratio_vs_raw_pg: Number(ratio(median(delivery1['pgln-sync'].rate), raw1)),
@@ -379,6 +416,7 @@ const figures = {
   ),
   notify_per_s: Object.fromEntries(Object.entries(notifies).map(([name, values]) => [name, Math.round(median(values))])),
   recovery_ms: Object.fromEntries(Object.keys(recoveries).map((name) => [name, recoveryMedian(name)])),
+  targets_met: Object.fromEntries(targets.map(([name, , met]) => [name, met])),
   memory_mb: {
     heap_before: Number(fixed(2)(mem.heapBefore / MB)),
     heap_after: Number(fixed(2)(mem.heapAfter / MB)),

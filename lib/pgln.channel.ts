@@ -9,8 +9,8 @@ import {
   PAYLOAD_NOT_JSON,
   SLOW_HANDLER,
   SLOW_HANDLER_DONE,
-  SLOW_SYNC_HANDLER,
 } from './pgln.messages.js';
+import type { TurnTimer } from './pgln.turn-timer.js';
 import type { Subscription } from './pgln.subscription.js';
 
 /**
@@ -40,7 +40,8 @@ export interface ChannelContext {
   readonly logger: Logger;
   readonly backoff: Backoff;
   readonly maxQueuedNotifications: number;
-  readonly slowHandlerMs: number;
+  /** Reports synchronous handlers that block the event loop (see {@link TurnTimer}). */
+  readonly turns: TurnTimer;
 }
 
 function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
@@ -243,7 +244,7 @@ export class Channel {
       // Not receiving when removed, or not yet in sync: its own resync, queued behind this notification, covers it.
       if (!handler || !subscription.receiving || this.closed) continue;
       let result: unknown;
-      const startedAt = Date.now();
+      this.context.turns.note(subscription, this.name);
       try {
         result = handler(subscription.spec.json ? this.parse(notification) : notification.payload, notification);
       } catch (error) {
@@ -251,11 +252,6 @@ export class Channel {
         continue;
       }
       if (isPromiseLike(result)) return this.awaitHandler(result, subscription, notification, subscriptions, i + 1);
-      // A synchronous handler blocks the event loop, so the watchdog cannot see it: time it here.
-      const elapsed = Date.now() - startedAt;
-      if (elapsed >= this.context.slowHandlerMs) {
-        this.context.logger.warn(SLOW_SYNC_HANDLER(subscription.spec.name, this.name, elapsed, this.context.slowHandlerMs));
-      }
     }
     return undefined;
   }

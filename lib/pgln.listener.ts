@@ -13,12 +13,14 @@ import {
   CLOSED,
   NO_ANSWER,
   STARTUP_FATAL,
+  SLOW_SYNC_HANDLERS,
   STARTUP_UNREACHABLE,
   UNLISTENED,
 } from './pgln.messages.js';
 import type { ResolvedPglnOptions } from './pgln.options.js';
 import { Subscription, type SubscriptionSpec } from './pgln.subscription.js';
 import { withTimeout } from './pgln.timeout.js';
+import { TurnTimer } from './pgln.turn-timer.js';
 
 const noop = () => undefined;
 
@@ -78,7 +80,9 @@ export class PglnListener {
       logger,
       backoff: new Backoff(options.backoff),
       maxQueuedNotifications: options.maxQueuedNotifications,
-      slowHandlerMs: options.slowHandlerMs,
+      turns: new TurnTimer(options.slowHandlerMs, (elapsed, handlers) =>
+        logger.warn(SLOW_SYNC_HANDLERS(handlers, elapsed, options.slowHandlerMs)),
+      ),
     };
     this.states = new BehaviorSubject<PglnStateChange>({
       state: 'idle',
@@ -184,6 +188,7 @@ export class PglnListener {
   }
 
   private readonly dispatch = (message: Notification): void => {
+    this.context.turns.begin();
     // pg's own object, passed on as is (no copy on the hot path): it has channel, payload (always a
     // string, '' when none was sent) and processId, as PglnNotification says.
     this.channels.get(message.channel)?.push(message as PglnNotification);

@@ -62,9 +62,9 @@ export const SLOW_HANDLER = (handler: string, channel: string, elapsedMs: number
   `${handler} on channel ${preview(channel)} has been running for ${elapsedMs} ms (slowHandlerMs: ${thresholdMs}); ` +
   'it is not cancelled, and the channel waits for it.';
 
-export const SLOW_SYNC_HANDLER = (handler: string, channel: string, elapsedMs: number, thresholdMs: number) =>
-  `${handler} on channel ${preview(channel)} ran for ${elapsedMs} ms (slowHandlerMs: ${thresholdMs}), ` +
-  'synchronously: it blocked the event loop all that time.';
+export const SLOW_SYNC_HANDLERS = (handlers: string[], elapsedMs: number, thresholdMs: number) =>
+  `${handlers.join(', ')} ran synchronously for ${elapsedMs} ms (slowHandlerMs: ${thresholdMs}), ` +
+  'blocking the event loop all that time.';
 
 export const SLOW_HANDLER_DONE = (handler: string, channel: string, elapsedMs: number) =>
   `${handler} on channel ${preview(channel)} finished after ${elapsedMs} ms.`;

@@ -27,7 +27,7 @@ const ROUNDS = quick ? 1 : 3;
 /** Delivery rates vary most (the server, the sender and the receiver share the cores): more rounds. */
 const DELIVERY_ROUNDS = quick ? 1 : 7;
 const DELIVERY_TOTAL = quick ? 50_000 : 200_000;
-const BATCH = 20_000;
+const BATCH = 200_000;
 const LATENCY_RATE = 5_000;
 const LATENCY_SECONDS = quick ? 3 : 10;
 const NOTIFY_SECONDS = quick ? 1 : 2;

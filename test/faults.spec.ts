@@ -40,19 +40,42 @@ async function expectRecovered(t: TestApp, channel: string, received: Inbox<stri
   await waitFor(`"${payload}" to be delivered`, () => received.items.includes(payload));
 }
 
-/** The timers alive now (Node keeps no public list of handles; this one has existed since Node 0.x). */
-const liveTimers = (): Set<object> =>
-  new Set(
-    (process as unknown as { _getActiveHandles(): object[] })
-      ._getActiveHandles()
-      .filter((handle) => handle.constructor?.name === 'Timeout'),
-  );
-
-/** Timers created since `before` that are still alive, described by their callbacks. */
-const timersSince = (before: Set<object>): string[] =>
-  [...liveTimers()]
-    .filter((timer) => !before.has(timer))
-    .map((timer) => String((timer as { _onTimeout?: unknown })._onTimeout).slice(0, 200));
+/**
+ * Records the timers (and intervals) created from now on, until `stop()`, and which of them are
+ * still pending: nothing may outlive `app.close()`. The module and pg run in this test's context,
+ * so they use these globals.
+ */
+function trackTimers() {
+  const pending = new Map<unknown, string>();
+  const real = { setTimeout, clearTimeout, setInterval, clearInterval };
+  const describe = (fn: unknown) => String(fn).replace(/\s+/g, ' ').slice(0, 160);
+  globalThis.setTimeout = ((fn: (...args: unknown[]) => void, ms?: number, ...args: unknown[]) => {
+    const timer = real.setTimeout(() => {
+      pending.delete(timer);
+      fn(...args);
+    }, ms);
+    pending.set(timer, describe(fn));
+    return timer;
+  }) as typeof setTimeout;
+  globalThis.setInterval = ((fn: (...args: unknown[]) => void, ms?: number, ...args: unknown[]) => {
+    const timer = real.setInterval(fn, ms, ...args);
+    pending.set(timer, describe(fn));
+    return timer;
+  }) as typeof setInterval;
+  globalThis.clearTimeout = ((timer?: NodeJS.Timeout) => {
+    pending.delete(timer);
+    real.clearTimeout(timer);
+  }) as typeof clearTimeout;
+  globalThis.clearInterval = ((timer?: NodeJS.Timeout) => {
+    pending.delete(timer);
+    real.clearInterval(timer);
+  }) as typeof clearInterval;
+  return {
+    /** Callbacks of the timers still pending. */
+    pending: () => [...pending.values()],
+    stop: () => Object.assign(globalThis, real),
+  };
+}
 
 describe('liveness check', () => {
   it('replaces a blackholed (half-open) connection once the health check gets no answer', async () => {
@@ -112,20 +135,24 @@ describe('liveness check', () => {
 
 describe('lifecycle edges', () => {
   it('closes during the backoff between two refused attempts, leaving no timer or socket', async () => {
-    const before = liveTimers();
-    const t = await createTestApp({ providers: [recorder(unique('backoff'))] }, { ...throughProxy(proxy), reconnect: { initialDelayMs: 60_000, maxDelayMs: 60_000 } });
-    proxy.refuse(true);
-    proxy.resetAll();
-    // Wait for a refused attempt whose retry is far enough off that closing certainly falls in the wait.
-    let waitingUntil = 0;
-    await waitFor('a retry scheduled at least a second away', () => {
-      const delays = t.logs.messages('warn').map((line) => /retrying in (\d+) ms$/.exec(line)?.[1]).filter(Boolean);
-      waitingUntil = Date.now() + Number(delays.at(-1) ?? 0);
-      return Number(delays.at(-1) ?? 0) >= 1000;
-    });
-    await t.app.close();
-    expect(Date.now()).toBeLessThan(waitingUntil);
-    expect(timersSince(before)).toEqual([]);
+    const tracked = trackTimers();
+    try {
+      const t = await createTestApp({ providers: [recorder(unique('backoff'))] }, { ...throughProxy(proxy), reconnect: { initialDelayMs: 60_000, maxDelayMs: 60_000 } });
+      proxy.refuse(true);
+      proxy.resetAll();
+      // Wait for a refused attempt whose retry is far enough off that closing certainly falls in the wait.
+      let waitingUntil = 0;
+      await waitFor('a retry scheduled at least a second away', () => {
+        const delays = t.logs.messages('warn').map((line) => /retrying in (\d+) ms$/.exec(line)?.[1]).filter(Boolean);
+        waitingUntil = Date.now() + Number(delays.at(-1) ?? 0);
+        return Number(delays.at(-1) ?? 0) >= 1000;
+      });
+      await t.app.close();
+      expect(Date.now()).toBeLessThan(waitingUntil);
+      expect(tracked.pending()).toEqual([]);
+    } finally {
+      tracked.stop();
+    }
     expect(proxy.openSockets).toBe(0);
   });
 

@@ -7,6 +7,18 @@ import { Inbox, deferred, waitFor } from './support/wait.js';
 const admin = adminPool();
 afterAll(() => admin.end());
 
+/** A gate for handlers: the one handling payload '1' waits until released; the rest pass. */
+function firstBlocks() {
+  const release = deferred();
+  const started = deferred();
+  const gate = async (payload: string) => {
+    if (payload !== '1') return;
+    started.resolve();
+    await release.promise;
+  };
+  return { gate, started, release };
+}
+
 /** Sends '2' to '21' in one transaction: they arrive together while '1' is being handled. */
 const flood = (channel: string) =>
   admin.query('SELECT pg_notify($1, i::text) FROM generate_series(2, 21) AS i', [channel]);
@@ -14,8 +26,7 @@ const flood = (channel: string) =>
 describe('maxQueuedNotifications', () => {
   it('drops the queue of a channel that overflows and resyncs it (reason "overflow")', async () => {
     const channel = unique('overflow');
-    const release = deferred();
-    const started = deferred();
+    const { gate, started, release } = firstBlocks();
     const events = new Inbox<string>();
 
     @Injectable()
@@ -27,10 +38,7 @@ describe('maxQueuedNotifications', () => {
       @OnNotification(channel)
       async receive(payload: string) {
         events.push(`n:${payload}`);
-        if (payload === '1') {
-          started.resolve();
-          await release.promise;
-        }
+        await gate(payload);
       }
     }
 
@@ -59,8 +67,7 @@ describe('maxQueuedNotifications', () => {
 
   it('reports the number dropped on a channel without an out-of-sync handler, and keeps delivering', async () => {
     const channel = unique('overflow');
-    const release = deferred();
-    const started = deferred();
+    const { gate, started, release } = firstBlocks();
     const received = new Inbox<string>();
     const errors = new Inbox<unknown>();
     const t = await createTestApp({}, { maxQueuedNotifications: 5 });
@@ -68,10 +75,7 @@ describe('maxQueuedNotifications', () => {
       await t.pgln.listen(channel, {
         onNotification: async (payload: string) => {
           received.push(payload);
-          if (payload === '1') {
-            started.resolve();
-            await release.promise;
-          }
+          await gate(payload);
         },
         onError: errors.push,
       });
@@ -99,8 +103,7 @@ describe('maxQueuedNotifications', () => {
 
   it("reports to a listener sharing the channel with a resyncing class, since that resync is not its own", async () => {
     const channel = unique('overflow');
-    const release = deferred();
-    const started = deferred();
+    const { gate, started, release } = firstBlocks();
     const reasons: string[] = [];
     const errors = new Inbox<unknown>();
 
@@ -111,11 +114,8 @@ describe('maxQueuedNotifications', () => {
         reasons.push(event.reason);
       }
       @OnNotification(channel)
-      async receive(payload: string) {
-        if (payload === '1') {
-          started.resolve();
-          await release.promise;
-        }
+      receive(payload: string) {
+        return gate(payload);
       }
     }
 

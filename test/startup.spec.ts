@@ -113,19 +113,25 @@ async function withRole(run: (role: string, url: string) => Promise<void>): Prom
   }
 }
 
+/** A provider whose first out-of-sync handler waits until released: startup stays in progress meanwhile. */
+function slowStart() {
+  const release = deferred();
+  const started = deferred();
+  @Injectable()
+  class SlowStart {
+    @OnOutOfSync(unique('slow_start'))
+    async resync() {
+      started.resolve();
+      await release.promise;
+    }
+  }
+  return { SlowStart, started, release };
+}
+
 describe('startup lasts until the first time every channel is in sync', () => {
   it('a connection lost while the first out-of-sync handlers run gets a new startupTimeoutMs to come back', async () => {
     const proxy = await TcpProxy.forUrl(databaseUrl()).start();
-    const release = deferred();
-    const started = deferred();
-    @Injectable()
-    class SlowStart {
-      @OnOutOfSync(unique('slow_start'))
-      async resync() {
-        started.resolve();
-        await release.promise;
-      }
-    }
+    const { SlowStart, started, release } = slowStart();
     try {
       const built = await buildTestApp({ providers: [SlowStart] }, { ...throughProxy(proxy), startupTimeoutMs: 300 });
       const init = built.app.init().then(
@@ -148,16 +154,7 @@ describe('startup lasts until the first time every channel is in sync', () => {
 
   it('an error retrying cannot fix still fails startup at once after a first LISTEN', () =>
     withRole(async (role, url) => {
-      const release = deferred();
-      const started = deferred();
-      @Injectable()
-      class SlowStart {
-        @OnOutOfSync(unique('slow_start'))
-        async resync() {
-          started.resolve();
-          await release.promise;
-        }
-      }
+      const { SlowStart, started, release } = slowStart();
       const built = await buildTestApp({ providers: [SlowStart] }, { listener: { connectionString: url } });
       const init = built.app.init().then(
         () => undefined,

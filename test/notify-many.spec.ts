@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { OnNotification, PglnChannelError, PglnPayloadError, type PglnNotification } from '../lib/index.js';
-import { createTestApp, throughProxy, type TestApp } from './support/app.js';
+import { createTestApp, type TestApp } from './support/app.js';
 import { databaseUrl, unique } from './support/database.js';
 import { TcpProxy } from './support/tcp-proxy.js';
 import { Inbox } from './support/wait.js';

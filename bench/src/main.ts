@@ -339,8 +339,14 @@ table(
 );
 lines.push(`### 2. Latency, notify to handler, at ${thousands(LATENCY_RATE)}/s for ${LATENCY_SECONDS} s (ms, median of ${ROUNDS})`, '');
 table(
-  ['contender', 'p50', 'p99', 'max'],
-  CONTENDERS.map((c) => [c, fixed(2)(median(latencies[c].p50)), fixed(2)(median(latencies[c].p99)), fixed(2)(median(latencies[c].max))]),
+  ['contender', 'p50', 'p99', 'p99 min–max', 'max'],
+  CONTENDERS.map((c) => [
+    c,
+    fixed(2)(median(latencies[c].p50)),
+    fixed(2)(median(latencies[c].p99)),
+    spread(latencies[c].p99, fixed(2)),
+    fixed(2)(median(latencies[c].max)),
+  ]),
 );
 lines.push(`### 3. Notify throughput (${NOTIFY_SECONDS} s each, median of ${ROUNDS})`, '');
 table(

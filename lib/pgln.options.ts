@@ -24,7 +24,7 @@ export interface ResolvedPglnOptions {
   readonly target: string;
 }
 
-export const DEFAULTS = {
+const DEFAULTS = {
   applicationName: 'pgln',
   reconnect: { initialDelayMs: 100, maxDelayMs: 10_000 },
   healthCheck: { intervalMs: 10_000, timeoutMs: 5_000 },
@@ -65,7 +65,7 @@ function expand(config: ClientConfig): ClientConfig {
 }
 
 /** Describes a connection target without its password: `user@host:port/database`. */
-export function describeTarget(config: ClientConfig): string {
+function describeTarget(config: ClientConfig): string {
   const { host = 'localhost', port = 5432, user, database } = config;
   return `${user ? `${user}@` : ''}${host}:${port}/${database ?? user ?? ''}`;
 }

@@ -14,8 +14,17 @@ import type { TurnTimer } from './pgln.turn-timer.js';
 import type { Subscription } from './pgln.subscription.js';
 
 /**
+ * Of two reasons to resync that one run answers, the one to tell the handler: a lost connection
+ * is what it most needs to know; otherwise the earlier reason stands.
+ */
+function merge(current: OutOfSyncReason | undefined, next: OutOfSyncReason): OutOfSyncReason {
+  return next === 'reconnect' ? next : (current ?? next);
+}
+
+/**
  * A resync request in a channel's queue. Notifications queued behind it are held until the
- * out-of-sync handlers it runs have completed; those queued before it are delivered first.
+ * out-of-sync handlers it runs have completed; those queued before it are delivered first. A
+ * channel has at most one marker waiting: a newer resync supersedes it (see {@link supersede}).
  */
 export class SyncMarker {
   /** Resolves once the marker has been processed (or dropped at close). */
@@ -23,17 +32,34 @@ export class SyncMarker {
   resolve!: () => void;
 
   constructor(
-    readonly reason: OutOfSyncReason,
+    public reason: OutOfSyncReason,
     /** Resolves true once LISTEN ran on the connection this marker belongs to; false if that connection died first. */
-    readonly listened: Promise<boolean>,
-    /** The subscriptions to bring in sync; all of the channel's when undefined. */
-    readonly only?: readonly Subscription[],
+    public listened: Promise<boolean>,
+    /** The subscriptions to bring in sync: the channel's when the marker was queued. */
+    public subscriptions: readonly Subscription[],
   ) {
     this.done = new Promise((resolve) => (this.resolve = resolve));
+  }
+
+  /**
+   * A newer resync of the channel, before this one started: one run after the newest cause
+   * covers every cause, so this marker now stands for both (and keeps its place in the queue).
+   */
+  supersede(reason: OutOfSyncReason, listened: Promise<boolean>, subscriptions: readonly Subscription[]): void {
+    this.reason = merge(this.reason, reason);
+    this.listened = listened;
+    this.subscriptions = subscriptions;
   }
 }
 
 type Item = PglnNotification | SyncMarker;
+
+/** A handler in progress, for slow-handler warnings. */
+interface Run {
+  name?: string;
+  since: number;
+  warned: boolean;
+}
 
 /** What a channel needs from the listener that owns it. */
 export interface ChannelContext {
@@ -62,14 +88,15 @@ export class Channel {
   private head = 0;
   /** Notifications (not markers) in the queue. */
   private queued = 0;
+  /** The marker in the queue, not started yet (there is at most one). */
+  private waiting?: SyncMarker;
   private busy = false;
   private closed = false;
   private idle?: { promise: Promise<void>; resolve: () => void };
-  private readonly abort = new AbortController();
-  /** The async handler in progress (name, start time, whether reported), for slow-handler warnings. */
-  private runningName?: string;
-  private runningSince = 0;
-  private runningWarned = false;
+  /** The handler in progress in the queue. */
+  private readonly lane: Run = { since: 0, warned: false };
+  /** First syncs running beside the queue ({@link syncAlone}), each with its handler in progress. */
+  private readonly side = new Map<Run, Promise<void>>();
 
   constructor(
     readonly name: string,
@@ -92,7 +119,7 @@ export class Channel {
       this.busy = true;
       const pending = this.deliver(notification, this.subscriptions, 0);
       if (pending) void this.drainAsync(pending);
-      // A handler may have queued something meanwhile (a listen() on this channel queues a resync).
+      // A handler may have queued a resync meanwhile.
       else if (this.head < this.queue.length) this.drain();
       else this.settle();
       return;
@@ -101,39 +128,62 @@ export class Channel {
     if (++this.queued > this.context.maxQueuedNotifications) this.overflow();
   }
 
-  /** Queues a resync of `only` (or every subscription) to run once `listened` resolves true. */
-  sync(reason: OutOfSyncReason, listened: Promise<boolean>, only?: readonly Subscription[]): SyncMarker {
+  /**
+   * Queues a resync of every subscription, to run once `listened` resolves true. A resync
+   * already waiting in the queue is superseded instead: it is the one returned.
+   */
+  sync(reason: OutOfSyncReason, listened: Promise<boolean>): SyncMarker {
     this.listened = listened;
-    const marker = new SyncMarker(reason, listened, only);
+    if (this.waiting) {
+      this.waiting.supersede(reason, listened, this.subscriptions);
+      return this.waiting;
+    }
+    const marker = new SyncMarker(reason, listened, this.subscriptions);
     if (this.closed) {
       marker.resolve();
       return marker;
     }
+    this.waiting = marker;
     this.queue.push(marker);
     if (!this.busy) this.drain();
     return marker;
   }
 
-  /** Resolves when no item is being processed. */
+  /**
+   * Brings a subscription added to this (listening) channel in sync without waiting for the item
+   * in progress, which may be a handler awaiting this very `listen()`. Until its out-of-sync
+   * handler has completed, what the channel delivers is held for this subscription alone, then
+   * given to it in order; from then on it receives like the others.
+   */
+  syncAlone(subscription: Subscription): void {
+    subscription.held = [];
+    // What is queued already is older than its out-of-sync handler's read, which covers it.
+    subscription.skip = this.queued;
+    const run: Run = { since: 0, warned: false };
+    this.side.set(run, this.runAlone(subscription, this.listened, run));
+  }
+
+  /** Resolves when no item is being processed and no first sync runs beside the queue. */
   settled(): Promise<void> {
-    if (!this.busy) return Promise.resolve();
+    const side = [...this.side.values()];
+    if (!this.busy) return side.length ? Promise.all(side).then(() => undefined) : Promise.resolve();
     this.idle ??= (() => {
       let resolve!: () => void;
       const promise = new Promise<void>((r) => (resolve = r));
       return { promise, resolve };
     })();
-    return this.idle.promise;
+    return side.length ? Promise.all([this.idle.promise, ...side]).then(() => undefined) : this.idle.promise;
   }
 
   /**
-   * Stops the channel: queued items are dropped, no handler starts any more, a resync waiting
-   * to retry gives up. Resolves when the item in progress (if any) has finished.
+   * Stops the channel: queued items are dropped and no handler starts any more. Resolves when the
+   * handlers in progress (if any) have finished.
    */
   close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
-      this.abort.abort();
-      for (const item of this.pending()) if (item instanceof SyncMarker) item.resolve();
+      this.waiting?.resolve();
+      this.waiting = undefined;
       this.queue = [];
       this.head = 0;
       this.queued = 0;
@@ -141,42 +191,49 @@ export class Channel {
     return this.settled();
   }
 
-  /** Logs, once, a handler that has been running for `thresholdMs` or more. */
+  /** Logs, once each, handlers that have been running for `thresholdMs` or more. */
   checkSlow(now: number, thresholdMs: number): void {
-    const name = this.runningName;
-    if (name === undefined || this.runningWarned || now - this.runningSince < thresholdMs) return;
-    this.runningWarned = true;
-    this.context.logger.warn(SLOW_HANDLER(name, this.name, now - this.runningSince, thresholdMs));
+    this.checkRun(this.lane, now, thresholdMs);
+    for (const run of this.side.keys()) this.checkRun(run, now, thresholdMs);
   }
 
-  private pending(): Item[] {
-    return this.queue.slice(this.head) as Item[];
+  private checkRun(run: Run, now: number, thresholdMs: number): void {
+    if (run.name === undefined || run.warned || now - run.since < thresholdMs) return;
+    run.warned = true;
+    this.context.logger.warn(SLOW_HANDLER(run.name, this.name, now - run.since, thresholdMs));
   }
 
   /**
-   * Too many notifications are waiting: drop them (markers stay). A resync covers what was dropped
-   * for the owners that have an out-of-sync handler here; any other handler is told the count.
+   * Too many notifications are waiting: drop them (a waiting resync stays). A resync covers what
+   * was dropped for the owners that have an out-of-sync handler here; any other handler is told the count.
    */
   private overflow(): void {
     const dropped = this.queued;
-    const markers = this.pending().filter((item): item is SyncMarker => item instanceof SyncMarker);
-    this.queue = markers;
+    this.queue = this.waiting ? [this.waiting] : [];
     this.head = 0;
     this.queued = 0;
+    for (const subscription of this.subscriptions) {
+      if (subscription.skip === 0) continue;
+      subscription.skip = 0;
+      if (subscription.synced) this.receiveDirectly(subscription);
+    }
     const { logger, maxQueuedNotifications } = this.context;
     const active = this.subscriptions.filter((s) => s.active);
     const resynced = new Set(active.filter((s) => s.spec.onOutOfSync).map((s) => s.spec.owner));
     if (resynced.size > 0) {
       logger.warn(OVERFLOW_RESYNC(this.name, dropped, maxQueuedNotifications));
-      // A resync still waiting in the queue will read the database after all of them: it covers them.
-      if (!markers.some((marker) => !marker.only)) this.queue.push(new SyncMarker('overflow', this.listened));
+      this.sync('overflow', this.listened);
     }
     const uncovered = active.filter((s) => s.spec.onNotification && !resynced.has(s.spec.owner));
-    if (uncovered.length === 0) return;
-    const names = uncovered.map((s) => s.spec.name);
+    if (uncovered.length > 0) this.reportDropped(uncovered, dropped);
+  }
+
+  private reportDropped(subscriptions: readonly Subscription[], dropped: number): void {
+    const { logger, maxQueuedNotifications } = this.context;
+    const names = subscriptions.map((s) => s.spec.name);
     const error = new PglnOverflowError(OVERFLOW_DROPPED(this.name, dropped, maxQueuedNotifications, names), this.name, dropped);
     logger.error(error.message);
-    for (const subscription of uncovered) this.report(subscription, error);
+    for (const subscription of subscriptions) this.report(subscription, error);
   }
 
   /** Processes queued items while they complete synchronously; hands over to {@link drainAsync} when one does not. */
@@ -218,7 +275,10 @@ export class Channel {
   }
 
   private process(item: Item): Promise<void> | undefined {
-    if (item instanceof SyncMarker) return this.resync(item);
+    if (item instanceof SyncMarker) {
+      this.waiting = undefined;
+      return this.resync(item);
+    }
     this.queued--;
     return this.deliver(item, this.subscriptions, 0);
   }
@@ -240,20 +300,40 @@ export class Channel {
   ): Promise<void> | undefined {
     for (let i = from; i < subscriptions.length; i++) {
       const subscription = subscriptions[i]!;
-      const handler = subscription.spec.onNotification;
-      // Not receiving when removed, or not yet in sync: its own resync, queued behind this notification, covers it.
-      if (!handler || !subscription.receiving || this.closed) continue;
-      let result: unknown;
-      this.context.turns.note(subscription, this.name);
-      try {
-        result = handler(subscription.spec.json ? this.parse(notification) : notification.payload, notification);
-      } catch (error) {
-        this.fail(subscription, error);
+      if (!subscription.receiving) {
+        // Its first sync runs beside the queue: held for it alone. Otherwise it was removed, or
+        // its own resync, queued behind this notification, covers it.
+        if (subscription.held) this.hold(subscription, notification);
         continue;
       }
-      if (isPromiseLike(result)) return this.awaitHandler(result, subscription, notification, subscriptions, i + 1);
+      if (this.closed) return undefined;
+      const result = this.call(subscription, notification);
+      if (result) return this.awaitHandler(result, subscription, notification, subscriptions, i + 1);
     }
     return undefined;
+  }
+
+  /** Calls a subscription's notification handler; returns its promise if it returned one (failures are reported). */
+  private call(subscription: Subscription, notification: PglnNotification): PromiseLike<unknown> | undefined {
+    const handler = subscription.spec.onNotification;
+    if (!handler) return undefined;
+    this.context.turns.note(subscription, this.name);
+    let payload: unknown = notification.payload;
+    if (subscription.spec.json) {
+      try {
+        payload = JSON.parse(notification.payload);
+      } catch (cause) {
+        this.rejectPayload(subscription, cause);
+        return undefined;
+      }
+    }
+    try {
+      const result = handler(payload, notification);
+      return isPromiseLike(result) ? result : undefined;
+    } catch (error) {
+      this.fail(subscription, error);
+      return undefined;
+    }
   }
 
   /** Waits for an async handler, then delivers the notification to the handlers after it. */
@@ -264,68 +344,130 @@ export class Channel {
     subscriptions: readonly Subscription[],
     next: number,
   ): Promise<void> {
-    this.started(subscription);
+    await this.settleHandler(result, subscription, this.lane);
+    const rest = this.deliver(notification, subscriptions, next);
+    if (rest) await rest;
+  }
+
+  /** Waits for a handler's promise, reporting a rejection; `run` times it for slow-handler warnings. */
+  private async settleHandler(result: PromiseLike<unknown>, subscription: Subscription, run: Run): Promise<void> {
+    this.started(run, subscription);
     try {
       await result;
     } catch (error) {
       this.fail(subscription, error);
     } finally {
-      this.finished();
-    }
-    const rest = this.deliver(notification, subscriptions, next);
-    if (rest) await rest;
-  }
-
-  private parse(notification: PglnNotification): unknown {
-    try {
-      return JSON.parse(notification.payload);
-    } catch (error) {
-      throw new PglnPayloadError(PAYLOAD_NOT_JSON(this.name, (error as Error).message), this.name, { cause: error });
+      this.finished(run);
     }
   }
 
-  /** Runs out-of-sync handlers one after another, each retried with backoff until it succeeds. */
+  /** Resyncs the marker's subscriptions one after another. */
   private async resync(marker: SyncMarker): Promise<void> {
     try {
       // False: the connection died before LISTEN completed; the next connection queues its own marker.
       if (!(await marker.listened)) return;
-      for (const subscription of marker.only ?? this.subscriptions) {
-        const handler = subscription.spec.onOutOfSync;
-        for (let attempt = 1; handler && subscription.active && !this.closed; attempt++) {
-          const reason = subscription.synced ? marker.reason : subscription.firstReason;
-          this.started(subscription);
-          try {
-            await handler({ channel: this.name, reason });
-            break;
-          } catch (error) {
-            this.fail(subscription, error, 'out-of-sync handler; notifications stay held and it is retried');
-          } finally {
-            this.finished();
-          }
-          try {
-            await this.context.backoff.wait(attempt, this.abort.signal);
-          } catch {
-            return; // closed while waiting
-          }
+      for (const subscription of marker.subscriptions) {
+        if (subscription.held && !subscription.synced) {
+          // Its first sync is still running beside the queue and may have read too early: it runs again.
+          subscription.again = merge(subscription.again, marker.reason);
+          continue;
         }
-        if (subscription.active && !this.closed) subscription.markSynced();
+        const reason = subscription.synced ? marker.reason : subscription.firstReason;
+        if (await this.outOfSync(subscription, reason, this.lane)) subscription.markSynced();
       }
     } finally {
       marker.resolve();
     }
   }
 
-  private started(subscription: Subscription): void {
-    this.runningName = subscription.spec.name;
-    this.runningSince = Date.now();
-    this.runningWarned = false;
+  /** See {@link syncAlone}. */
+  private async runAlone(subscription: Subscription, listened: Promise<boolean>, run: Run): Promise<void> {
+    try {
+      // False: the connection died before LISTEN ran; the next connection's resync covers it.
+      if (!(await listened)) return;
+      let reason = subscription.firstReason;
+      for (;;) {
+        if (!(await this.outOfSync(subscription, reason, run))) return;
+        const held = subscription.held!;
+        while (held.length > 0 && !subscription.again && subscription.active && !this.closed) {
+          const result = this.call(subscription, held.shift()!);
+          if (result) await this.settleHandler(result, subscription, run);
+        }
+        if (!subscription.again) break;
+        reason = subscription.again;
+        subscription.again = undefined;
+      }
+      // In sync; it receives directly once the notifications queued before it have passed (see hold()).
+      if (subscription.skip === 0) subscription.held = undefined;
+      subscription.markSynced();
+    } finally {
+      if (!subscription.synced) subscription.held = undefined;
+      subscription.again = undefined;
+      this.side.delete(run);
+    }
   }
 
-  private finished(): void {
-    if (this.runningWarned) {
-      this.context.logger.warn(SLOW_HANDLER_DONE(this.runningName!, this.name, Date.now() - this.runningSince));
+  /** Holds a notification for a subscription whose first sync runs; past the queue limit, as {@link overflow} does. */
+  private hold(subscription: Subscription, notification: PglnNotification): void {
+    if (subscription.skip > 0) {
+      if (--subscription.skip === 0 && subscription.synced) this.receiveDirectly(subscription);
+      return;
     }
-    this.runningName = undefined;
+    const held = subscription.held!;
+    held.push(notification);
+    if (held.length <= this.context.maxQueuedNotifications) return;
+    const dropped = held.length;
+    held.length = 0;
+    if (subscription.spec.onOutOfSync) {
+      this.context.logger.warn(OVERFLOW_RESYNC(this.name, dropped, this.context.maxQueuedNotifications));
+      subscription.again = merge(subscription.again, 'overflow');
+    } else {
+      this.reportDropped([subscription], dropped);
+    }
+  }
+
+  /** A subscription whose first sync ran beside the queue has seen the older notifications pass: it joins the others. */
+  private receiveDirectly(subscription: Subscription): void {
+    subscription.held = undefined;
+    subscription.receiving = subscription.active;
+  }
+
+  /**
+   * Runs a subscription's out-of-sync handler, retried with backoff until it succeeds. Resolves
+   * true once it has (or when there is none), false when the subscription was removed or the
+   * channel closed first.
+   */
+  private async outOfSync(subscription: Subscription, reason: OutOfSyncReason, run: Run): Promise<boolean> {
+    const handler = subscription.spec.onOutOfSync;
+    for (let attempt = 1; handler; attempt++) {
+      if (!subscription.active || this.closed) return false;
+      this.started(run, subscription);
+      try {
+        await handler({ channel: this.name, reason });
+        return subscription.active && !this.closed;
+      } catch (error) {
+        this.fail(subscription, error, 'out-of-sync handler; notifications stay held and it is retried');
+      } finally {
+        this.finished(run);
+      }
+      try {
+        await this.context.backoff.wait(attempt, subscription.removed);
+      } catch {
+        return false; // removed while waiting
+      }
+    }
+    return subscription.active && !this.closed;
+  }
+
+  private started(run: Run, subscription: Subscription): void {
+    run.name = subscription.spec.name;
+    run.since = Date.now();
+    run.warned = false;
+  }
+
+  private finished(run: Run): void {
+    if (run.warned) this.context.logger.warn(SLOW_HANDLER_DONE(run.name!, this.name, Date.now() - run.since));
+    run.name = undefined;
   }
 
   /** Logs a handler failure with its stack and tells the subscription's onError, if any. */
@@ -337,7 +479,14 @@ export class Channel {
     this.report(subscription, error);
   }
 
-  private report(subscription: Subscription, error: PglnHandlerError | PglnOverflowError): void {
+  /** A `json: true` handler got a payload that is not JSON: logged, reported, skipped. */
+  private rejectPayload(subscription: Subscription, cause: unknown): void {
+    const message = PAYLOAD_NOT_JSON(this.name, subscription.spec.name, (cause as Error).message);
+    this.context.logger.error(message);
+    this.report(subscription, new PglnPayloadError(message, this.name, { cause }));
+  }
+
+  private report(subscription: Subscription, error: PglnHandlerError | PglnOverflowError | PglnPayloadError): void {
     try {
       subscription.spec.onError?.(error);
     } catch (secondary) {

@@ -1,8 +1,7 @@
 import type { Logger } from '@nestjs/common';
-import pg from 'pg';
-import type { Client, Notification, QueryResult, QueryResultRow } from 'pg';
+import type { Notification } from 'pg';
 import { BehaviorSubject, type Observable } from 'rxjs';
-import { PglnClosedError, PglnConnectionError, PglnError, PglnTimeoutError } from './errors/index.js';
+import { PglnClosedError, PglnConnectionError, PglnError } from './errors/index.js';
 import type { OutOfSyncReason, PglnNotification, PglnState, PglnStateChange } from './interfaces/index.js';
 import { Backoff } from './pgln.backoff.js';
 import { Channel, type ChannelContext } from './pgln.channel.js';
@@ -11,13 +10,13 @@ import {
   ATTEMPT_FAILED,
   CHANNELS_MISSING,
   CLOSED,
-  NO_ANSWER,
   SLOW_SYNC_HANDLERS,
   STARTUP_FATAL,
   STARTUP_UNREACHABLE,
   UNLISTENED,
 } from './pgln.messages.js';
 import type { ResolvedPglnOptions } from './pgln.options.js';
+import { ListenSession } from './pgln.session.js';
 import { Subscription, type SubscriptionSpec } from './pgln.subscription.js';
 import { withTimeout } from './pgln.timeout.js';
 import { TurnTimer } from './pgln.turn-timer.js';
@@ -28,33 +27,25 @@ const noop = () => undefined;
 const STABLE_AFTER_MS = 1_000;
 
 /**
- * Drops a connection for good. `end()` alone waits for the server to close a connection that
- * runs no query, which a half-open socket never does: the socket is destroyed as well.
- */
-function destroy(client: Client): void {
-  client.end().catch(noop);
-  (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
-}
-
-/**
- * Owns the one LISTEN connection and every channel. The connection's life is a state machine
- * whose transitions all go through {@link PglnListener.transition}:
+ * Owns the LISTEN session and every channel. The connection's life is a state machine whose
+ * transitions all go through {@link PglnListener.transition}:
  *
  *   idle -> connecting -> syncing -> live -> reconnecting -> syncing -> live ... -> closed
  *
  * `syncing` starts once LISTEN has run: on every (re)connect a resync is queued on each channel
  * *before* LISTEN is sent, so whatever arrives after LISTEN is held behind the out-of-sync
  * handlers and delivered after them. While connected, a health check asks the session for
- * `pg_listening_channels()`; no answer in time, or a channel missing, replaces the connection.
+ * `pg_listening_channels()`; no answer in time, or a channel missing, replaces the session.
+ * The session's own queries live in {@link ListenSession}.
  */
 export class PglnListener {
   private readonly channels = new Map<string, Channel>();
   private readonly context: ChannelContext;
   private readonly states: BehaviorSubject<PglnStateChange>;
   /** The connected LISTEN session, if any. */
-  private client?: Client;
-  /** A client whose connect() is in flight. */
-  private connecting?: Client;
+  private session?: ListenSession;
+  /** A session whose connect() is in flight. */
+  private connecting?: ListenSession;
   /** Cancels the scheduled connection attempt, if any. */
   private cancelRetry?: () => void;
   private healthTimer?: NodeJS.Timeout;
@@ -67,8 +58,6 @@ export class PglnListener {
   private started?: Promise<void>;
   private firstLive?: { resolve: () => void; reject: (error: Error) => void };
   private closing?: Promise<void>;
-  /** The last query sent on the LISTEN session: each waits for the one before (see {@link query}). */
-  private tail: Promise<unknown> = Promise.resolve();
   /** When the connection last went live, to tell a stable connection from one that keeps dropping. */
   private liveSince = 0;
 
@@ -122,7 +111,8 @@ export class PglnListener {
 
   /**
    * Registers handlers. When connected, new channels are LISTENed at once (in one round trip) and
-   * each subscription's first resync is queued; otherwise the next connection takes care of both.
+   * each new subscription gets its first resync beside its channel's queue (see
+   * {@link Channel.syncAlone}); otherwise the next connection's resync takes care of both.
    */
   subscribe(
     entries: readonly { channel: string; spec: SubscriptionSpec }[],
@@ -141,13 +131,11 @@ export class PglnListener {
       target.add(subscription);
       return subscription;
     });
-    const { client } = this;
-    if (client) {
-      const listened = this.listen(client, fresh);
-      for (const subscription of added) {
-        const target = this.channels.get(subscription.channel)!;
-        target.sync('listen', fresh.includes(target) ? listened : target.listened, [subscription]);
-      }
+    const { session } = this;
+    if (session) {
+      const listened = this.listen(session, fresh);
+      for (const channel of fresh) channel.listened = listened;
+      for (const subscription of added) this.channels.get(subscription.channel)!.syncAlone(subscription);
     }
     return added;
   }
@@ -173,18 +161,21 @@ export class PglnListener {
     await this.drop(channel);
   }
 
-  /** Shuts down: stops timers and deliveries, waits (bounded) for running handlers, UNLISTENs, disconnects. */
-  close(reason = 'application shutdown'): Promise<void> {
-    this.closing ??= this.shutdown(reason);
+  /**
+   * Shuts down: stops timers and deliveries, waits (bounded) for running handlers, UNLISTENs,
+   * disconnects. A `listen()` still waiting for its first sync rejects with `cause` (startup's
+   * error), or with a {@link PglnClosedError}.
+   */
+  close(reason = 'application shutdown', cause?: Error): Promise<void> {
+    this.closing ??= this.shutdown(reason, cause);
     return this.closing;
   }
 
   private async drop(channel: Channel): Promise<void> {
     this.channels.delete(channel.name);
     void channel.close();
-    const { client } = this;
-    // A dead connection is the health check's business: a failed UNLISTEN is not an error here.
-    if (client) await this.query(client, `UNLISTEN ${client.escapeIdentifier(channel.name)}`, 'UNLISTEN').catch(noop);
+    // Failing is the session's own business: one that does not answer in time is replaced.
+    await this.session?.unlisten(channel.name).catch(noop);
   }
 
   private readonly dispatch = (message: Notification): void => {
@@ -195,34 +186,34 @@ export class PglnListener {
   };
 
   private connect(): void {
-    const client = new pg.Client(this.options.listener);
-    this.connecting = client;
-    client.on('error', (error) => this.lost(client, error));
-    client.on('end', () => this.lost(client));
-    client.on('notification', this.dispatch);
-    client.connect().then(
-      () => this.connected(client),
-      (error: Error) => this.connectFailed(client, error),
+    const session = new ListenSession(this.options.listener, this.options.healthCheck.timeoutMs, {
+      notification: this.dispatch,
+      lost: this.lost,
+    });
+    this.connecting = session;
+    session.connect().then(
+      () => this.connected(session),
+      (error: Error) => this.connectFailed(error),
     );
   }
 
-  private connected(client: Client): void {
+  private connected(session: ListenSession): void {
     this.connecting = undefined;
-    if (this.closing) return destroy(client);
-    this.client = client;
+    if (this.closing) return session.destroy();
+    this.session = session;
     const channels = [...this.channels.values()];
-    const listened = this.listen(client, channels);
+    const listened = this.listen(session, channels);
     const reason = this.listenedBefore ? 'reconnect' : 'connect';
     const markers = channels.map((channel) => channel.sync(reason, listened));
     void listened.then((ok) => {
-      if (!ok || this.client !== client || this.closing) return;
+      if (!ok || this.session !== session || this.closing) return;
       this.listenedBefore = true;
       clearTimeout(this.startupTimer);
       this.transition('syncing', `listening on ${channels.length} channel(s), running out-of-sync handlers`);
-      this.scheduleHealthCheck(client);
+      this.scheduleHealthCheck(session);
       void Promise.all(markers.map((marker) => marker.done)).then(() => {
         // Closing resolves pending markers too: that is no reason to go live.
-        if (this.client !== client || this.closing) return;
+        if (this.session !== session || this.closing) return;
         this.liveSince = Date.now();
         this.transition('live', `${this.channels.size} channel(s) in sync`);
         this.firstLive?.resolve();
@@ -232,73 +223,51 @@ export class PglnListener {
   }
 
   /**
-   * LISTENs on `channels` in one round trip. Resolves true once it ran; false if it failed or
-   * timed out, in which case the connection is replaced: the session must hold every wanted
-   * channel. Callers queue their resyncs on the result before any notification can arrive.
+   * LISTENs on `channels` in one round trip. Resolves true once it ran; false if it failed, in
+   * which case the session is replaced: it must hold every wanted channel. Callers queue their
+   * resyncs on the result before any notification can arrive.
    */
-  private listen(client: Client, channels: Channel[]): Promise<boolean> {
-    if (channels.length === 0) return Promise.resolve(true);
-    const sql = channels.map((channel) => `LISTEN ${client.escapeIdentifier(channel.name)}`).join('; ');
-    return this.query(client, sql, 'LISTEN').then(
+  private listen(session: ListenSession, channels: Channel[]): Promise<boolean> {
+    return session.listen(channels.map((channel) => channel.name)).then(
       () => true,
       (error: Error) => {
-        this.lost(client, error);
+        this.lost(session, error);
         return false;
       },
     );
   }
 
-  private scheduleHealthCheck(client: Client): void {
-    this.healthTimer = setTimeout(() => void this.checkHealth(client), this.options.healthCheck.intervalMs);
+  private scheduleHealthCheck(session: ListenSession): void {
+    this.healthTimer = setTimeout(() => void this.checkHealth(session), this.options.healthCheck.intervalMs);
   }
 
   /** Asks the session which channels it listens on; replaces it if it does not answer in time or lost one. */
-  private async checkHealth(client: Client): Promise<void> {
-    if (client !== this.client) return;
+  private async checkHealth(session: ListenSession): Promise<void> {
+    if (session !== this.session) return;
     const expected = [...this.channels.keys()];
     try {
-      const { rows } = await this.query<{ channel: string }>(
-        client,
-        'SELECT pg_listening_channels() AS channel',
-        'Health check',
-      );
-      const held = new Set(rows.map((row) => row.channel));
+      const held = await session.listeningChannels();
       // A channel unlistened meanwhile is no longer wanted.
       const missing = expected.filter((name) => !held.has(name) && this.channels.has(name));
       if (missing.length > 0) throw new Error(CHANNELS_MISSING(missing));
     } catch (error) {
-      this.lost(client, error as Error);
+      this.lost(session, error as Error);
       return;
     }
-    if (client === this.client) this.scheduleHealthCheck(client);
+    if (session === this.session) this.scheduleHealthCheck(session);
   }
 
-  /**
-   * Runs `sql` on the LISTEN session once the queries sent before it are done (pg 8 warns about
-   * queueing queries on a busy client, pg 9 will not queue them), failing with a
-   * {@link PglnTimeoutError} if it gets no answer within `healthCheck.timeoutMs` of being sent.
-   */
-  private query<R extends QueryResultRow = QueryResultRow>(client: Client, sql: string, what: string): Promise<QueryResult<R>> {
-    const { timeoutMs } = this.options.healthCheck;
-    const send = () => withTimeout(client.query<R>(sql), timeoutMs, () => new PglnTimeoutError(NO_ANSWER(what, timeoutMs)));
-    const result = this.tail.then(send, send);
-    this.tail = result.catch(noop);
-    return result;
-  }
-
-  private connectFailed(client: Client, error: Error): void {
+  private connectFailed(error: Error): void {
     this.connecting = undefined;
-    destroy(client);
     if (!this.closing) this.retry(error);
   }
 
   /** The session can no longer be trusted (error, end, timeout, failed LISTEN): replace it, once. */
-  private lost(client: Client, error?: Error): void {
-    if (client !== this.client) return;
-    this.client = undefined;
+  private readonly lost = (session: ListenSession, error?: Error): void => {
+    if (session !== this.session) return;
+    this.session = undefined;
     clearTimeout(this.healthTimer);
-    client.removeListener('notification', this.dispatch);
-    destroy(client);
+    session.destroy();
     if (this.closing) return;
     if (this.state === 'syncing' || this.state === 'live') {
       // The first attempt after losing a connection that was stable is immediate; one that keeps
@@ -312,7 +281,7 @@ export class PglnListener {
       // Connected, but LISTEN failed (a standby in recovery, say): one more failed attempt.
       this.retry(error ?? new Error('the server closed the connection'));
     }
-  }
+  };
 
   /** Schedules the next attempt after a failed one, logging one line; while starting, gives up on errors retrying cannot fix. */
   private retry(error: unknown): void {
@@ -355,13 +324,13 @@ export class PglnListener {
     });
   }
 
-  /** Startup cannot succeed: fail `start()` (and so `app.init()`) and release everything. */
+  /** Startup cannot succeed: fail `start()` (and so `app.init()`, and any `listen()` waiting) and release everything. */
   private failStart(error: PglnConnectionError): void {
     if (!this.firstLive) return;
     this.logger.error(error.message);
     this.firstLive.reject(error);
     this.firstLive = undefined;
-    void this.close('startup failed');
+    void this.close('startup failed', error);
   }
 
   private checkSlowHandlers(): void {
@@ -378,30 +347,25 @@ export class PglnListener {
     else this.logger.log(line);
   }
 
-  private async shutdown(reason: string): Promise<void> {
+  private async shutdown(reason: string, cause?: Error): Promise<void> {
     this.cancelRetry?.();
     for (const timer of [this.healthTimer, this.startupTimer]) clearTimeout(timer);
     clearInterval(this.watchdog);
     this.transition('closed', reason);
-    const closed = new PglnClosedError(CLOSED('finish starting'));
-    this.firstLive?.reject(closed);
+    const error = cause ?? new PglnClosedError(CLOSED('finish starting'));
+    this.firstLive?.reject(error);
     this.firstLive = undefined;
     const channels = [...this.channels.values()];
     this.channels.clear();
     for (const channel of channels) {
-      for (const subscription of channel.subscriptions) subscription.deactivate(closed);
+      for (const subscription of channel.subscriptions) subscription.deactivate(error);
     }
     await this.waitForHandlers(channels.map((channel) => channel.close()));
-    const { client, connecting } = this;
-    this.client = undefined;
-    if (connecting) destroy(connecting);
-    if (client) {
-      clearTimeout(this.healthTimer);
-      await this.query(client, 'UNLISTEN *', 'UNLISTEN').catch(noop);
-      const { timeoutMs } = this.options.healthCheck;
-      await withTimeout(client.end(), timeoutMs, () => new PglnTimeoutError(NO_ANSWER('Disconnect', timeoutMs))).catch(noop);
-      destroy(client);
-    }
+    const { session, connecting } = this;
+    this.session = undefined;
+    connecting?.destroy();
+    clearTimeout(this.healthTimer);
+    await session?.close();
     this.states.complete();
   }
 

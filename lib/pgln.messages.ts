@@ -15,6 +15,10 @@ export const CHANNEL_TOO_LONG = (channel: string, bytes: number) =>
   `Channel name ${preview(channel)} is ${bytes} bytes in UTF-8; PostgreSQL keeps at most ${MAX_CHANNEL_BYTES} bytes ` +
   '(LISTEN would silently truncate it, and pg_notify rejects it).';
 
+export const CHANNEL_NOT_WELL_FORMED = (channel: string) =>
+  `Channel name ${preview(channel)} is not well-formed UTF-16: it holds a lone surrogate, which PostgreSQL would ` +
+  'receive as U+FFFD, so notifications would come back under another name.';
+
 export const CHANNEL_HAS_NUL = (channel: string) =>
   `Channel name ${preview(channel)} contains a NUL character, which PostgreSQL identifiers cannot hold.`;
 
@@ -25,11 +29,16 @@ export const PAYLOAD_TOO_LARGE = (channel: string, bytes: number) =>
 export const PAYLOAD_HAS_NUL = (channel: string) =>
   `Payload for channel ${preview(channel)} contains a NUL character, which PostgreSQL text cannot hold.`;
 
+export const PAYLOAD_NOT_WELL_FORMED = (channel: string) =>
+  `Payload for channel ${preview(channel)} is not well-formed UTF-16: it holds a lone surrogate, which PostgreSQL ` +
+  'would receive as U+FFFD. Send a well-formed string, or an object (JSON escapes lone surrogates).';
+
 export const PAYLOAD_NOT_SERIALIZABLE = (channel: string, reason: string) =>
   `Payload for channel ${preview(channel)} cannot be encoded as JSON: ${reason}`;
 
-export const PAYLOAD_NOT_JSON = (channel: string, reason: string) =>
-  `Payload on channel ${preview(channel)} is not valid JSON (the handler asked for json: true): ${reason}`;
+export const PAYLOAD_NOT_JSON = (channel: string, handler: string, reason: string) =>
+  `Payload on channel ${preview(channel)} is not valid JSON (the handler asked for json: true): ${reason}; ` +
+  `${handler} skips this notification`;
 
 export const OPTIONS_INVALID = (problems: string[]) =>
   `Invalid PglnModule options:\n  - ${problems.join('\n  - ')}`;
@@ -45,6 +54,9 @@ export const REQUEST_SCOPED_HANDLER = (handler: string, decorator: string) =>
 
 export const LISTEN_WITHOUT_HANDLER = (channel: string) =>
   `listen(${preview(channel)}) needs an onNotification or an onOutOfSync function.`;
+
+export const LISTEN_HANDLER_NOT_FUNCTION = (channel: string, key: string, type: string) =>
+  `listen(${preview(channel)}): ${key} must be a function, got ${type}.`;
 
 export const POOL_CLIENT_ERROR = (message: string) =>
   `An idle connection of the notify pool failed (${message}); the pool replaces it on next use.`;
@@ -89,6 +101,15 @@ export const UNLISTENED = (channel: string) =>
 
 export const NOTIFY_TIMEOUT = (what: string, timeoutMs: number) =>
   `${what} got no answer within notifyTimeoutMs (${timeoutMs} ms); it may or may not have been sent`;
+
+export const NOTIFY_NO_CONNECTION = (
+  what: string,
+  timeoutMs: number,
+  pool: { totalCount: number; idleCount: number; waitingCount: number; options?: { max?: number } },
+) =>
+  `${what} got no connection from the pool within notifyTimeoutMs (${timeoutMs} ms), so nothing was sent ` +
+  `(pool: ${pool.totalCount} of max ${pool.options?.max ?? '?'} connections open, ${pool.idleCount} idle, ` +
+  `${pool.waitingCount} callers waiting)`;
 
 export const NOTIFY_MANY_NOT_ARRAY = (type: string) =>
   `notifyMany() takes an array of { channel, payload }, got ${type}.`;

@@ -39,6 +39,9 @@ const DEFAULTS = {
   poolConnectionTimeoutMs: 10_000,
 } as const;
 
+/** The longest delay a Node.js timer honours (2^31 - 1 ms); a longer one fires after 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 function isPool(value: unknown): value is Pool {
   const pool = value as Partial<Pool> | null;
   return !!pool && typeof pool.query === 'function' && typeof pool.connect === 'function' && typeof pool.end === 'function';
@@ -64,10 +67,15 @@ function expand(config: ClientConfig): ClientConfig {
   return { ...rest, ...Object.fromEntries(parsed) };
 }
 
-/** Describes a connection target without its password: `user@host:port/database`. */
+/** A connection setting as pg resolves it: the config, then the `PG*` environment variable, then pg's default. */
+function setting(config: ClientConfig, key: 'host' | 'port' | 'user' | 'database'): string | number | undefined {
+  return config[key] || process.env[`PG${key.toUpperCase()}`] || pg.defaults[key] || undefined;
+}
+
+/** Describes a connection target without its password, as pg will resolve it: `user@host:port/database`. */
 function describeTarget(config: ClientConfig): string {
-  const { host = 'localhost', port = 5432, user, database } = config;
-  return `${user ? `${user}@` : ''}${host}:${port}/${database ?? user ?? ''}`;
+  const user = setting(config, 'user');
+  return `${user ? `${user}@` : ''}${setting(config, 'host')}:${setting(config, 'port')}/${setting(config, 'database') ?? user ?? ''}`;
 }
 
 /**
@@ -89,8 +97,12 @@ export function resolveOptions(options: PglnModuleOptions | undefined): Resolved
 
   const problems: string[] = [];
   const check = (ok: boolean, problem: string) => void (ok || problems.push(problem));
-  const positive = (name: string, value: unknown, unit = ' (ms)') =>
-    check(typeof value === 'number' && Number.isFinite(value) && value > 0, `${name} must be a number > 0${unit}, got ${describe(value)}`);
+  const duration = (name: string, value: unknown, min: 0 | 1 = 1) => {
+    const ok = typeof value === 'number' && (min === 0 ? value >= 0 : value > 0);
+    check(ok, `${name} must be a number ${min === 0 ? '>= 0' : '> 0'} (ms), got ${describe(value)}`);
+    // Node.js runs a timer of a longer delay after 1 ms.
+    check(!ok || (value as number) <= MAX_TIMER_MS, `${name} must be at most ${MAX_TIMER_MS} ms (about 24.8 days, the longest timer Node.js keeps), got ${describe(value)}`);
+  };
 
   check(
     connectionString === undefined || (typeof connectionString === 'string' && connectionString.trim() !== ''),
@@ -116,25 +128,22 @@ export function resolveOptions(options: PglnModuleOptions | undefined): Resolved
     typeof applicationName === 'string' && applicationName.trim() !== '',
     `applicationName must be a non-empty string, got ${describe(applicationName)}`,
   );
-  positive('reconnect.initialDelayMs', backoff.initialDelayMs);
-  positive('reconnect.maxDelayMs', backoff.maxDelayMs);
+  duration('reconnect.initialDelayMs', backoff.initialDelayMs);
+  duration('reconnect.maxDelayMs', backoff.maxDelayMs);
   check(
     !(backoff.maxDelayMs < backoff.initialDelayMs),
     `reconnect.maxDelayMs (${backoff.maxDelayMs}) must be at least reconnect.initialDelayMs (${backoff.initialDelayMs})`,
   );
-  positive('healthCheck.intervalMs', healthCheck.intervalMs);
-  positive('healthCheck.timeoutMs', healthCheck.timeoutMs);
-  positive('startupTimeoutMs', startupTimeoutMs);
-  positive('slowHandlerMs', slowHandlerMs);
-  positive('notifyTimeoutMs', notifyTimeoutMs);
+  duration('healthCheck.intervalMs', healthCheck.intervalMs);
+  duration('healthCheck.timeoutMs', healthCheck.timeoutMs);
+  duration('startupTimeoutMs', startupTimeoutMs);
+  duration('slowHandlerMs', slowHandlerMs);
+  duration('notifyTimeoutMs', notifyTimeoutMs);
   check(
     Number.isInteger(maxQueuedNotifications) && maxQueuedNotifications > 0,
     `maxQueuedNotifications must be a whole number > 0, got ${describe(maxQueuedNotifications)}`,
   );
-  check(
-    typeof shutdownTimeoutMs === 'number' && Number.isFinite(shutdownTimeoutMs) && shutdownTimeoutMs >= 0,
-    `shutdownTimeoutMs must be a number >= 0 (ms), got ${describe(shutdownTimeoutMs)}`,
-  );
+  duration('shutdownTimeoutMs', shutdownTimeoutMs, 0);
   if (problems.length > 0) throw new PglnOptionsError(OPTIONS_INVALID(problems));
 
   const userPool = isPool(pool) ? pool : undefined;

@@ -17,11 +17,22 @@ import type {
 } from './interfaces/index.js';
 import { PglnExplorer } from './pgln.explorer.js';
 import { PglnListener } from './pgln.listener.js';
-import { LISTEN_WITHOUT_HANDLER, NOTIFY_MANY_NOT_ARRAY, NOTIFY_TIMEOUT, POOL_CLIENT_ERROR, preview } from './pgln.messages.js';
+import { destroyConnection, isServerError } from './pgln.connection.js';
+import {
+  LISTEN_HANDLER_NOT_FUNCTION,
+  LISTEN_WITHOUT_HANDLER,
+  NOTIFY_MANY_NOT_ARRAY,
+  NOTIFY_NO_CONNECTION,
+  NOTIFY_TIMEOUT,
+  POOL_CLIENT_ERROR,
+  preview,
+} from './pgln.messages.js';
 import { withTimeout } from './pgln.timeout.js';
 import { PGLN_MODULE_OPTIONS } from './pgln.module-definition.js';
 import { resolveOptions, type ResolvedPglnOptions } from './pgln.options.js';
 import { assertChannel, encodePayload } from './pgln.validation.js';
+
+const noop = () => undefined;
 
 const NOTIFY_SQL = 'SELECT pg_notify($1, $2)';
 // unnest keeps the order of the arrays, so the notifications are queued (and delivered) in order.
@@ -99,18 +110,43 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
     await this.send(NOTIFY_MANY_SQL, [channels, payloads], () => `notifyMany of ${channels.length} notifications`);
   }
 
-  /** Runs a notify statement on a pooled connection, within notifyTimeoutMs; `what` names it in a timeout error. */
+  /**
+   * Runs a notify statement on a pooled connection. `notifyTimeoutMs` bounds the whole call, from
+   * asking the pool for a connection to PostgreSQL's answer; `what` names it in a timeout error.
+   */
   private async send(sql: string, values: unknown[], what: () => string): Promise<void> {
     const { pool, notifyTimeoutMs } = this.options;
-    const client = await pool.connect();
+    const deadline = Date.now() + notifyTimeoutMs;
+    const checkout = pool.connect();
+    const client = await withTimeout(checkout, notifyTimeoutMs, () => {
+      // Whenever the pool hands the connection over, it goes straight back.
+      checkout.then((late) => late.release(), noop);
+      return new PglnTimeoutError(NOTIFY_NO_CONNECTION(what(), notifyTimeoutMs, pool));
+    });
+    // pg-pool stops listening for errors of a connection it hands out: unheard, one would crash the process.
+    let broken = false;
+    const onError = () => (broken = true);
+    client.on('error', onError);
     try {
-      await withTimeout(client.query(sql, values), notifyTimeoutMs, () => new PglnTimeoutError(NOTIFY_TIMEOUT(what(), notifyTimeoutMs)));
+      const left = Math.max(1, deadline - Date.now());
+      await withTimeout(client.query(sql, values), left, () => {
+        broken = true;
+        return new PglnTimeoutError(NOTIFY_TIMEOUT(what(), notifyTimeoutMs));
+      });
+      client.release();
     } catch (error) {
-      // A connection that failed, or hangs (a half-open socket never answers), is destroyed rather than reused.
-      client.release(error as Error);
+      if (broken || !isServerError(error)) {
+        // Failed, or hung (a half-open socket never answers): destroyed rather than reused.
+        client.release(error as Error);
+        destroyConnection(client);
+      } else {
+        // The server answered with an error (a full notification queue, say): the connection is fine.
+        client.release();
+      }
       throw error;
+    } finally {
+      client.removeListener('error', onError);
     }
-    client.release();
   }
 
   /**
@@ -132,6 +168,14 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
     if (typeof handlers?.onNotification !== 'function' && typeof handlers?.onOutOfSync !== 'function') {
       throw new PglnError(LISTEN_WITHOUT_HANDLER(channel));
     }
+    for (const key of ['onNotification', 'onOutOfSync', 'onError'] as const) {
+      const value: unknown = handlers[key];
+      if (value !== undefined && typeof value !== 'function') {
+        throw new PglnError(LISTEN_HANDLER_NOT_FUNCTION(channel, key, value === null ? 'null' : typeof value));
+      }
+    }
+    // Called as methods of the object given, so that handlers may use `this`.
+    const { onNotification, onOutOfSync, onError } = handlers;
     const [subscription] = this.listener.subscribe(
       [
         {
@@ -139,9 +183,9 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
           spec: {
             name: `listen(${JSON.stringify(channel)})`,
             owner: handlers,
-            onNotification: handlers.onNotification,
-            onOutOfSync: handlers.onOutOfSync,
-            onError: handlers.onError,
+            onNotification: onNotification?.bind(handlers),
+            onOutOfSync: onOutOfSync?.bind(handlers),
+            onError: onError?.bind(handlers),
             json: handlers.json ?? false,
           },
         },

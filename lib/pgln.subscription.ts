@@ -1,4 +1,4 @@
-import type { PglnHandlerError, PglnOverflowError } from './errors/index.js';
+import type { PglnHandlerError, PglnOverflowError, PglnPayloadError } from './errors/index.js';
 import type { OutOfSyncEvent, OutOfSyncReason, PglnNotification } from './interfaces/index.js';
 
 /** What a registration brings: handlers and how to call them. */
@@ -12,7 +12,7 @@ export interface SubscriptionSpec {
   readonly owner: object;
   readonly onNotification?: (payload: any, notification: PglnNotification) => unknown;
   readonly onOutOfSync?: (event: OutOfSyncEvent) => unknown;
-  readonly onError?: (error: PglnHandlerError | PglnOverflowError) => void;
+  readonly onError?: (error: PglnHandlerError | PglnOverflowError | PglnPayloadError) => void;
   readonly json?: boolean;
 }
 
@@ -24,9 +24,19 @@ export class Subscription {
   synced = false;
   /** Active and in sync: notifications reach it (one flag for the hot path). */
   receiving = false;
+  /**
+   * While its first sync runs beside its channel's queue: the notifications held for it alone,
+   * delivered to it once its out-of-sync handler has completed.
+   */
+  held?: PglnNotification[];
+  /** How many notifications, already queued on its channel when that first sync began, it skips. */
+  skip = 0;
+  /** A resync that came while that first sync ran: it runs again, with this reason, before releasing what it held. */
+  again?: OutOfSyncReason;
   /** Settles when the subscription is first in sync; rejects if the listener closes first. */
   readonly ready: Promise<void>;
   private settle!: (error?: Error) => void;
+  private readonly removal = new AbortController();
 
   constructor(
     readonly channel: string,
@@ -41,10 +51,16 @@ export class Subscription {
     this.ready.catch(() => undefined);
   }
 
+  /** Aborts once the subscription is removed: an out-of-sync handler waiting to be retried gives up at once. */
+  get removed(): AbortSignal {
+    return this.removal.signal;
+  }
+
   /** Marks the subscription in sync and releases whoever waits for it. */
   markSynced(): void {
     this.synced = true;
-    this.receiving = this.active;
+    // Still holding: the notifications queued before it joined have yet to pass (see Channel.hold).
+    this.receiving = this.active && !this.held;
     this.settle();
   }
 
@@ -53,5 +69,6 @@ export class Subscription {
     this.active = false;
     this.receiving = false;
     this.settle(error);
+    this.removal.abort();
   }
 }

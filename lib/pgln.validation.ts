@@ -4,15 +4,17 @@ import {
   CHANNEL_EMPTY,
   CHANNEL_HAS_NUL,
   CHANNEL_NOT_STRING,
+  CHANNEL_NOT_WELL_FORMED,
   CHANNEL_TOO_LONG,
   PAYLOAD_HAS_NUL,
   PAYLOAD_NOT_SERIALIZABLE,
+  PAYLOAD_NOT_WELL_FORMED,
   PAYLOAD_TOO_LARGE,
 } from './pgln.messages.js';
 
 /**
  * Throws a {@link PglnChannelError} unless `channel` is a name PostgreSQL keeps exactly:
- * a non-empty string of at most 63 bytes in UTF-8 without NUL.
+ * a non-empty, well-formed string of at most 63 bytes in UTF-8 without NUL.
  */
 export function assertChannel(channel: unknown): asserts channel is string {
   if (typeof channel !== 'string') {
@@ -25,12 +27,13 @@ export function assertChannel(channel: unknown): asserts channel is string {
     if (bytes > MAX_CHANNEL_BYTES) throw new PglnChannelError(CHANNEL_TOO_LONG(channel, bytes), channel);
   }
   if (channel.includes('\0')) throw new PglnChannelError(CHANNEL_HAS_NUL(channel), channel);
+  if (!channel.isWellFormed()) throw new PglnChannelError(CHANNEL_NOT_WELL_FORMED(channel), channel);
 }
 
 /**
  * Turns a notify payload into the text pg_notify receives: strings as they are, `undefined` as
  * the empty payload, anything else JSON-encoded. Throws a {@link PglnPayloadError} when the
- * result is 8000 bytes or more, holds a NUL, or cannot be encoded.
+ * result is 8000 bytes or more, holds a NUL or a lone surrogate, or cannot be encoded.
  */
 export function encodePayload(channel: string, payload: unknown): string {
   let text: string | undefined;
@@ -54,5 +57,6 @@ export function encodePayload(channel: string, payload: unknown): string {
     if (bytes > MAX_PAYLOAD_BYTES) throw new PglnPayloadError(PAYLOAD_TOO_LARGE(channel, bytes), channel);
   }
   if (text.includes('\0')) throw new PglnPayloadError(PAYLOAD_HAS_NUL(channel), channel);
+  if (!text.isWellFormed()) throw new PglnPayloadError(PAYLOAD_NOT_WELL_FORMED(channel), channel);
   return text;
 }

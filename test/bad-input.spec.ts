@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import pg from 'pg';
 import {
   OnNotification,
+  OnOutOfSync,
   PglnChannelError,
   PglnOptionsError,
   PglnPayloadError,
@@ -29,6 +30,9 @@ const BAD_CHANNELS: [string, unknown, RegExp][] = [
   ['64 bytes', 'x'.repeat(64), /is 64 bytes in UTF-8; PostgreSQL keeps at most 63 bytes/],
   ['22 three-byte characters (66 bytes, 22 characters)', '€'.repeat(22), /is 66 bytes in UTF-8; PostgreSQL keeps at most 63 bytes/],
   ['a NUL', 'a\0b', /contains a NUL character/],
+  // pg would send U+FFFD: notifications would come back under another name, and the health check would loop.
+  ['a lone high surrogate', 'a\uD800', /is not well-formed UTF-16: it holds a lone surrogate/],
+  ['a lone low surrogate', '\uDC00b', /is not well-formed UTF-16: it holds a lone surrogate/],
   ['not a string', 42, /must be a string, got number/],
   ['null', null, /must be a string, got null/],
 ];
@@ -37,6 +41,7 @@ const GOOD_CHANNELS: [string, string][] = [
   ['63 ASCII bytes', 'x'.repeat(63)],
   ['21 three-byte characters (63 bytes)', '€'.repeat(21)],
   ['mixed case, spaces and quotes', `Order "events" it's`],
+  ['a surrogate pair (an emoji, 4 bytes)', 'orders 📦'],
   ['would-be SQL', '"; DROP TABLE x; --'],
 ];
 
@@ -46,6 +51,7 @@ const BAD_PAYLOADS: [string, unknown, RegExp][] = [
   ['a 3-byte character crossing the boundary (8001 bytes)', 'a'.repeat(7998) + '€', /is 8001 bytes in UTF-8/],
   ['an object encoding to 8011 bytes', { text: 'a'.repeat(8000) }, /is 8011 bytes in UTF-8/],
   ['a NUL in a string', 'a\0b', /contains a NUL character/],
+  ['a lone surrogate in a string', 'price \uD83D', /is not well-formed UTF-16: it holds a lone surrogate/],
   ['a circular object', circular(), /cannot be encoded as JSON: .*circular/i],
   ['a function', () => 1, /cannot be encoded as JSON: function has no JSON form/],
 ];
@@ -67,14 +73,17 @@ describe('channel names', () => {
     expect(() => assertChannel(channel)).not.toThrow();
   });
 
-  it('rejects a bad name in a decorator when the class is defined', () => {
+  it.each([
+    ['@OnNotification', OnNotification, 'y'.repeat(64), /64 bytes in UTF-8; PostgreSQL keeps at most 63 bytes/],
+    ['@OnOutOfSync', OnOutOfSync, 'cache\uD800', /is not well-formed UTF-16/],
+  ] as const)('rejects a bad name in %s when the class is defined', (_, decorator, name, message) => {
     expect(() => {
       class Bad {
-        @OnNotification('y'.repeat(64))
+        @decorator(name)
         handle() {}
       }
       return Bad;
-    }).toThrow(/64 bytes in UTF-8; PostgreSQL keeps at most 63 bytes/);
+    }).toThrow(message);
   });
 });
 
@@ -113,6 +122,9 @@ describe('options: rejected when the module is created, every problem listed', (
     ['a fractional queue limit', () => ({ connectionString: url(), maxQueuedNotifications: 2.5 }), /maxQueuedNotifications must be a whole number > 0, got 2.5/],
     ['a NaN shutdown timeout', () => ({ connectionString: url(), shutdownTimeoutMs: Number.NaN }), /shutdownTimeoutMs must be a number >= 0 \(ms\), got NaN/],
     ['a negative slow-handler threshold', () => ({ connectionString: url(), slowHandlerMs: -1 }), /slowHandlerMs must be a number > 0 \(ms\), got -1/],
+    ['a startup timeout beyond what a Node.js timer can wait (it would fire after 1 ms)', () => ({ connectionString: url(), startupTimeoutMs: 2 ** 31 }), /startupTimeoutMs must be at most 2147483647 ms \(about 24.8 days, the longest timer Node.js keeps\), got 2147483648/],
+    ['an infinite health-check interval', () => ({ connectionString: url(), healthCheck: { intervalMs: Number.POSITIVE_INFINITY } }), /healthCheck.intervalMs must be at most 2147483647 ms/],
+    ['a huge shutdown timeout', () => ({ connectionString: url(), shutdownTimeoutMs: 1e12 }), /shutdownTimeoutMs must be at most 2147483647 ms/],
     ['an empty applicationName', () => ({ connectionString: url(), applicationName: '' }), /applicationName must be a non-empty string/],
   ];
 
@@ -165,9 +177,12 @@ describe('bad input against a running listener', () => {
   });
   afterAll(() => t.app.close());
 
-  it.each(BAD_CHANNELS)('notify and listen reject a channel name that is %s, and delivery goes on', async (name, bad, message) => {
+  it.each(BAD_CHANNELS)('notify, notifyMany, listen and unlisten reject a channel name that is %s, and delivery goes on', async (name, bad, message) => {
     await expect(t.pgln.notify(bad as string, 'x')).rejects.toThrow(message);
+    await expect(t.pgln.notifyMany([{ channel, payload: 'fine' }, { channel: bad as string, payload: 'x' }])).rejects.toThrow(message);
     await expect(t.pgln.listen(bad as string, { onNotification: () => undefined })).rejects.toThrow(message);
+    await expect(t.pgln.unlisten(bad as string)).rejects.toThrow(message);
+    expect(t.pgln.state).toBe('live');
     await t.pgln.notify(channel, `after ${name}`);
     await waitForPayload(raw, `after ${name}`);
   });
@@ -190,7 +205,8 @@ describe('bad input against a running listener', () => {
     expect(parsed.items).toEqual([{ fine: true }]);
     const errors = t.logs.messages('error');
     expect(errors).toHaveLength(1);
-    expect(errors[0]).toContain(`Receiver.receiveJson failed on channel "${json}"`);
+    expect(errors[0]).toContain(`Payload on channel "${json}" is not valid JSON`);
+      expect(errors[0]).toContain('Receiver.receiveJson skips this notification');
     expect(errors[0]).toContain('is not valid JSON (the handler asked for json: true)');
   });
 });

@@ -341,3 +341,99 @@ describe('state', () => {
     expect(lines).toEqual(['idle -> connecting', 'connecting -> syncing', 'syncing -> live', 'live -> closed']);
   });
 });
+
+describe('any query on the LISTEN session that gets no answer replaces it', () => {
+  it('an UNLISTEN that times out replaces the connection (no health check needed), and later ones do not wait again', async () => {
+    const kept = unique('kept');
+    const Recorder = recorder(kept);
+    // The health check is a minute away: only the UNLISTEN can notice the dead connection.
+    const t = await createTestApp({ providers: [Recorder] }, { ...throughProxy(proxy), healthCheck: { intervalMs: 60_000, timeoutMs: 300 } });
+    const recorded = t.get(Recorder);
+    try {
+      const names = [unique('drop'), unique('drop'), unique('drop')];
+      for (const name of names) await t.pgln.listen(name, { onNotification: () => undefined });
+      const states = new StateLog(t.pgln);
+      proxy.blackhole(true);
+      await Promise.all(names.map((name) => t.pgln.unlisten(name)));
+      await states.reach('reconnecting');
+      const lost = t.logs.messages('warn').filter((line) => line.includes('connection lost'));
+      // One UNLISTEN timed out; the two queued behind it failed at once on the destroyed connection.
+      expect(lost).toEqual(['live -> reconnecting: connection lost: UNLISTEN got no answer within 300 ms (healthCheck.timeoutMs); the connection is considered dead']);
+      proxy.blackhole(false);
+      await expectRecovered(t, kept, recorded.received, 'after');
+      expect(recorded.reasons).toEqual(['connect', 'reconnect']);
+      // The unlistened channels were not LISTENed again.
+      const relistened = proxy.queries.filter((sql) => names.some((name) => sql.includes(`LISTEN "${name}"`)) && !sql.startsWith('UNLISTEN'));
+      expect(relistened).toHaveLength(3);
+    } finally {
+      await t.app.close();
+    }
+  });
+});
+
+describe('a resync that has not started yet is superseded by a newer one', () => {
+  /** Kills the LISTEN backend and waits until the new connection has LISTENed (its resync is queued by then). */
+  async function reconnect(t: TestApp, states: StateLog): Promise<void> {
+    const before = states.count('syncing');
+    expect(await terminate(admin, `${t.appName}-listener`)).toBe(1);
+    await states.reach('syncing', before + 1);
+  }
+
+  it('three reconnects while the first resync runs make one more run, not three', async () => {
+    const channel = unique('superseded');
+    const t = await createTestApp();
+    try {
+      const gate = deferred();
+      const reasons = new Inbox<string>();
+      await t.pgln.listen(channel, {
+        onOutOfSync: async (event: OutOfSyncEvent) => {
+          reasons.push(event.reason);
+          if (reasons.items.length === 2) await gate.promise; // the first reconnect's resync runs long
+        },
+      });
+      const states = new StateLog(t.pgln);
+      await reconnect(t, states);
+      await reasons.until(2);
+      await reconnect(t, states);
+      await reconnect(t, states);
+      await reconnect(t, states);
+      gate.resolve();
+      await states.reach('live', 2); // the StateLog began with the first live
+      expect(reasons.items).toEqual(['listen', 'reconnect', 'reconnect']);
+    } finally {
+      await t.app.close();
+    }
+  });
+
+  it('reconnects behind a hung notification handler leave one resync waiting, whatever their number', async () => {
+    const channel = unique('hung');
+    const t = await createTestApp();
+    try {
+      const gate = deferred();
+      const hanging = deferred();
+      const reasons: string[] = [];
+      const received = new Inbox<string>();
+      await t.pgln.listen(channel, {
+        onOutOfSync: (event: OutOfSyncEvent) => void reasons.push(event.reason),
+        onNotification: async (payload: string) => {
+          if (payload === 'hang') {
+            hanging.resolve();
+            await gate.promise;
+          }
+          received.push(payload);
+        },
+      });
+      await t.pgln.notify(channel, 'hang');
+      await hanging.promise;
+      const states = new StateLog(t.pgln);
+      for (let i = 0; i < 5; i++) await reconnect(t, states);
+      gate.resolve();
+      await states.reach('live', 2); // the StateLog began with the first live
+      expect(reasons).toEqual(['listen', 'reconnect']);
+      await t.pgln.notify(channel, 'after');
+      expect(await received.until(2)).toEqual(['hang', 'after']);
+    } finally {
+      await t.app.close();
+    }
+  });
+});

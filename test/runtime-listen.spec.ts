@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { OnNotification, OnOutOfSync, PglnService, type OutOfSyncEvent } from '../lib/index.js';
+import { OnNotification, OnOutOfSync, PglnPayloadError, PglnService, type OutOfSyncEvent } from '../lib/index.js';
 import { createTestApp, throughProxy, type TestApp } from './support/app.js';
 import { TcpProxy } from './support/tcp-proxy.js';
 import { adminPool, databaseUrl, terminate, unique } from './support/database.js';
@@ -154,6 +154,95 @@ describe('PglnService.listen / unlisten at runtime', () => {
   it('rejects a call without handlers, and a bad channel name, with clear errors', async () => {
     await expect(t.pgln.listen(unique('runtime'), {})).rejects.toThrow(/needs an onNotification or an onOutOfSync function/);
     await expect(t.pgln.listen('x'.repeat(64), { onNotification: () => undefined })).rejects.toThrow(/64 bytes/);
+  });
+});
+
+describe('PglnService.listen: handlers, and waits that must not wait on themselves', () => {
+  let t: TestApp;
+  beforeEach(async () => {
+    // No reconnect happens in these tests: long delays make a retry wait that is not cut short visible.
+    t = await createTestApp({}, { reconnect: { initialDelayMs: 60_000, maxDelayMs: 60_000 }, maxQueuedNotifications: 2 });
+  });
+  afterEach(() => t.app.close());
+
+  it('calls the handlers as methods of the object given, so they may use `this`', async () => {
+    const channel = unique('methods');
+    class CacheListener {
+      readonly reasons: string[] = [];
+      readonly payloads = new Inbox<unknown>();
+      readonly errors = new Inbox<Error>();
+      json = true;
+      onOutOfSync(event: OutOfSyncEvent) {
+        this.reasons.push(event.reason);
+      }
+      onNotification(payload: unknown) {
+        this.payloads.push(payload);
+      }
+      onError(error: Error) {
+        this.errors.push(error);
+      }
+    }
+    const cache = new CacheListener();
+    await t.pgln.listen(channel, cache);
+    expect(cache.reasons).toEqual(['listen']);
+    await t.pgln.notify(channel, 'not json {');
+    await t.pgln.notify(channel, { id: 1 });
+    expect(await cache.payloads.until(1)).toEqual([{ id: 1 }]);
+    // A payload that is not JSON is a payload error (as documented), not a handler failure.
+    const [error] = await cache.errors.until(1);
+    expect(error).toBeInstanceOf(PglnPayloadError);
+    expect(error!.message).toMatch(/is not valid JSON \(the handler asked for json: true\)/);
+  });
+
+  it('lets a handler await listen() on its own channel: the new listener syncs beside the one waiting for it', async () => {
+    const channel = unique('self_listen');
+    const inner = new Inbox<string>();
+    const outer = new Inbox<string>();
+    await t.pgln.listen(channel, {
+      onNotification: async (payload: string) => {
+        if (payload === 'start') {
+          await t.pgln.listen(channel, {
+            onOutOfSync: (event: OutOfSyncEvent) => void inner.push(`sync:${event.reason}`),
+            onNotification: (innerPayload: string) => void inner.push(innerPayload),
+          });
+          inner.push('listen() resolved');
+        }
+        outer.push(payload);
+      },
+    });
+    await t.pgln.notify(channel, 'start');
+    expect(await inner.until(2)).toEqual(['sync:listen', 'listen() resolved']);
+    await t.pgln.notify(channel, 'after');
+    expect(await inner.until(3)).toEqual(['sync:listen', 'listen() resolved', 'after']);
+    expect(await outer.until(2)).toEqual(['start', 'after']);
+  });
+
+  it('releases the channel at once when a listener whose resync waits to be retried is removed', async () => {
+    const channel = unique('off_while_retrying');
+    const gate = deferred();
+    const flowing = new Inbox<string>();
+    const failures = new Inbox<Error>();
+    await t.pgln.listen(channel, {
+      onNotification: async (payload: string) => {
+        if (payload === '1') await gate.promise;
+        flowing.push(payload);
+      },
+    });
+    const off = await t.pgln.listen(channel, {
+      onOutOfSync: (event: OutOfSyncEvent) => {
+        if (event.reason === 'overflow') throw new Error('the table is locked');
+      },
+      onError: failures.push,
+    });
+    // '1' blocks the channel; '2', '3', '4' overflow its queue (limit 2): an 'overflow' resync is queued.
+    await admin.query("SELECT pg_notify($1, '1'), pg_notify($1, '2'), pg_notify($1, '3'), pg_notify($1, '4')", [channel]);
+    await waitFor('the overflow', () => t.logs.messages('warn').some((line) => line.includes('maxQueuedNotifications')));
+    gate.resolve();
+    await failures.until(1); // failed once; its retry waits up to a minute
+    await off();
+    await t.pgln.notify(channel, 'after');
+    await flowing.until(2);
+    expect(flowing.items).toEqual(['1', 'after']);
   });
 });
 

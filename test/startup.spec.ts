@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
-import { OnOutOfSync, PglnConnectionError, PglnOptionsError } from '../lib/index.js';
+import { OnOutOfSync, PglnConnectionError, PglnOptionsError, PglnService } from '../lib/index.js';
+import { resolveOptions } from '../lib/pgln.options.js';
 import { buildTestApp, createTestApp, throughProxy } from './support/app.js';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../tools/embedded-postgres.js';
@@ -46,6 +47,40 @@ describe('at startup, errors that retrying cannot fix fail app.init() at once', 
     expect(built.logs.messages('warn').filter((line) => line.startsWith('Cannot connect'))).toEqual([]);
     expect(message).not.toContain(SECRET);
     expect(built.logs.text()).not.toContain(SECRET);
+  });
+
+  it('a listen() awaited in onModuleInit fails app.init() with that same PglnConnectionError', async () => {
+    @Injectable()
+    class EarlyListener {
+      constructor(private readonly pgln: PglnService) {}
+      async onModuleInit() {
+        await this.pgln.listen(unique('early'), { onOutOfSync: () => undefined });
+      }
+    }
+    const built = await buildTestApp({ providers: [EarlyListener] }, { connectionString: urlWith({ database: unique('nodb') }) });
+    const failure = await built.app.init().then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    await built.app.close();
+    expect(failure).toBeInstanceOf(PglnConnectionError);
+    expect((failure as Error).message).toMatch(/database ".*" does not exist/);
+  });
+
+  it('logs the target pg will use, with PGHOST, PGPORT, PGUSER and PGDATABASE filled in from the environment', () => {
+    const saved = { ...process.env };
+    Object.assign(process.env, { PGHOST: 'db.internal', PGPORT: '6432', PGUSER: 'app', PGDATABASE: 'shop' });
+    try {
+      // A pool configured from the environment alone, as `new pg.Pool()` is.
+      const pool = new pg.Pool();
+      expect(resolveOptions({ pool }).target).toBe('app@db.internal:6432/shop');
+      expect(resolveOptions({ pool, listener: { port: 5433 } }).target).toBe('app@db.internal:5433/shop');
+      delete process.env.PGDATABASE;
+      expect(resolveOptions({ pool }).target).toBe('app@db.internal:6432/app');
+      void pool.end();
+    } finally {
+      process.env = saved;
+    }
   });
 
   it('a connection string that cannot be parsed fails when the module is created, without echoing it', async () => {

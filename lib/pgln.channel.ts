@@ -82,8 +82,11 @@ function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
 export class Channel {
   /** Replaced, never mutated, so a delivery in progress keeps a stable list. */
   subscriptions: readonly Subscription[] = [];
-  /** Whether LISTEN ran for this channel on the current connection (see {@link SyncMarker.listened}). */
+  /** Whether LISTEN ran for this channel on the latest connection (see {@link SyncMarker.listened}). */
   listened: Promise<boolean> = Promise.resolve(false);
+  /** While there is no connection: resolves with the next connection's {@link listened}. */
+  private upcoming?: Promise<{ listened: Promise<boolean> }>;
+  private next?: (connection: { listened: Promise<boolean> }) => void;
   private queue: (Item | undefined)[] = [];
   private head = 0;
   /** Notifications (not markers) in the queue. */
@@ -101,7 +104,21 @@ export class Channel {
   constructor(
     readonly name: string,
     private readonly context: ChannelContext,
-  ) {}
+  ) {
+    this.disconnected();
+  }
+
+  /** LISTEN for this channel is (being) sent on a new connection: `listened` tells when it ran. */
+  listening(listened: Promise<boolean>): void {
+    this.listened = listened;
+    this.next?.({ listened });
+    this.next = this.upcoming = undefined;
+  }
+
+  /** No connection: a first sync beside the queue waits for the next connection's LISTEN. */
+  disconnected(): void {
+    this.upcoming ??= new Promise((resolve) => (this.next = resolve));
+  }
 
   add(subscription: Subscription): void {
     this.subscriptions = [...this.subscriptions, subscription];
@@ -133,7 +150,7 @@ export class Channel {
    * already waiting in the queue is superseded instead: it is the one returned.
    */
   sync(reason: OutOfSyncReason, listened: Promise<boolean>): SyncMarker {
-    this.listened = listened;
+    this.listening(listened);
     if (this.waiting) {
       this.waiting.supersede(reason, listened, this.subscriptions);
       return this.waiting;
@@ -160,7 +177,7 @@ export class Channel {
     // What is queued already is older than its out-of-sync handler's read, which covers it.
     subscription.skip = this.queued;
     const run: Run = { since: 0, warned: false };
-    this.side.set(run, this.runAlone(subscription, this.listened, run));
+    this.side.set(run, this.runAlone(subscription, run));
   }
 
   /** Resolves when no item is being processed and no first sync runs beside the queue. */
@@ -182,6 +199,7 @@ export class Channel {
   close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
+      this.listening(Promise.resolve(false));
       this.waiting?.resolve();
       this.waiting = undefined;
       this.queue = [];
@@ -213,6 +231,14 @@ export class Channel {
     this.head = 0;
     this.queued = 0;
     for (const subscription of this.subscriptions) {
+      // What was dropped is newer than any read so far: a first sync still running runs again
+      // (after the current LISTEN), any other subscription is resynced by the marker.
+      if (subscription.held && !subscription.synced && subscription.readAfter) {
+        subscription.again = merge(subscription.again, 'overflow');
+        subscription.readAfter = this.listened;
+      } else {
+        subscription.readAfter = undefined;
+      }
       if (subscription.skip === 0) continue;
       subscription.skip = 0;
       if (subscription.synced) this.receiveDirectly(subscription);
@@ -367,9 +393,15 @@ export class Channel {
       // False: the connection died before LISTEN completed; the next connection queues its own marker.
       if (!(await marker.listened)) return;
       for (const subscription of marker.subscriptions) {
+        // Its first sync, beside the queue, read the database after this LISTEN: nothing to redo.
+        if (subscription.readAfter === marker.listened) continue;
         if (subscription.held && !subscription.synced) {
-          // Its first sync is still running beside the queue and may have read too early: it runs again.
-          subscription.again = merge(subscription.again, marker.reason);
+          // That first sync still runs. If it read before this LISTEN, it runs again; if it still
+          // waits for this LISTEN, it reads after it anyway.
+          if (subscription.readAfter) {
+            subscription.again = merge(subscription.again, marker.reason);
+            subscription.readAfter = marker.listened;
+          }
           continue;
         }
         const reason = subscription.synced ? marker.reason : subscription.firstReason;
@@ -381,10 +413,15 @@ export class Channel {
   }
 
   /** See {@link syncAlone}. */
-  private async runAlone(subscription: Subscription, listened: Promise<boolean>, run: Run): Promise<void> {
+  private async runAlone(subscription: Subscription, run: Run): Promise<void> {
     try {
-      // False: the connection died before LISTEN ran; the next connection's resync covers it.
-      if (!(await listened)) return;
+      let listened = this.upcoming ? (await this.upcoming).listened : this.listened;
+      while (!(await listened)) {
+        // That connection died before its LISTEN ran (a new one is then upcoming): wait for the next one's.
+        if (!subscription.active || this.closed || !this.upcoming) return;
+        listened = (await this.upcoming).listened;
+      }
+      subscription.readAfter = listened;
       let reason = subscription.firstReason;
       for (;;) {
         if (!(await this.outOfSync(subscription, reason, run))) return;

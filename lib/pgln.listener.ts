@@ -110,9 +110,10 @@ export class PglnListener {
   }
 
   /**
-   * Registers handlers. When connected, new channels are LISTENed at once (in one round trip) and
-   * each new subscription gets its first resync beside its channel's queue (see
-   * {@link Channel.syncAlone}); otherwise the next connection's resync takes care of both.
+   * Registers handlers. A subscription to a channel that exists gets its first resync beside the
+   * channel's queue (see {@link Channel.syncAlone}), after LISTEN on the current or next connection.
+   * New channels are LISTENed at once (in one round trip) when connected, and then synced the same
+   * way; otherwise the next connection LISTENs and resyncs them.
    */
   subscribe(
     entries: readonly { channel: string; spec: SubscriptionSpec }[],
@@ -132,10 +133,15 @@ export class PglnListener {
       return subscription;
     });
     const { session } = this;
-    if (session) {
-      const listened = this.listen(session, fresh);
-      for (const channel of fresh) channel.listened = listened;
-      for (const subscription of added) this.channels.get(subscription.channel)!.syncAlone(subscription);
+    const listened = session && this.listen(session, fresh);
+    for (const subscription of added) {
+      const channel = this.channels.get(subscription.channel)!;
+      if (!fresh.includes(channel)) channel.syncAlone(subscription);
+      else if (listened) {
+        channel.listening(listened);
+        channel.syncAlone(subscription);
+      }
+      // else: a new channel while disconnected, synced by the next connection's resync.
     }
     return added;
   }
@@ -269,6 +275,7 @@ export class PglnListener {
     clearTimeout(this.healthTimer);
     session.destroy();
     if (this.closing) return;
+    for (const channel of this.channels.values()) channel.disconnected();
     if (this.state === 'syncing' || this.state === 'live') {
       // The first attempt after losing a connection that was stable is immediate; one that keeps
       // dropping right after going live backs off like any failed attempt.

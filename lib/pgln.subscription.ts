@@ -31,6 +31,11 @@ export class Subscription {
   held?: PglnNotification[];
   /** How many notifications, already queued on its channel when that first sync began, it skips. */
   skip = 0;
+  /**
+   * The LISTEN after which that first sync read the database: a resync for the same LISTEN has
+   * nothing to redo. Undefined when unknown, or outdated by an overflow.
+   */
+  readAfter?: Promise<boolean>;
   /** A resync that came while that first sync ran: it runs again, with this reason, before releasing what it held. */
   again?: OutOfSyncReason;
   /** Settles when the subscription is first in sync; rejects if the listener closes first. */

@@ -437,3 +437,42 @@ describe('a resync that has not started yet is superseded by a newer one', () =>
     }
   });
 });
+
+describe('a handler that awaits listen() on its own channel', () => {
+  it('does not wait on itself while the connection is down: the new listener syncs after the next LISTEN', async () => {
+    const channel = unique('self_listen_down');
+    const t = await createTestApp({}, throughProxy(proxy));
+    try {
+      const inside = deferred();
+      const gate = deferred();
+      const inner = new Inbox<string>();
+      await t.pgln.listen(channel, {
+        onNotification: async (payload: string) => {
+          if (payload !== 'start') return;
+          inside.resolve();
+          await gate.promise;
+          inner.push('calling listen()');
+          await t.pgln.listen(channel, {
+            onOutOfSync: (event: OutOfSyncEvent) => void inner.push(`sync:${event.reason}`),
+            onNotification: (innerPayload: string) => void inner.push(innerPayload),
+          });
+          inner.push('listen() resolved');
+        },
+      });
+      await t.pgln.notify(channel, 'start');
+      await inside.promise;
+      proxy.refuse(true);
+      proxy.resetAll();
+      await waitFor('the connection to be lost', () => t.pgln.state === 'reconnecting');
+      gate.resolve();
+      await inner.until(1);
+      proxy.refuse(false);
+      expect(await inner.until(3)).toEqual(['calling listen()', 'sync:listen', 'listen() resolved']);
+      await waitFor('the listener to be live', () => t.pgln.state === 'live');
+      await t.pgln.notify(channel, 'after');
+      expect(await inner.until(4)).toEqual(['calling listen()', 'sync:listen', 'listen() resolved', 'after']);
+    } finally {
+      await t.app.close();
+    }
+  });
+});

@@ -393,7 +393,7 @@ export class Channel {
       // False: the connection died before LISTEN completed; the next connection queues its own marker.
       if (!(await marker.listened)) return;
       for (const subscription of marker.subscriptions) {
-        // Its first sync, beside the queue, read the database after this LISTEN: nothing to redo.
+        // It read the database after this LISTEN already: nothing to redo.
         if (subscription.readAfter === marker.listened) continue;
         if (subscription.held && !subscription.synced) {
           // That first sync still runs. If it read before this LISTEN, it runs again; if it still
@@ -405,6 +405,7 @@ export class Channel {
           continue;
         }
         const reason = subscription.synced ? marker.reason : subscription.firstReason;
+        subscription.readAfter = marker.listened;
         if (await this.outOfSync(subscription, reason, this.lane)) subscription.markSynced();
       }
     } finally {

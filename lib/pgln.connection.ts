@@ -12,10 +12,12 @@ export function destroyConnection(client: Client): void {
 }
 
 /**
- * Whether a query failed with an error the server sent on a session that remains usable
- * (severity `ERROR`: a bad statement, a full notification queue, ...), as opposed to a
- * connection that failed, timed out or was closed by the server (`FATAL`, `PANIC`).
+ * Whether a query failed with an error response from the server (pg's `DatabaseError`: a bad
+ * statement, a full notification queue, ...), as opposed to a connection that failed or timed out.
+ * Whether the session outlived it (not after a `FATAL`) is for pg-pool to tell on release.
  */
 export function isServerError(error: unknown): boolean {
-  return (error as { severity?: unknown } | null)?.severity === 'ERROR';
+  const { severity, code } = (error ?? {}) as { severity?: unknown; code?: unknown };
+  // The severity is localized (lc_messages): its presence tells, not its text.
+  return typeof severity === 'string' && typeof code === 'string';
 }

@@ -110,10 +110,11 @@ export class PglnListener {
   }
 
   /**
-   * Registers handlers. A subscription to a channel that exists gets its first resync beside the
-   * channel's queue (see {@link Channel.syncAlone}), after LISTEN on the current or next connection.
-   * New channels are LISTENed at once (in one round trip) when connected, and then synced the same
-   * way; otherwise the next connection LISTENs and resyncs them.
+   * Registers handlers. When connected, new channels are LISTENed at once, in one round trip. A
+   * `listen()` (`firstReason` `'listen'`) gets its first resync beside the channel's queue (see
+   * {@link Channel.syncAlone}), after LISTEN on the current or next connection: the call may come
+   * from a handler of that channel. Decorated handlers are resynced through the queue. Whatever is
+   * not synced now is synced by the next connection's resync.
    */
   subscribe(
     entries: readonly { channel: string; spec: SubscriptionSpec }[],
@@ -134,15 +135,21 @@ export class PglnListener {
     });
     const { session } = this;
     const listened = session && this.listen(session, fresh);
-    for (const subscription of added) {
-      const channel = this.channels.get(subscription.channel)!;
-      if (!fresh.includes(channel)) channel.syncAlone(subscription);
-      else if (listened) {
-        channel.listening(listened);
-        channel.syncAlone(subscription);
+    if (listened) for (const channel of fresh) channel.listening(listened);
+    if (firstReason === 'listen') {
+      // One listen() call: one subscription that holds all of its owner's handlers.
+      for (const subscription of added) {
+        const channel = this.channels.get(subscription.channel)!;
+        if (listened || !fresh.includes(channel)) channel.syncAlone(subscription);
       }
-      // else: a new channel while disconnected, synced by the next connection's resync.
+    } else if (session) {
+      // Decorated handlers: a provider's handlers of a channel are several subscriptions, which one
+      // resync must bring in sync together. Bootstrap runs in no handler, so it may wait in the queue.
+      for (const channel of new Set(added.map((subscription) => this.channels.get(subscription.channel)!))) {
+        channel.sync(firstReason, channel.listened);
+      }
     }
+    // Otherwise the next connection LISTENs and resyncs.
     return added;
   }
 

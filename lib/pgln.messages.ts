@@ -111,5 +111,9 @@ export const NOTIFY_NO_CONNECTION = (
   `(pool: ${pool.totalCount} of max ${pool.options?.max ?? '?'} connections open, ${pool.idleCount} idle, ` +
   `${pool.waitingCount} callers waiting)`;
 
+export const NOTIFY_POOL_STUCK = (what: string, owed: number) =>
+  `${what} was not sent: the pool has yet to hand over the ${owed} connections asked for by notifications that ` +
+  'timed out waiting for them (as many as it may open); no more are asked for until it does.';
+
 export const NOTIFY_MANY_NOT_ARRAY = (type: string) =>
   `notifyMany() takes an array of { channel, payload }, got ${type}.`;

@@ -129,6 +129,10 @@ export function resolveOptions(options: PglnModuleOptions | undefined): Resolved
     `applicationName must be a non-empty string, got ${describe(applicationName)}`,
   );
   duration('reconnect.initialDelayMs', backoff.initialDelayMs);
+  check(
+    !(backoff.initialDelayMs > 0 && backoff.initialDelayMs < 1),
+    `reconnect.initialDelayMs must be at least 1 (ms), got ${describe(backoff.initialDelayMs)}: below it every delay rounds to 0, a retry loop without pause`,
+  );
   duration('reconnect.maxDelayMs', backoff.maxDelayMs);
   check(
     !(backoff.maxDelayMs < backoff.initialDelayMs),
@@ -144,6 +148,19 @@ export function resolveOptions(options: PglnModuleOptions | undefined): Resolved
     `maxQueuedNotifications must be a whole number > 0, got ${describe(maxQueuedNotifications)}`,
   );
   duration('shutdownTimeoutMs', shutdownTimeoutMs, 0);
+  // pg's own timers, in the settings the module passes on: 0 turns them off, except the LISTEN
+  // connection's connect timeout, which bounds a reconnect to a half-open server.
+  const pgTimers: [string, unknown, string[]][] = [
+    ['listener', listener, ['connectionTimeoutMillis', 'query_timeout']],
+    ['pool', isPool(pool) ? undefined : pool, ['connectionTimeoutMillis', 'idleTimeoutMillis', 'query_timeout']],
+  ];
+  for (const [where, config, keys] of pgTimers) {
+    if (!config || typeof config !== 'object') continue;
+    for (const key of keys) {
+      const value = (config as Record<string, unknown>)[key];
+      if (value !== undefined) duration(`${where}.${key}`, value, where === 'listener' && key === 'connectionTimeoutMillis' ? 1 : 0);
+    }
+  }
   if (problems.length > 0) throw new PglnOptionsError(OPTIONS_INVALID(problems));
 
   const userPool = isPool(pool) ? pool : undefined;

@@ -6,6 +6,7 @@ import {
   type OnApplicationShutdown,
   type OnModuleDestroy,
 } from '@nestjs/common';
+import type { Pool, PoolClient } from 'pg';
 import type { Observable } from 'rxjs';
 import { PglnError, PglnTimeoutError } from './errors/index.js';
 import type {
@@ -23,6 +24,7 @@ import {
   LISTEN_WITHOUT_HANDLER,
   NOTIFY_MANY_NOT_ARRAY,
   NOTIFY_NO_CONNECTION,
+  NOTIFY_POOL_STUCK,
   NOTIFY_TIMEOUT,
   POOL_CLIENT_ERROR,
   preview,
@@ -32,7 +34,8 @@ import { PGLN_MODULE_OPTIONS } from './pgln.module-definition.js';
 import { resolveOptions, type ResolvedPglnOptions } from './pgln.options.js';
 import { assertChannel, encodePayload } from './pgln.validation.js';
 
-const noop = () => undefined;
+/** The least time a notify query is given once it has a connection (less when notifyTimeoutMs is small). */
+const MIN_QUERY_MS = 1_000;
 
 const NOTIFY_SQL = 'SELECT pg_notify($1, $2)';
 // unnest keeps the order of the arrays, so the notifications are queued (and delivered) in order.
@@ -47,6 +50,8 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
   private readonly logger = new Logger(PglnService.name);
   private readonly options: ResolvedPglnOptions;
   private readonly listener: PglnListener;
+  /** Connections the pool has yet to hand over for notifications that timed out waiting for them. */
+  private owed = 0;
 
   constructor(
     @Inject(PGLN_MODULE_OPTIONS) options: PglnModuleOptions,
@@ -117,19 +122,19 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
   private async send(sql: string, values: unknown[], what: () => string): Promise<void> {
     const { pool, notifyTimeoutMs } = this.options;
     const deadline = Date.now() + notifyTimeoutMs;
-    const checkout = pool.connect();
-    const client = await withTimeout(checkout, notifyTimeoutMs, () => {
-      // Whenever the pool hands the connection over, it goes straight back.
-      checkout.then((late) => late.release(), noop);
-      return new PglnTimeoutError(NOTIFY_NO_CONNECTION(what(), notifyTimeoutMs, pool));
-    });
+    const client = await this.checkout(what);
+    // The query gets at least this long: with less, a healthy connection would look hung.
+    const floor = Math.min(notifyTimeoutMs / 2, MIN_QUERY_MS);
+    if (deadline - Date.now() < floor) {
+      client.release();
+      throw new PglnTimeoutError(NOTIFY_NO_CONNECTION(what(), notifyTimeoutMs, pool));
+    }
     // pg-pool stops listening for errors of a connection it hands out: unheard, one would crash the process.
     let broken = false;
     const onError = () => (broken = true);
     client.on('error', onError);
     try {
-      const left = Math.max(1, deadline - Date.now());
-      await withTimeout(client.query(sql, values), left, () => {
+      await withTimeout(client.query(sql, values), deadline - Date.now(), () => {
         broken = true;
         return new PglnTimeoutError(NOTIFY_TIMEOUT(what(), notifyTimeoutMs));
       });
@@ -140,13 +145,37 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
         client.release(error as Error);
         destroyConnection(client);
       } else {
-        // The server answered with an error (a full notification queue, say): the connection is fine.
+        // The server answered with an error (a full notification queue, say): pg-pool keeps the
+        // connection if its session lives on.
         client.release();
       }
       throw error;
     } finally {
       client.removeListener('error', onError);
     }
+  }
+
+  /**
+   * A connection from the pool within `notifyTimeoutMs`. One handed over later goes straight
+   * back. While the pool still owes as many late connections as it may open, nothing more is
+   * asked of it: the call fails at once instead of adding a waiter.
+   */
+  private async checkout(what: () => string): Promise<PoolClient> {
+    const { pool, notifyTimeoutMs } = this.options;
+    const limit = (pool as Pool & { options?: { max?: number } }).options?.max ?? 10;
+    if (this.owed >= limit) throw new PglnTimeoutError(NOTIFY_POOL_STUCK(what(), this.owed));
+    const checkout = pool.connect();
+    return withTimeout(checkout, notifyTimeoutMs, () => {
+      this.owed++;
+      checkout.then(
+        (late) => {
+          this.owed--;
+          late.release();
+        },
+        () => this.owed--,
+      );
+      return new PglnTimeoutError(NOTIFY_NO_CONNECTION(what(), notifyTimeoutMs, pool));
+    });
   }
 
   /**

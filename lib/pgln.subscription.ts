@@ -32,8 +32,8 @@ export class Subscription {
   /** How many notifications, already queued on its channel when that first sync began, it skips. */
   skip = 0;
   /**
-   * The LISTEN after which that first sync read the database: a resync for the same LISTEN has
-   * nothing to redo. Undefined when unknown, or outdated by an overflow.
+   * The LISTEN after which its out-of-sync handler last read the database: a resync for the same
+   * LISTEN has nothing to redo. Undefined when unknown, or outdated by an overflow.
    */
   readAfter?: Promise<boolean>;
   /** A resync that came while that first sync ran: it runs again, with this reason, before releasing what it held. */

@@ -125,6 +125,10 @@ describe('options: rejected when the module is created, every problem listed', (
     ['a startup timeout beyond what a Node.js timer can wait (it would fire after 1 ms)', () => ({ connectionString: url(), startupTimeoutMs: 2 ** 31 }), /startupTimeoutMs must be at most 2147483647 ms \(about 24.8 days, the longest timer Node.js keeps\), got 2147483648/],
     ['an infinite health-check interval', () => ({ connectionString: url(), healthCheck: { intervalMs: Number.POSITIVE_INFINITY } }), /healthCheck.intervalMs must be at most 2147483647 ms/],
     ['a huge shutdown timeout', () => ({ connectionString: url(), shutdownTimeoutMs: 1e12 }), /shutdownTimeoutMs must be at most 2147483647 ms/],
+    ['a reconnect delay below 1 ms (every delay would round to 0)', () => ({ connectionString: url(), reconnect: { initialDelayMs: 0.5, maxDelayMs: 0.9 } }), /reconnect.initialDelayMs must be at least 1 \(ms\), got 0.5: below it every delay rounds to 0/],
+    ['no connect timeout for the LISTEN connection', () => ({ connectionString: url(), listener: { connectionTimeoutMillis: 0 } }), /listener.connectionTimeoutMillis must be a number > 0 \(ms\), got 0/],
+    ['a huge pg query_timeout for the LISTEN connection', () => ({ connectionString: url(), listener: { query_timeout: 2 ** 31 } }), /listener.query_timeout must be at most 2147483647 ms/],
+    ['a huge idle timeout for the pool', () => ({ pool: { connectionString: url(), idleTimeoutMillis: 2 ** 32 } }), /pool.idleTimeoutMillis must be at most 2147483647 ms/],
     ['an empty applicationName', () => ({ connectionString: url(), applicationName: '' }), /applicationName must be a non-empty string/],
   ];
 

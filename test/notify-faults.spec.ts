@@ -70,7 +70,7 @@ describe('a pooled connection reset while a notification is in flight', () => {
 });
 
 describe('notifyTimeoutMs bounds the whole call', () => {
-  it.each(SENDS)('%s fails in time when the pool has no connection to give, and hands a late one back', async (_, send) => {
+  it.each(SENDS)('%s fails in time when the pool has no connection to give, adds no waiters past its size, and hands a late one back', async (_, send) => {
     const channel = unique('pool_exhausted');
     const pool = new pg.Pool({ connectionString: databaseUrl(), max: 1 });
     const t = await createTestApp({}, { pool, notifyTimeoutMs: 300 });
@@ -83,6 +83,11 @@ describe('notifyTimeoutMs bounds the whole call', () => {
       expect(failure?.message).toMatch(
         /got no connection from the pool within notifyTimeoutMs \(300 ms\), so nothing was sent \(pool: 1 of max 1 connections open, 0 idle, 1 callers waiting\)/,
       );
+      // The pool owes as many connections as it may open: no more waiters are added to it.
+      await expect(send(t, channel, 'waits too')).rejects.toThrow(
+        /was not sent: the pool has yet to hand over the 1 connections asked for by notifications that timed out/,
+      );
+      expect(pool.waitingCount).toBe(1);
       busy.release();
       // The connection the pool handed over too late went straight back: nothing leaked, nothing waits.
       await waitFor('the pool to be idle again', () => pool.idleCount === 1 && pool.waitingCount === 0);

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { OnNotification, OnOutOfSync, PglnPayloadError, PglnService, type OutOfSyncEvent } from '../lib/index.js';
-import { createTestApp, throughProxy, type TestApp } from './support/app.js';
+import { buildTestApp, createTestApp, throughProxy, type TestApp } from './support/app.js';
 import { TcpProxy } from './support/tcp-proxy.js';
 import { adminPool, databaseUrl, terminate, unique } from './support/database.js';
 import { Inbox, StateLog, deferred, waitFor } from './support/wait.js';
@@ -271,6 +271,61 @@ describe('PglnService.listen before bootstrap', () => {
       expect(t.pgln.state).toBe('live');
     } finally {
       await t.app.close();
+    }
+  });
+});
+
+describe('decorated handlers when a listen() in onModuleInit has connected already', () => {
+  it('hold a provider’s notifications until its out-of-sync handler at bootstrap has finished', async () => {
+    const channel = unique('cache');
+    const sentinel = unique('sentinel');
+    const reading = deferred();
+    const gate = deferred();
+    const arrived = deferred();
+
+    @Injectable()
+    class EarlyListener {
+      constructor(private readonly pgln: PglnService) {}
+      async onModuleInit() {
+        await this.pgln.listen(sentinel, { onNotification: () => arrived.resolve() });
+      }
+    }
+
+    @Injectable()
+    class Cache {
+      value = 'none';
+      readonly log: string[] = [];
+      @OnOutOfSync(channel)
+      async reload() {
+        const snapshot = 'v1'; // what the table held when it was read
+        this.log.push('reload read v1');
+        reading.resolve();
+        await gate.promise;
+        this.value = snapshot;
+        this.log.push('reload done');
+      }
+      @OnNotification(channel)
+      apply(payload: string) {
+        this.value = payload;
+        this.log.push(`apply ${payload}`);
+      }
+    }
+
+    const built = await buildTestApp({ providers: [EarlyListener, Cache] });
+    try {
+      const init = built.app.init();
+      await reading.promise;
+      // A change committed while reload runs; the sentinel, sent after it, proves it reached the listener.
+      await admin.query('SELECT pg_notify($1, $2), pg_notify($3, $4)', [channel, 'v2', sentinel, 'x']);
+      await arrived.promise;
+      gate.resolve();
+      await init;
+      const cache = built.get(Cache);
+      await waitFor('v2 to be applied', () => cache.log.includes('apply v2'));
+      expect(cache.log).toEqual(['reload read v1', 'reload done', 'apply v2']);
+      expect(cache.value).toBe('v2');
+    } finally {
+      await built.app.close();
     }
   });
 });

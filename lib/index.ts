@@ -7,6 +7,7 @@ export {
   type PglnOptionsFactory,
 } from './pgln.module-definition.js';
 export { PglnService } from './pgln.service.js';
+export { defineChannel } from './pgln.define-channel.js';
 export * from './decorators/index.js';
 export * from './interfaces/index.js';
 export * from './errors/index.js';

@@ -10,6 +10,8 @@ import {
   SLOW_HANDLER,
   SLOW_HANDLER_DONE,
 } from './pgln.messages.js';
+import { isPromiseLike } from './pgln.promises.js';
+import { validatePayload } from './pgln.schema.js';
 import type { TurnTimer } from './pgln.turn-timer.js';
 import type { Subscription } from './pgln.subscription.js';
 
@@ -30,6 +32,8 @@ export class SyncMarker {
   /** Resolves once the marker has been processed (or dropped at close). */
   readonly done: Promise<void>;
   resolve!: () => void;
+  /** Whether its LISTEN ran and its subscriptions were brought in sync (not so when its connection died first). */
+  ran = false;
 
   constructor(
     public reason: OutOfSyncReason,
@@ -70,10 +74,6 @@ export interface ChannelContext {
   readonly turns: TurnTimer;
 }
 
-function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
-  return typeof (value as PromiseLike<unknown> | null)?.then === 'function';
-}
-
 /**
  * One LISTENed channel: its subscriptions and a single FIFO of notifications and sync markers,
  * processed one item at a time. Synchronous handlers are called straight from the socket's data
@@ -91,7 +91,7 @@ export class Channel {
   private head = 0;
   /** Notifications (not markers) in the queue. */
   private queued = 0;
-  /** The marker in the queue, not started yet (there is at most one). */
+  /** The marker whose handlers have not started yet (at most one): queued, or waiting for its LISTEN. */
   private waiting?: SyncMarker;
   private busy = false;
   private closed = false;
@@ -146,11 +146,13 @@ export class Channel {
   }
 
   /**
-   * Queues a resync of every subscription, to run once `listened` resolves true. A resync
-   * already waiting in the queue is superseded instead: it is the one returned.
+   * Queues a resync of every subscription, to run once LISTEN has run: the one of the connection
+   * whose `listened` is given, or else of the current (or next) connection. A resync already
+   * waiting in the queue is superseded instead: it is the one returned.
    */
-  sync(reason: OutOfSyncReason, listened: Promise<boolean>): SyncMarker {
-    this.listening(listened);
+  sync(reason: OutOfSyncReason, connection?: Promise<boolean>): SyncMarker {
+    if (connection) this.listening(connection);
+    const listened = this.upcoming ? this.upcoming.then((next) => next.listened) : this.listened;
     if (this.waiting) {
       this.waiting.supersede(reason, listened, this.subscriptions);
       return this.waiting;
@@ -164,6 +166,15 @@ export class Channel {
     this.queue.push(marker);
     if (!this.busy) this.drain();
     return marker;
+  }
+
+  /**
+   * Resyncs every subscription now (reason `'manual'`), as after a reconnect, even those that read
+   * the database after the current LISTEN.
+   */
+  resync(): SyncMarker {
+    this.outdate('manual');
+    return this.sync('manual');
   }
 
   /**
@@ -227,18 +238,11 @@ export class Channel {
    */
   private overflow(): void {
     const dropped = this.queued;
-    this.queue = this.waiting ? [this.waiting] : [];
+    this.queue = this.queue.slice(this.head).filter((item) => item instanceof SyncMarker);
     this.head = 0;
     this.queued = 0;
+    this.outdate('overflow');
     for (const subscription of this.subscriptions) {
-      // What was dropped is newer than any read so far: a first sync still running runs again
-      // (after the current LISTEN), any other subscription is resynced by the marker.
-      if (subscription.held && !subscription.synced && subscription.readAfter) {
-        subscription.again = merge(subscription.again, 'overflow');
-        subscription.readAfter = this.listened;
-      } else {
-        subscription.readAfter = undefined;
-      }
       if (subscription.skip === 0) continue;
       subscription.skip = 0;
       if (subscription.synced) this.receiveDirectly(subscription);
@@ -248,10 +252,25 @@ export class Channel {
     const resynced = new Set(active.filter((s) => s.spec.onOutOfSync).map((s) => s.spec.owner));
     if (resynced.size > 0) {
       logger.warn(OVERFLOW_RESYNC(this.name, dropped, maxQueuedNotifications));
-      this.sync('overflow', this.listened);
+      this.sync('overflow');
     }
     const uncovered = active.filter((s) => s.spec.onNotification && !resynced.has(s.spec.owner));
     if (uncovered.length > 0) this.reportDropped(uncovered, dropped);
+  }
+
+  /**
+   * What every subscription read from the database so far is outdated: the next resync runs them
+   * all, and a first sync still running runs again (after the current LISTEN).
+   */
+  private outdate(reason: OutOfSyncReason): void {
+    for (const subscription of this.subscriptions) {
+      if (subscription.held && !subscription.synced && subscription.readAfter) {
+        subscription.again = merge(subscription.again, reason);
+        subscription.readAfter = this.listened;
+      } else {
+        subscription.readAfter = undefined;
+      }
+    }
   }
 
   private reportDropped(subscriptions: readonly Subscription[], dropped: number): void {
@@ -301,10 +320,7 @@ export class Channel {
   }
 
   private process(item: Item): Promise<void> | undefined {
-    if (item instanceof SyncMarker) {
-      this.waiting = undefined;
-      return this.resync(item);
-    }
+    if (item instanceof SyncMarker) return this.runMarker(item);
     this.queued--;
     return this.deliver(item, this.subscriptions, 0);
   }
@@ -345,13 +361,24 @@ export class Channel {
     if (!handler) return undefined;
     this.context.turns.note(subscription, this.name);
     let payload: unknown = notification.payload;
-    if (subscription.spec.json) {
+    const { json, schema } = subscription.spec;
+    if (json) {
       try {
         payload = JSON.parse(notification.payload);
       } catch (cause) {
-        this.rejectPayload(subscription, cause);
+        const message = PAYLOAD_NOT_JSON(this.name, (cause as Error).message);
+        this.rejectPayload(subscription, new PglnPayloadError(message, this.name, { cause }));
         return undefined;
       }
+    }
+    try {
+      if (schema) {
+        payload = validatePayload(schema, this.name, payload, 'Payload received on');
+        if (isPromiseLike(payload)) return this.callValidated(subscription, notification, payload);
+      }
+    } catch (error) {
+      this.rejectPayload(subscription, error as PglnPayloadError);
+      return undefined;
     }
     try {
       const result = handler(payload, notification);
@@ -360,6 +387,18 @@ export class Channel {
       this.fail(subscription, error);
       return undefined;
     }
+  }
+
+  /** {@link call} for a schema that validates asynchronously. */
+  private async callValidated(subscription: Subscription, notification: PglnNotification, validated: PromiseLike<unknown>): Promise<void> {
+    let payload: unknown;
+    try {
+      payload = await validated;
+    } catch (error) {
+      this.rejectPayload(subscription, error as PglnPayloadError);
+      return;
+    }
+    await subscription.spec.onNotification!(payload, notification);
   }
 
   /** Waits for an async handler, then delivers the notification to the handlers after it. */
@@ -388,10 +427,19 @@ export class Channel {
   }
 
   /** Resyncs the marker's subscriptions one after another. */
-  private async resync(marker: SyncMarker): Promise<void> {
+  private async runMarker(marker: SyncMarker): Promise<void> {
     try {
+      // Until its LISTEN has run it has read nothing: a newer resync may still supersede it.
+      let listened: Promise<boolean>;
+      let ok: boolean;
+      do {
+        listened = marker.listened;
+        ok = await listened;
+      } while (marker.listened !== listened);
+      if (this.waiting === marker) this.waiting = undefined;
       // False: the connection died before LISTEN completed; the next connection queues its own marker.
-      if (!(await marker.listened)) return;
+      if (!ok) return;
+      marker.ran = true;
       for (const subscription of marker.subscriptions) {
         // It read the database after this LISTEN already: nothing to redo.
         if (subscription.readAfter === marker.listened) continue;
@@ -517,11 +565,10 @@ export class Channel {
     this.report(subscription, error);
   }
 
-  /** A `json: true` handler got a payload that is not JSON: logged, reported, skipped. */
-  private rejectPayload(subscription: Subscription, cause: unknown): void {
-    const message = PAYLOAD_NOT_JSON(this.name, subscription.spec.name, (cause as Error).message);
-    this.context.logger.error(message);
-    this.report(subscription, new PglnPayloadError(message, this.name, { cause }));
+  /** A payload that is not JSON, or fails the channel's schema: logged (naming the handler), reported, skipped. */
+  private rejectPayload(subscription: Subscription, error: PglnPayloadError): void {
+    this.context.logger.error(`${error.message} (skipped for ${subscription.spec.name})`);
+    this.report(subscription, error);
   }
 
   private report(subscription: Subscription, error: PglnHandlerError | PglnOverflowError | PglnPayloadError): void {

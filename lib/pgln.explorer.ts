@@ -55,17 +55,10 @@ export class PglnExplorer {
         continue;
       }
       const bound = instance[key]!.bind(instance);
-      for (const { channel, json } of notifications ?? []) {
-        found.push({
-          channel,
-          spec: {
-            name,
-            owner: instance,
-            json,
-            onNotification: bound,
-          },
-        });
-        this.logger.log(`${name} {notification${json ? ', json' : ''}} -> ${channel}`);
+      for (const { channel, json, schema } of notifications ?? []) {
+        found.push({ channel, spec: { name, owner: instance, json, schema, onNotification: bound } });
+        const kind = schema ? ', json, schema' : json ? ', json' : '';
+        this.logger.log(`${name} {notification${kind}} -> ${channel}`);
       }
       for (const { channel } of resyncs ?? []) {
         found.push({ channel, spec: { name, owner: instance, onOutOfSync: bound } });

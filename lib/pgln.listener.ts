@@ -10,6 +10,8 @@ import {
   ATTEMPT_FAILED,
   CHANNELS_MISSING,
   CLOSED,
+  NOT_LISTENING,
+  RESYNC_ABANDONED,
   SLOW_SYNC_HANDLERS,
   STARTUP_FATAL,
   STARTUP_UNREACHABLE,
@@ -18,7 +20,7 @@ import {
 import type { ResolvedPglnOptions } from './pgln.options.js';
 import { ListenSession } from './pgln.session.js';
 import { Subscription, type SubscriptionSpec } from './pgln.subscription.js';
-import { withTimeout } from './pgln.timeout.js';
+import { withTimeout } from './pgln.promises.js';
 import { TurnTimer } from './pgln.turn-timer.js';
 
 const noop = () => undefined;
@@ -172,6 +174,25 @@ export class PglnListener {
     if (!channel) return;
     for (const subscription of channel.subscriptions) subscription.deactivate(new PglnError(UNLISTENED(name)));
     await this.drop(channel);
+  }
+
+  /**
+   * Runs a channel's out-of-sync handlers now (reason `'manual'`), its notifications held
+   * meanwhile; resolves once they have completed. While disconnected, it waits for the next
+   * connection's LISTEN.
+   */
+  async resync(name: string): Promise<void> {
+    if (this.closing) throw new PglnClosedError(CLOSED(`resync ${JSON.stringify(name)}`));
+    const channel = this.channels.get(name);
+    if (!channel) throw new PglnError(NOT_LISTENING(name));
+    let marker = channel.resync();
+    for (;;) {
+      await marker.done;
+      if (marker.ran) return;
+      if (this.closing || this.channels.get(name) !== channel) throw new PglnError(RESYNC_ABANDONED(name));
+      // Its connection died before LISTEN ran: the next connection's resync answers this call.
+      marker = channel.sync('manual');
+    }
   }
 
   /**

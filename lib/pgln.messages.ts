@@ -36,9 +36,29 @@ export const PAYLOAD_NOT_WELL_FORMED = (channel: string) =>
 export const PAYLOAD_NOT_SERIALIZABLE = (channel: string, reason: string) =>
   `Payload for channel ${preview(channel)} cannot be encoded as JSON: ${reason}`;
 
-export const PAYLOAD_NOT_JSON = (channel: string, handler: string, reason: string) =>
-  `Payload on channel ${preview(channel)} is not valid JSON (the handler asked for json: true): ${reason}; ` +
-  `${handler} skips this notification`;
+export const PAYLOAD_INVALID = (channel: string, what: string, issues: string) =>
+  `${what} channel ${preview(channel)} does not match the channel's schema: ${issues}`;
+
+export const SCHEMA_ASYNC = (channel: string) =>
+  `The schema of channel ${preview(channel)} validates asynchronously, so notifyQuery()/notifyManyQuery() cannot ` +
+  'build its statement at once: use notify()/notifyMany() with { executor } instead.';
+
+export const EXECUTOR_INVALID = (type: string) =>
+  `executor must be an object with query(text, values), such as a pg client or a TypeORM EntityManager, or a ` +
+  `function (text, values) => Promise, got ${type}.`;
+
+export const NOT_LISTENING = (channel: string) =>
+  `Cannot resync ${preview(channel)}: nothing listens on it (no @OnNotification/@OnOutOfSync handler, no listen()).`;
+
+export const RESYNC_ABANDONED = (channel: string) =>
+  `resync(${preview(channel)}) did not complete: the channel was unlistened or the application is shutting down.`;
+
+export const SCHEMA_NOT_STANDARD = (channel: string) =>
+  `defineChannel(${preview(channel)}): schema must be a Standard Schema (an object with ['~standard'].validate, ` +
+  'as zod 4, valibot and arktype schemas are).';
+
+export const PAYLOAD_NOT_JSON = (channel: string, reason: string) =>
+  `Payload received on channel ${preview(channel)} is not valid JSON (the handler asked for json: true): ${reason}`;
 
 export const OPTIONS_INVALID = (problems: string[]) =>
   `Invalid PglnModule options:\n  - ${problems.join('\n  - ')}`;

@@ -10,8 +10,12 @@ import type { Pool, PoolClient } from 'pg';
 import type { Observable } from 'rxjs';
 import { PglnError, PglnTimeoutError } from './errors/index.js';
 import type {
+  PglnChannel,
   PglnListenHandlers,
   PglnModuleOptions,
+  PglnNotifyManyQuery,
+  PglnNotifyOptions,
+  PglnNotifyQuery,
   PglnOutgoingNotification,
   PglnState,
   PglnStateChange,
@@ -19,27 +23,32 @@ import type {
 import { PglnExplorer } from './pgln.explorer.js';
 import { PglnListener } from './pgln.listener.js';
 import { destroyConnection, isServerError } from './pgln.connection.js';
+import { channelName, isChannelDefinition } from './pgln.define-channel.js';
 import {
   LISTEN_HANDLER_NOT_FUNCTION,
   LISTEN_WITHOUT_HANDLER,
-  NOTIFY_MANY_NOT_ARRAY,
   NOTIFY_NO_CONNECTION,
   NOTIFY_POOL_STUCK,
   NOTIFY_TIMEOUT,
   POOL_CLIENT_ERROR,
   preview,
 } from './pgln.messages.js';
-import { withTimeout } from './pgln.timeout.js';
+import { withTimeout } from './pgln.promises.js';
 import { PGLN_MODULE_OPTIONS } from './pgln.module-definition.js';
 import { resolveOptions, type ResolvedPglnOptions } from './pgln.options.js';
-import { assertChannel, encodePayload } from './pgln.validation.js';
+import {
+  checkExecutor,
+  describeChannels,
+  encodeNotification,
+  encodeNotifications,
+  run,
+  synchronously,
+  toNotifyManyQuery,
+  toNotifyQuery,
+} from './pgln.notify-query.js';
 
 /** The least time a notify query is given once it has a connection (less when notifyTimeoutMs is small). */
 const MIN_QUERY_MS = 1_000;
-
-const NOTIFY_SQL = 'SELECT pg_notify($1, $2)';
-// unnest keeps the order of the arrays, so the notifications are queued (and delivered) in order.
-const NOTIFY_MANY_SQL = 'SELECT pg_notify(n.channel, n.payload) FROM unnest($1::text[], $2::text[]) AS n(channel, payload)';
 
 /**
  * Sends notifications and manages runtime listeners. Inject it anywhere once `PglnModule` is
@@ -79,47 +88,82 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
   }
 
   /**
-   * Sends a notification through the pool (`SELECT pg_notify($1, $2)`), never through the LISTEN
-   * connection. Resolves once PostgreSQL accepted it; it is delivered when the sending
-   * transaction commits (at once, outside a transaction).
+   * Sends a notification. By default through the module's pool (never the LISTEN connection), on
+   * its own: it is delivered at once. With `{ executor }`, on your connection inside your
+   * transaction: delivered when that commits, never if it rolls back, and never before the data
+   * it commits with is visible. Resolves once PostgreSQL accepted it.
    *
-   * @param payload a string is sent as is, `undefined` as the empty payload, anything else as JSON
-   * @throws PglnChannelError when the channel is empty, over 63 bytes in UTF-8, or holds a NUL
-   * @throws PglnPayloadError when the payload is 8000 bytes or more in UTF-8, holds a NUL, or cannot be JSON-encoded
-   * @throws PglnTimeoutError when PostgreSQL does not answer within `notifyTimeoutMs` (it may or may not have
-   *   accepted the notification); otherwise the driver's error when the database cannot be reached
+   * ```ts
+   * await pgln.notify(Products, change);                                     // typed, validated
+   * await dataSource.transaction((em) => pgln.notify(Products, change, { executor: em }));
+   * ```
+   *
+   * @param channel a definition (`defineChannel`), or a name
+   * @param payload for a definition, its payload type (sent as JSON); for a name, a string is sent as
+   *   is, `undefined` as the empty payload, anything else as JSON
+   * @throws PglnChannelError when the channel name is empty, over 63 bytes in UTF-8, holds a NUL or a lone surrogate
+   * @throws PglnPayloadError when the payload fails the channel's schema, is 8000 bytes or more in UTF-8, holds a
+   *   NUL or a lone surrogate, or cannot be JSON-encoded; nothing is sent
+   * @throws PglnTimeoutError (pool only) when no connection or no answer came within `notifyTimeoutMs` (after
+   *   sending, it may or may not have been accepted); otherwise the driver's (or your executor's) error
    */
-  async notify(channel: string, payload?: string | object): Promise<void> {
-    assertChannel(channel);
-    await this.send(NOTIFY_SQL, [channel, encodePayload(channel, payload)], () => `notify on ${preview(channel)}`);
+  async notify<TInput>(channel: PglnChannel<any, TInput>, payload: TInput, options?: PglnNotifyOptions): Promise<void>;
+  async notify(channel: string, payload?: string | object, options?: PglnNotifyOptions): Promise<void>;
+  async notify(channel: string | PglnChannel, payload?: unknown, options?: PglnNotifyOptions): Promise<void> {
+    const executor = checkExecutor(options);
+    const query = toNotifyQuery(await encodeNotification(channel, payload));
+    if (executor) await run(executor, query);
+    else await this.send(query, () => `notify on ${preview(query.values[0])}`);
   }
 
   /**
-   * Sends many notifications in one round trip and one transaction: PostgreSQL accepts all of
-   * them or none, and delivers them in this order when it commits. Every item is validated, as by
+   * Sends many notifications in one round trip and one statement: PostgreSQL accepts all of them
+   * or none, and delivers them in this order when the transaction commits (the pool's own, or
+   * yours with `{ executor }`, as for {@link notify}). Every item is validated, as by
    * {@link notify}, before anything is sent. As within any transaction, PostgreSQL delivers
    * identical notifications (same channel and payload) only once.
    *
    * @throws PglnChannelError / PglnPayloadError for the first invalid item, naming it; nothing is sent
    */
-  async notifyMany(notifications: readonly PglnOutgoingNotification[]): Promise<void> {
-    if (!Array.isArray(notifications)) throw new PglnError(NOTIFY_MANY_NOT_ARRAY(typeof notifications));
-    if (notifications.length === 0) return;
-    const channels: string[] = [];
-    const payloads: string[] = [];
-    for (const { channel, payload } of notifications) {
-      assertChannel(channel);
-      channels.push(channel);
-      payloads.push(encodePayload(channel, payload));
-    }
-    await this.send(NOTIFY_MANY_SQL, [channels, payloads], () => `notifyMany of ${channels.length} notifications`);
+  async notifyMany(notifications: readonly PglnOutgoingNotification[], options?: PglnNotifyOptions): Promise<void> {
+    const executor = checkExecutor(options);
+    const encoded = await encodeNotifications(notifications);
+    if (encoded.length === 0) return;
+    const query = toNotifyManyQuery(encoded);
+    if (executor) await run(executor, query);
+    else await this.send(query, () => `notifyMany of ${encoded.length} notifications`);
+  }
+
+  /**
+   * The statement that sends one notification, validated as by {@link notify}, to run anywhere:
+   * `{ text: 'SELECT pg_notify($1, $2)', values: [channel, payloadText] }`. For code that builds
+   * its own queries (a raw `tx.query(q.text, q.values)`, a migration, a batch).
+   *
+   * @throws PglnChannelError / PglnPayloadError as {@link notify} does; also when the channel's
+   *   schema validates asynchronously (use `notify` with `{ executor }` then)
+   */
+  notifyQuery<TInput>(channel: PglnChannel<any, TInput>, payload: TInput): PglnNotifyQuery;
+  notifyQuery(channel: string, payload?: string | object): PglnNotifyQuery;
+  notifyQuery(channel: string | PglnChannel, payload?: unknown): PglnNotifyQuery {
+    return toNotifyQuery(synchronously(encodeNotification(channel, payload), channelName(channel)));
+  }
+
+  /**
+   * The statement that sends many notifications in order, validated as by {@link notifyMany}:
+   * `{ text, values: [channels, payloadTexts] }` (`pg_notify` over `unnest($1::text[], $2::text[])`).
+   *
+   * @throws as {@link notifyQuery}
+   */
+  notifyManyQuery(notifications: readonly PglnOutgoingNotification[]): PglnNotifyManyQuery {
+    const encoded = encodeNotifications(notifications);
+    return toNotifyManyQuery(synchronously(encoded, describeChannels(notifications)));
   }
 
   /**
    * Runs a notify statement on a pooled connection. `notifyTimeoutMs` bounds the whole call, from
    * asking the pool for a connection to PostgreSQL's answer; `what` names it in a timeout error.
    */
-  private async send(sql: string, values: unknown[], what: () => string): Promise<void> {
+  private async send({ text, values }: PglnNotifyQuery | PglnNotifyManyQuery, what: () => string): Promise<void> {
     const { pool, notifyTimeoutMs } = this.options;
     const deadline = Date.now() + notifyTimeoutMs;
     const client = await this.checkout(what);
@@ -134,7 +178,7 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
     const onError = () => (broken = true);
     client.on('error', onError);
     try {
-      await withTimeout(client.query(sql, values), deadline - Date.now(), () => {
+      await withTimeout(client.query(text, values as unknown[]), deadline - Date.now(), () => {
         broken = true;
         return new PglnTimeoutError(NOTIFY_TIMEOUT(what(), notifyTimeoutMs));
       });
@@ -181,41 +225,45 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
   /**
    * Listens on a channel at runtime. Resolves once LISTEN is active and `onOutOfSync` (if given)
    * has completed with reason `'listen'`; from then on it also runs after every reconnect.
-   * Several listeners may share a channel (with each other and with decorated handlers).
+   * Several listeners may share a channel (with each other and with decorated handlers). The
+   * handlers are called as methods of `handlers`, so a class instance works. A handler of the
+   * channel may itself await `listen()` on it: the first sync does not wait for it.
    *
+   * @param channel a definition (payloads are then parsed JSON, validated by its schema), or a name
    * @returns a function that removes this listener (and UNLISTENs when it was the channel's last);
    *   once its promise resolves, none of these handlers is called again (one already running
    *   finishes on its own, so a handler may remove itself)
    * @throws PglnChannelError for a channel name PostgreSQL would reject or truncate
    * @throws PglnClosedError when the application shuts down first
    */
-  async listen<TPayload = string>(
-    channel: string,
-    handlers: PglnListenHandlers<TPayload>,
-  ): Promise<() => Promise<void>> {
-    assertChannel(channel);
+  async listen<TPayload>(channel: PglnChannel<TPayload, any>, handlers: PglnListenHandlers<TPayload>): Promise<() => Promise<void>>;
+  async listen<TPayload = string>(channel: string, handlers: PglnListenHandlers<TPayload>): Promise<() => Promise<void>>;
+  async listen(channel: string | PglnChannel, handlers: PglnListenHandlers<unknown>): Promise<() => Promise<void>> {
+    const name = channelName(channel);
     if (typeof handlers?.onNotification !== 'function' && typeof handlers?.onOutOfSync !== 'function') {
-      throw new PglnError(LISTEN_WITHOUT_HANDLER(channel));
+      throw new PglnError(LISTEN_WITHOUT_HANDLER(name));
     }
     for (const key of ['onNotification', 'onOutOfSync', 'onError'] as const) {
       const value: unknown = handlers[key];
       if (value !== undefined && typeof value !== 'function') {
-        throw new PglnError(LISTEN_HANDLER_NOT_FUNCTION(channel, key, value === null ? 'null' : typeof value));
+        throw new PglnError(LISTEN_HANDLER_NOT_FUNCTION(name, key, value === null ? 'null' : typeof value));
       }
     }
+    const definition = isChannelDefinition(channel) ? channel : undefined;
     // Called as methods of the object given, so that handlers may use `this`.
     const { onNotification, onOutOfSync, onError } = handlers;
     const [subscription] = this.listener.subscribe(
       [
         {
-          channel,
+          channel: name,
           spec: {
-            name: `listen(${JSON.stringify(channel)})`,
+            name: `listen(${JSON.stringify(name)})`,
             owner: handlers,
             onNotification: onNotification?.bind(handlers),
             onOutOfSync: onOutOfSync?.bind(handlers),
             onError: onError?.bind(handlers),
-            json: handlers.json ?? false,
+            json: definition ? true : (handlers.json ?? false),
+            schema: definition?.schema,
           },
         },
       ],
@@ -232,9 +280,24 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
    * UNLISTENs. Once it resolves, no handler of the channel is called again (one already running
    * finishes on its own); a `listen()` on it still waiting for its first sync rejects.
    */
-  async unlisten(channel: string): Promise<void> {
-    assertChannel(channel);
-    await this.listener.unlisten(channel);
+  async unlisten(channel: string | PglnChannel): Promise<void> {
+    await this.listener.unlisten(channelName(channel));
+  }
+
+  /**
+   * Runs the channel's out-of-sync handlers now, with reason `'manual'`, exactly as after a
+   * reconnect: its notifications are held meanwhile and delivered after them. Resolves once they
+   * have completed (failing ones are retried, as always). For an admin endpoint ("reload the cache
+   * now") and for tests. A resync already waiting on the channel (after a reconnect, say) answers
+   * this call too.
+   *
+   * Called from a handler of the same channel, do not await it: it runs after that handler.
+   *
+   * @throws PglnError when nothing listens on the channel, or it is unlistened (or the application
+   *   shuts down) before the resync ran
+   */
+  async resync(channel: string | PglnChannel): Promise<void> {
+    await this.listener.resync(channelName(channel));
   }
 
   /** @internal Subscribes decorated handlers and connects; `app.init()` waits until they are in sync. */

@@ -3,7 +3,7 @@ import type { Client, ClientConfig, Notification, QueryResultRow } from 'pg';
 import { PglnTimeoutError } from './errors/index.js';
 import { destroyConnection } from './pgln.connection.js';
 import { NO_ANSWER } from './pgln.messages.js';
-import { withTimeout } from './pgln.timeout.js';
+import { withTimeout } from './pgln.promises.js';
 
 const noop = () => undefined;
 

@@ -1,3 +1,4 @@
+import type { StandardSchemaV1 } from '@standard-schema/spec';
 import type { PglnHandlerError, PglnOverflowError, PglnPayloadError } from './errors/index.js';
 import type { OutOfSyncEvent, OutOfSyncReason, PglnNotification } from './interfaces/index.js';
 
@@ -14,6 +15,8 @@ export interface SubscriptionSpec {
   readonly onOutOfSync?: (event: OutOfSyncEvent) => unknown;
   readonly onError?: (error: PglnHandlerError | PglnOverflowError | PglnPayloadError) => void;
   readonly json?: boolean;
+  /** Validates each (JSON) payload before `onNotification` gets it: a channel defined with a schema. */
+  readonly schema?: StandardSchemaV1;
 }
 
 /** One registration on one channel: a decorated method, or a `PglnService.listen()` call. */

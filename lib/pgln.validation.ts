@@ -32,13 +32,14 @@ export function assertChannel(channel: unknown): asserts channel is string {
 
 /**
  * Turns a notify payload into the text pg_notify receives: strings as they are, `undefined` as
- * the empty payload, anything else JSON-encoded. Throws a {@link PglnPayloadError} when the
- * result is 8000 bytes or more, holds a NUL or a lone surrogate, or cannot be encoded.
+ * the empty payload, anything else JSON-encoded (everything, with `json`: a defined channel's
+ * payloads). Throws a {@link PglnPayloadError} when the result is 8000 bytes or more, holds a
+ * NUL or a lone surrogate, or cannot be encoded.
  */
-export function encodePayload(channel: string, payload: unknown): string {
+export function encodePayload(channel: string, payload: unknown, json = false): string {
   let text: string | undefined;
-  if (typeof payload === 'string') text = payload;
-  else if (payload === undefined) return '';
+  if (typeof payload === 'string' && !json) text = payload;
+  else if (payload === undefined && !json) return '';
   else {
     try {
       text = JSON.stringify(payload);

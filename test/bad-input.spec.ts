@@ -209,8 +209,8 @@ describe('bad input against a running listener', () => {
     expect(parsed.items).toEqual([{ fine: true }]);
     const errors = t.logs.messages('error');
     expect(errors).toHaveLength(1);
-    expect(errors[0]).toContain(`Payload on channel "${json}" is not valid JSON`);
-      expect(errors[0]).toContain('Receiver.receiveJson skips this notification');
+    expect(errors[0]).toContain(`Payload received on channel "${json}" is not valid JSON`);
+    expect(errors[0]).toContain('(skipped for Receiver.receiveJson)');
     expect(errors[0]).toContain('is not valid JSON (the handler asked for json: true)');
   });
 });

@@ -124,8 +124,8 @@ describe('discovery of decorated handlers', () => {
       expect(await parsed.until(2)).toEqual([{ id: 1, tags: ['a'] }, 42]);
       const errors = t.logs.messages('error');
       expect(errors).toHaveLength(1);
-      expect(errors[0]).toContain(`Payload on channel "${channel}" is not valid JSON`);
-      expect(errors[0]).toContain('JsonReader.read skips this notification');
+      expect(errors[0]).toContain(`Payload received on channel "${channel}" is not valid JSON`);
+      expect(errors[0]).toContain('(skipped for JsonReader.read)');
       expect(errors[0]).toContain('is not valid JSON (the handler asked for json: true)');
     } finally {
       await t.app.close();

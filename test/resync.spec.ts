@@ -1,10 +1,10 @@
 import { Injectable } from '@nestjs/common';
-import { OnNotification, OnOutOfSync, type OutOfSyncEvent } from '../lib/index.js';
+import { OnNotification, OnOutOfSync, defineChannel, type OutOfSyncEvent } from '../lib/index.js';
 import { createTestApp } from './support/app.js';
 import { adminPool, backends, databaseUrl, terminate, unique } from './support/database.js';
 import { createProductsTable, dropProductsTable, productCacheFor, readTable } from './support/products.js';
 import { TcpProxy } from './support/tcp-proxy.js';
-import { Inbox, waitFor } from './support/wait.js';
+import { Inbox, deferred, waitFor } from './support/wait.js';
 
 const admin = adminPool();
 afterAll(() => admin.end());
@@ -151,6 +151,94 @@ describe('reconnect', () => {
       await t.app.close();
       await proxy.stop();
       await dropProductsTable(admin, table);
+    }
+  });
+});
+
+describe('PglnService.resync', () => {
+  it('runs the out-of-sync handlers with reason "manual", holding notifications until they completed', async () => {
+    const channel = unique('manual');
+    const side = unique('manual_side');
+    const inside = deferred();
+    const gate = deferred();
+    @Injectable()
+    class Cache {
+      readonly events: string[] = [];
+      readonly sideSeen = new Inbox<string>();
+      @OnOutOfSync(channel)
+      async reload(event: OutOfSyncEvent) {
+        this.events.push(`reload:${event.reason}`);
+        if (event.reason === 'manual') {
+          inside.resolve();
+          await gate.promise;
+          this.events.push('reload done');
+        }
+      }
+      @OnNotification(channel)
+      apply(payload: string) {
+        this.events.push(`apply:${payload}`);
+      }
+      @OnNotification(side)
+      mark(payload: string) {
+        this.sideSeen.push(payload);
+      }
+    }
+    const t = await createTestApp({ providers: [Cache] });
+    try {
+      const cache = t.get(Cache);
+      let resolved = false;
+      const resync = t.pgln.resync(channel).then(() => (resolved = true));
+      await inside.promise;
+      await sendThenMark(channel, ['held'], side, 'arrived');
+      await cache.sideSeen.until(1);
+      expect(cache.events).toEqual(['reload:connect', 'reload:manual']);
+      expect(resolved).toBe(false);
+      gate.resolve();
+      await resync;
+      await waitFor('the held notification', () => cache.events.includes('apply:held'));
+      expect(cache.events).toEqual(['reload:connect', 'reload:manual', 'reload done', 'apply:held']);
+    } finally {
+      await t.app.close();
+    }
+  });
+
+  it('works with listen() and a channel definition, and rejects a channel nothing listens on', async () => {
+    const Prices = defineChannel<{ price: number }>(unique('prices'));
+    const t = await createTestApp();
+    try {
+      const reasons: string[] = [];
+      await t.pgln.listen(Prices, { onOutOfSync: (event) => void reasons.push(event.reason) });
+      await t.pgln.resync(Prices);
+      await t.pgln.resync(Prices.name);
+      expect(reasons).toEqual(['listen', 'manual', 'manual']);
+      const nobody = unique('nobody');
+      await expect(t.pgln.resync(nobody)).rejects.toThrow(
+        `Cannot resync "${nobody}": nothing listens on it (no @OnNotification/@OnOutOfSync handler, no listen()).`,
+      );
+    } finally {
+      await t.app.close();
+    }
+  });
+
+  it('while the connection is down, resolves once the handlers ran after the next LISTEN', async () => {
+    const proxy = await TcpProxy.forUrl(databaseUrl()).start();
+    const channel = unique('manual_down');
+    const t = await createTestApp({}, { listener: { host: '127.0.0.1', port: proxy.port } });
+    try {
+      const reasons: string[] = [];
+      await t.pgln.listen(channel, { onOutOfSync: (event: OutOfSyncEvent) => void reasons.push(event.reason) });
+      proxy.refuse(true);
+      proxy.resetAll();
+      await waitFor('the connection to be lost', () => t.pgln.state === 'reconnecting');
+      const resync = t.pgln.resync(channel);
+      proxy.refuse(false);
+      await resync;
+      // The resync the reconnect queued answered the call: one run, after the new LISTEN.
+      expect(reasons).toEqual(['listen', 'reconnect']);
+      expect(t.pgln.state === 'syncing' || t.pgln.state === 'live').toBe(true);
+    } finally {
+      await t.app.close();
+      await proxy.stop();
     }
   });
 });

@@ -1,12 +1,15 @@
+import type { PglnChannel, PglnNotification } from '../interfaces/index.js';
 import { ON_NOTIFICATION_METADATA } from '../pgln.constants.js';
+import { isChannelDefinition } from '../pgln.define-channel.js';
 import { assertChannel } from '../pgln.validation.js';
-import { prependMetadata, type OnNotificationMetadata } from './pgln-metadata.js';
+import { prependMetadata, type OnNotificationMetadata, type TypedMethodDecorator } from './pgln-metadata.js';
 
-/** Options of {@link OnNotification}. */
+/** Options of {@link OnNotification} for a channel given by name. */
 export interface OnNotificationOptions {
   /**
    * Parse the payload as JSON and pass the value instead of the raw text. A payload that is not
-   * valid JSON is logged as an error and skipped; delivery goes on.
+   * valid JSON is logged as an error and skipped; delivery goes on. (Always on for a channel
+   * defined with `defineChannel`.)
    * @default false
    */
   json?: boolean;
@@ -18,13 +21,23 @@ export interface OnNotificationOptions {
  * awaited before the next notification. While the channel's out-of-sync handlers run,
  * notifications are held and delivered after them.
  *
+ * Given a channel defined with `defineChannel`, the payload is parsed JSON (validated by the
+ * channel's schema, if any) and the method's signature is type-checked against it.
+ *
  * A method may carry several `@OnNotification` decorators, and several methods may share a
  * channel (they run in discovery order).
  *
- * @param channel the channel name, exactly as sent (case and spaces kept; at most 63 bytes in UTF-8)
+ * @param channel a definition, or the channel name exactly as sent (case and spaces kept; at most 63 bytes in UTF-8)
  * @throws PglnChannelError at class definition when the channel name cannot be LISTENed intact
  */
-export function OnNotification(channel: string, options: OnNotificationOptions = {}): MethodDecorator {
+export function OnNotification<TPayload>(
+  channel: PglnChannel<TPayload, any>,
+): TypedMethodDecorator<(payload: TPayload, notification: PglnNotification) => unknown>;
+export function OnNotification(channel: string, options?: OnNotificationOptions): MethodDecorator;
+export function OnNotification(channel: string | PglnChannel, options: OnNotificationOptions = {}): MethodDecorator {
+  if (isChannelDefinition(channel)) {
+    return prependMetadata<OnNotificationMetadata>(ON_NOTIFICATION_METADATA, { channel: channel.name, json: true, schema: channel.schema });
+  }
   assertChannel(channel);
   return prependMetadata<OnNotificationMetadata>(ON_NOTIFICATION_METADATA, { channel, json: options.json ?? false });
 }

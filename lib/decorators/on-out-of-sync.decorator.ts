@@ -1,21 +1,26 @@
+import type { OutOfSyncEvent, PglnChannel } from '../interfaces/index.js';
 import { ON_OUT_OF_SYNC_METADATA } from '../pgln.constants.js';
-import { assertChannel } from '../pgln.validation.js';
-import { prependMetadata, type OnOutOfSyncMetadata } from './pgln-metadata.js';
+import { channelName } from '../pgln.define-channel.js';
+import { prependMetadata, type OnOutOfSyncMetadata, type TypedMethodDecorator } from './pgln-metadata.js';
 
 /**
  * Calls the decorated provider or controller method, as `method({ channel, reason })`, whenever
  * the application may have missed notifications on `channel` and must rebuild its state from the
  * database: at bootstrap (reason `'connect'`; `app.init()` waits for it), after every reconnect
- * (reason `'reconnect'`), and after its queue overflowed and was dropped (reason `'overflow'`). LISTEN is already active when it runs: notifications that arrive
- * meanwhile are held and delivered after it resolves, so nothing falls in the gap.
+ * (reason `'reconnect'`), after its queue overflowed and was dropped (reason `'overflow'`), and
+ * when `PglnService.resync()` asks (reason `'manual'`). LISTEN is already active when it runs:
+ * notifications that arrive meanwhile are held and delivered after it resolves, so nothing falls
+ * in the gap.
  *
  * If it throws, the error is logged and it is retried with backoff; the channel's notifications
  * stay held until it succeeds.
  *
- * @param channel the channel name, exactly as sent (case and spaces kept; at most 63 bytes in UTF-8)
+ * @param channel a definition, or the channel name exactly as sent (case and spaces kept; at most 63 bytes in UTF-8)
  * @throws PglnChannelError at class definition when the channel name cannot be LISTENed intact
  */
-export function OnOutOfSync(channel: string): MethodDecorator {
-  assertChannel(channel);
-  return prependMetadata<OnOutOfSyncMetadata>(ON_OUT_OF_SYNC_METADATA, { channel });
+export function OnOutOfSync(channel: PglnChannel<any, any>): TypedMethodDecorator<(event: OutOfSyncEvent) => unknown>;
+export function OnOutOfSync(channel: string): MethodDecorator;
+export function OnOutOfSync(channel: string | PglnChannel): MethodDecorator {
+  const name = channelName(channel);
+  return prependMetadata<OnOutOfSyncMetadata>(ON_OUT_OF_SYNC_METADATA, { channel: name });
 }

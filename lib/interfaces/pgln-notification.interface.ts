@@ -13,9 +13,10 @@ export interface PglnNotification {
  * - `'connect'`: the first connection at application bootstrap;
  * - `'reconnect'`: the LISTEN connection was lost and is back, so notifications may have been missed;
  * - `'listen'`: a handler registered at runtime through `PglnService.listen()` starts listening;
- * - `'overflow'`: more than `maxQueuedNotifications` were waiting on the channel, so they were dropped.
+ * - `'overflow'`: more than `maxQueuedNotifications` were waiting on the channel, so they were dropped;
+ * - `'manual'`: `PglnService.resync()` asked for it.
  */
-export type OutOfSyncReason = 'connect' | 'reconnect' | 'listen' | 'overflow';
+export type OutOfSyncReason = 'connect' | 'reconnect' | 'listen' | 'overflow' | 'manual';
 
 /** Passed to out-of-sync handlers. */
 export interface OutOfSyncEvent {
@@ -23,11 +24,4 @@ export interface OutOfSyncEvent {
   readonly channel: string;
   /** Why the handler runs now. */
   readonly reason: OutOfSyncReason;
-}
-
-/** One notification to send with `PglnService.notifyMany()`. */
-export interface PglnOutgoingNotification {
-  readonly channel: string;
-  /** A string is sent as is, `undefined` as the empty payload, anything else as JSON. */
-  readonly payload?: string | object;
 }

@@ -1,0 +1,46 @@
+import type { StandardSchemaV1 } from '@standard-schema/spec';
+import { PglnError } from './errors/index.js';
+import type { PglnChannel } from './interfaces/index.js';
+import { SCHEMA_NOT_STANDARD } from './pgln.messages.js';
+import { assertChannel } from './pgln.validation.js';
+
+/**
+ * Defines a channel whose payloads are JSON of type `TPayload`:
+ *
+ * ```ts
+ * export const Products = defineChannel<ProductChange>('products');
+ * export const Products = defineChannel('products', { schema: productChange }); // type inferred, validated both ways
+ * ```
+ *
+ * With a schema (any Standard Schema v1: zod 4, valibot, arktype, ...), `notify` rejects a payload
+ * that fails it with a `PglnPayloadError` naming the issues, before sending anything; a received
+ * payload that fails it is logged, reported to `onError` and skipped.
+ *
+ * @throws PglnChannelError when the name cannot be LISTENed intact
+ * @throws PglnError when `schema` is not a Standard Schema
+ */
+export function defineChannel<TPayload>(name: string): PglnChannel<TPayload>;
+export function defineChannel<TSchema extends StandardSchemaV1>(
+  name: string,
+  options: { schema: TSchema },
+): PglnChannel<StandardSchemaV1.InferOutput<TSchema>, StandardSchemaV1.InferInput<TSchema>>;
+export function defineChannel(name: string, options?: { schema?: StandardSchemaV1 }): PglnChannel {
+  assertChannel(name);
+  const schema = options?.schema;
+  if (schema !== undefined && typeof schema?.['~standard']?.validate !== 'function') {
+    throw new PglnError(SCHEMA_NOT_STANDARD(name));
+  }
+  return Object.freeze({ name, schema });
+}
+
+/** Whether `channel` is a definition rather than a plain name. */
+export function isChannelDefinition(channel: unknown): channel is PglnChannel {
+  return typeof channel === 'object' && channel !== null && typeof (channel as PglnChannel).name === 'string';
+}
+
+/** The name of a channel given by name or definition, checked. */
+export function channelName(channel: string | PglnChannel): string {
+  const name = isChannelDefinition(channel) ? channel.name : channel;
+  assertChannel(name);
+  return name;
+}

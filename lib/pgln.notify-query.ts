@@ -1,0 +1,81 @@
+import { PglnError, PglnPayloadError } from './errors/index.js';
+import type {
+  PglnChannel,
+  PglnExecutor,
+  PglnNotifyManyQuery,
+  PglnNotifyOptions,
+  PglnNotifyQuery,
+  PglnOutgoingNotification,
+  PglnQueryable,
+} from './interfaces/index.js';
+import { channelName, isChannelDefinition } from './pgln.define-channel.js';
+import { EXECUTOR_INVALID, NOTIFY_MANY_NOT_ARRAY, SCHEMA_ASYNC } from './pgln.messages.js';
+import { isPromiseLike } from './pgln.promises.js';
+import { validatePayload } from './pgln.schema.js';
+import { encodePayload } from './pgln.validation.js';
+
+export const NOTIFY_SQL = 'SELECT pg_notify($1, $2)';
+// unnest keeps the order of the arrays, so the notifications are queued (and delivered) in order.
+export const NOTIFY_MANY_SQL =
+  'SELECT pg_notify(n.channel, n.payload) FROM unnest($1::text[], $2::text[]) AS n(channel, payload)';
+
+/** A channel name and the payload text pg_notify gets. */
+type Encoded = [name: string, text: string];
+
+/**
+ * Validates and encodes one notification: plain names as `encodePayload` says, definitions as
+ * JSON that passed their schema. A promise only when that schema validates asynchronously.
+ */
+export function encodeNotification(channel: string | PglnChannel, payload: unknown): Encoded | Promise<Encoded> {
+  const name = channelName(channel);
+  if (!isChannelDefinition(channel)) return [name, encodePayload(name, payload)];
+  const encode = (): Encoded => [name, encodePayload(name, payload, true)];
+  if (!channel.schema) return encode();
+  const checked = validatePayload(channel.schema, name, payload, 'Payload for');
+  return isPromiseLike(checked) ? Promise.resolve(checked).then(encode) : encode();
+}
+
+/** Every item of a `notifyMany`, validated and encoded; a promise only when a schema validates asynchronously. */
+export function encodeNotifications(items: readonly PglnOutgoingNotification[]): Encoded[] | Promise<Encoded[]> {
+  if (!Array.isArray(items)) throw new PglnError(NOTIFY_MANY_NOT_ARRAY(typeof items));
+  const encoded = items.map(({ channel, payload }) => encodeNotification(channel, payload));
+  return encoded.some(isPromiseLike) ? Promise.all(encoded) : (encoded as Encoded[]);
+}
+
+/** The statement that sends one notification. */
+export function toNotifyQuery([name, text]: Encoded): PglnNotifyQuery {
+  return { text: NOTIFY_SQL, values: [name, text] };
+}
+
+/** The statement that sends many notifications, in order. */
+export function toNotifyManyQuery(encoded: readonly Encoded[]): PglnNotifyManyQuery {
+  return { text: NOTIFY_MANY_SQL, values: [encoded.map(([name]) => name), encoded.map(([, text]) => text)] };
+}
+
+/** For the synchronous query builders: an asynchronous schema cannot be waited for there. */
+export function synchronously<T>(result: T | Promise<T>, channel: string): T {
+  if (!isPromiseLike(result)) return result;
+  result.then(undefined, () => undefined); // its outcome is not wanted: keep a rejection handled
+  throw new PglnPayloadError(SCHEMA_ASYNC(channel), channel);
+}
+
+/** The executor of `options`, checked before anything is sent. */
+export function checkExecutor(options: PglnNotifyOptions | undefined): PglnExecutor | undefined {
+  const executor = options?.executor;
+  if (executor === undefined || typeof executor === 'function' || typeof (executor as PglnQueryable | null)?.query === 'function') {
+    return executor;
+  }
+  throw new PglnError(EXECUTOR_INVALID(executor === null ? 'null' : typeof executor));
+}
+
+/** Runs a notify statement through a caller's executor. */
+export async function run(executor: PglnExecutor, { text, values }: PglnNotifyQuery | PglnNotifyManyQuery): Promise<void> {
+  if (typeof executor === 'function') await executor(text, values);
+  else await executor.query(text, values);
+}
+
+/** Names the channels of a batch for an error about it. */
+export function describeChannels(notifications: readonly PglnOutgoingNotification[]): string {
+  const names = new Set(Array.isArray(notifications) ? notifications.map(({ channel }) => (typeof channel === 'string' ? channel : channel.name)) : []);
+  return [...names].join(', ');
+}

@@ -1,0 +1,52 @@
+import type pg from 'pg';
+import type { TestApp } from './app.js';
+import { unique } from './database.js';
+import { Inbox } from './wait.js';
+
+/**
+ * A table of items and a listener on its channel that, for each notification (the id of an
+ * item), reads the table: it records whether the row the notification announces was visible.
+ * The same three cases then run for every way of writing (pg, each ORM): a committed write is
+ * delivered once, after its row is visible; a rolled-back one never; one in a transaction that
+ * fails after the notify never.
+ */
+export class TransactionProbe {
+  readonly table = unique('items');
+  readonly channel = unique('items_changed');
+  /** `id:visible` or `id:missing`, per notification, in arrival order. */
+  readonly seen = new Inbox<string>();
+  private off?: () => Promise<void>;
+
+  constructor(private readonly admin: pg.Pool) {}
+
+  async start(t: TestApp): Promise<void> {
+    await this.admin.query(`CREATE TABLE ${this.table} (id text PRIMARY KEY, name text NOT NULL)`);
+    this.off = await t.pgln.listen(this.channel, {
+      onNotification: async (id: string) => {
+        const { rowCount } = await this.admin.query(`SELECT 1 FROM ${this.table} WHERE id = $1`, [id]);
+        this.seen.push(`${id}:${rowCount ? 'visible' : 'missing'}`);
+      },
+    });
+  }
+
+  /** The statement that inserts an item (text with $1, $2), for every library's raw query. */
+  get insertSql(): string {
+    return `INSERT INTO ${this.table} (id, name) VALUES ($1, $2)`;
+  }
+
+  /**
+   * Proves that nothing more arrives for the ids sent so far: sends `marker` after them; once it
+   * is seen (notifications of one channel arrive in commit order), nothing earlier is on its way.
+   */
+  async settle(t: TestApp, marker = unique('marker')): Promise<string[]> {
+    const before = this.seen.items.length;
+    await t.pgln.notify(this.channel, marker);
+    await this.seen.until(before + 1);
+    return this.seen.items.filter((item) => !item.startsWith(`${marker}:`));
+  }
+
+  async stop(): Promise<void> {
+    await this.off?.();
+    await this.admin.query(`DROP TABLE IF EXISTS ${this.table}`);
+  }
+}

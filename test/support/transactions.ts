@@ -16,6 +16,8 @@ export class TransactionProbe {
   /** `id:visible` or `id:missing`, per notification, in arrival order. */
   readonly seen = new Inbox<string>();
   private off?: () => Promise<void>;
+  /** How many items earlier settle() calls returned (or passed over). */
+  private settled = 0;
 
   constructor(private readonly admin: pg.Pool) {}
 
@@ -35,14 +37,16 @@ export class TransactionProbe {
   }
 
   /**
-   * Proves that nothing more arrives for the ids sent so far: sends `marker` after them; once it
-   * is seen (notifications of one channel arrive in commit order), nothing earlier is on its way.
+   * What arrived since the last call, once nothing more can be on its way for what was sent before:
+   * sends a marker and waits for it (notifications of one channel arrive in commit order).
    */
-  async settle(t: TestApp, marker = unique('marker')): Promise<string[]> {
-    const before = this.seen.items.length;
+  async settle(t: TestApp): Promise<string[]> {
+    const marker = unique('marker');
     await t.pgln.notify(this.channel, marker);
-    await this.seen.until(before + 1);
-    return this.seen.items.filter((item) => !item.startsWith(`${marker}:`));
+    while (!this.seen.items.includes(`${marker}:missing`)) await this.seen.until(this.seen.items.length + 1);
+    const arrived = this.seen.items.slice(this.settled).filter((item) => item !== `${marker}:missing`);
+    this.settled = this.seen.items.length;
+    return arrived;
   }
 
   async stop(): Promise<void> {

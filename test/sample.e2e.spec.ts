@@ -1,10 +1,11 @@
 import type { INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
+import pg from 'pg';
 import { AppModule } from '../sample/src/app.module.js';
 import { createSchema } from '../sample/src/database/schema.js';
 import { adminPool, databaseUrl, terminate } from './support/database.js';
 import { CapturingLogger } from './support/logs.js';
-import { waitFor } from './support/wait.js';
+import { Inbox, waitFor } from './support/wait.js';
 
 /** The sample app over HTTP: reads come from the cache, which LISTEN/NOTIFY keeps equal to the table. */
 describe('sample app', () => {
@@ -58,6 +59,34 @@ describe('sample app', () => {
 
     await admin.query("UPDATE products SET price_cents = 999 WHERE name = 'Cappuccino'");
     await waitFor('an outside change in the cache', async () => (await get('/products/2')).body?.priceCents === 999);
+    expect((await get('/products')).body).toEqual(await table());
+  });
+
+  it('announces each of its writes once, in the write’s own transaction, as a typed product change', async () => {
+    const listener = new pg.Client({ connectionString: databaseUrl() });
+    const heard = new Inbox<string>();
+    listener.on('notification', (message) => heard.push(message.payload ?? ''));
+    await listener.connect();
+    try {
+      await listener.query('LISTEN products');
+      expect((await send('PUT', '/products/2', { name: 'Flat white', priceCents: 380 })).status).toBe(204);
+      const [change] = await heard.until(1);
+      expect(JSON.parse(change!)).toMatchObject({ op: 'upsert', id: 2, name: 'Flat white', priceCents: 380 });
+      // Had the trigger spoken too, a second notification would arrive before this marker.
+      await admin.query("SELECT pg_notify('products', 'marker')");
+      expect(await heard.until(2)).toEqual([change, 'marker']);
+    } finally {
+      await listener.end();
+    }
+  });
+
+  it('reloads the cache on POST /products/resync, repairing a change nobody announced', async () => {
+    // A silent write, as a buggy batch job would make: the trigger is told the app notifies, and nobody does.
+    await admin.query("BEGIN; SELECT set_config('sample.app_notifies', 'on', true); UPDATE products SET price_cents = 1 WHERE id = 1; COMMIT");
+    expect((await get('/products/1')).body.priceCents).not.toBe(1);
+    const response = await send('POST', '/products/resync');
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ products: (await table()).length });
     expect((await get('/products')).body).toEqual(await table());
   });
 

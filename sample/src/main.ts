@@ -22,6 +22,7 @@ async function bootstrap(): Promise<void> {
     curl ${url}/products
     curl -X PUT ${url}/products/1 -H 'content-type: application/json' -d '{"name":"Ristretto","priceCents":240}'
     curl ${url}/products/1
+    curl -X POST ${url}/products/resync
     curl ${url}/health
   Stop with Ctrl+C.`);
 

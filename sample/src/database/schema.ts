@@ -2,7 +2,8 @@ import pg from 'pg';
 
 /**
  * Creates the `products` table (idempotent) with a trigger that bumps `version` on every update
- * and notifies channel `products` with the changed row, and seeds a few rows into an empty table.
+ * and notifies channel `products` with the changed row when the change comes from outside the
+ * app, and seeds a few rows into an empty table.
  */
 export async function createSchema(connectionString: string): Promise<void> {
   const client = new pg.Client({ connectionString });
@@ -16,10 +17,16 @@ export async function createSchema(connectionString: string): Promise<void> {
         version     integer NOT NULL DEFAULT 1
       );
 
+      -- Bumps the version, and notifies of changes made outside the app (psql, a migration,
+      -- another service). The app's own writes notify in their transaction through PglnService and
+      -- set sample.app_notifies, so the trigger stays quiet for them.
       CREATE OR REPLACE FUNCTION products_changed() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN
         IF TG_OP = 'UPDATE' THEN
           NEW.version := OLD.version + 1;
+        END IF;
+        IF current_setting('sample.app_notifies', true) = 'on' THEN
+          RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
         END IF;
         IF TG_OP = 'DELETE' THEN
           PERFORM pg_notify('products', json_build_object('op', 'delete', 'id', OLD.id)::text);

@@ -2,7 +2,7 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import { OnNotification, OnOutOfSync, type OutOfSyncEvent } from 'nestjs-pgln';
 import type pg from 'pg';
 import { DATABASE_POOL } from '../database/database.module.js';
-import type { Product, ProductChange } from './product.js';
+import { Products, type Product, type ProductChange } from './product.js';
 
 /**
  * An in-memory copy of the `products` table, kept in sync by LISTEN/NOTIFY. Reads never touch
@@ -17,10 +17,10 @@ export class ProductCache {
 
   /**
    * Rebuilds the cache from the table: at startup (the app serves only after it), and after
-   * every reconnect, when notifications may have been missed. Notifications that arrive while it
-   * runs are held and applied after it.
+   * every reconnect, when notifications may have been missed, and on demand (POST
+   * /products/resync). Notifications that arrive while it runs are held and applied after it.
    */
-  @OnOutOfSync('products')
+  @OnOutOfSync(Products)
   async reload({ reason }: OutOfSyncEvent): Promise<void> {
     const { rows } = await this.pool.query<Product>(
       'SELECT id, name, price_cents AS "priceCents", version FROM products',
@@ -30,7 +30,7 @@ export class ProductCache {
   }
 
   /** Applies one change. A change may describe a state the reload already saw: the version check skips it. */
-  @OnNotification('products', { json: true })
+  @OnNotification(Products)
   apply(change: ProductChange): void {
     if (change.op === 'delete') {
       this.products.delete(change.id);

@@ -1,3 +1,5 @@
+import { defineChannel } from 'nestjs-pgln';
+
 /** A product as the cache holds it. */
 export interface Product {
   id: number;
@@ -6,5 +8,11 @@ export interface Product {
   version: number;
 }
 
-/** What the `products` trigger sends (see database/schema.ts). */
+/** One change of the `products` table: the whole row after it, or the id of a deleted one. */
 export type ProductChange = ({ op: 'upsert' } & Product) | { op: 'delete'; id: number };
+
+/**
+ * The `products` channel: JSON payloads typed as {@link ProductChange}, sent by the repository in
+ * the transaction of each write, and by the table's trigger for changes made outside the app.
+ */
+export const Products = defineChannel<ProductChange>('products');

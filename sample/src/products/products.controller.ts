@@ -4,7 +4,6 @@ import {
   Delete,
   Get,
   HttpCode,
-  Inject,
   NotFoundException,
   Param,
   ParseIntPipe,
@@ -12,10 +11,10 @@ import {
   Put,
   BadRequestException,
 } from '@nestjs/common';
-import type pg from 'pg';
-import { DATABASE_POOL } from '../database/database.module.js';
-import type { Product } from './product.js';
+import { PglnService } from 'nestjs-pgln';
+import { Products, type Product } from './product.js';
 import { ProductCache } from './product-cache.service.js';
+import { ProductsRepository } from './products.repository.js';
 
 interface ProductInput {
   name?: unknown;
@@ -32,19 +31,28 @@ function parseInput(body: ProductInput): { name: string; priceCents: number } {
 }
 
 /**
- * Reads come from the cache; writes go to the database only. The cache learns about a write
- * from the trigger's notification, a few milliseconds later.
+ * Reads come from the cache; writes go to the database, through the repository, which notifies in
+ * the same transaction. The cache applies a write when it commits, a few milliseconds later.
  */
 @Controller('products')
 export class ProductsController {
   constructor(
     private readonly cache: ProductCache,
-    @Inject(DATABASE_POOL) private readonly pool: pg.Pool,
+    private readonly products: ProductsRepository,
+    private readonly pgln: PglnService,
   ) {}
 
   @Get()
   list(): Product[] {
     return this.cache.all();
+  }
+
+  /** Reloads the cache from the table now (an admin action), holding notifications meanwhile. */
+  @Post('resync')
+  @HttpCode(200)
+  async resync(): Promise<{ products: number }> {
+    await this.pgln.resync(Products);
+    return { products: this.cache.all().length };
   }
 
   @Get(':id')
@@ -57,29 +65,20 @@ export class ProductsController {
   @Post()
   async create(@Body() body: ProductInput): Promise<{ id: number }> {
     const { name, priceCents } = parseInput(body);
-    const { rows } = await this.pool.query<{ id: number }>(
-      'INSERT INTO products (name, price_cents) VALUES ($1, $2) RETURNING id',
-      [name, priceCents],
-    );
-    return rows[0]!;
+    const { id } = await this.products.create(name, priceCents);
+    return { id };
   }
 
   @Put(':id')
   @HttpCode(204)
   async update(@Param('id', ParseIntPipe) id: number, @Body() body: ProductInput): Promise<void> {
     const { name, priceCents } = parseInput(body);
-    const { rowCount } = await this.pool.query('UPDATE products SET name = $2, price_cents = $3 WHERE id = $1', [
-      id,
-      name,
-      priceCents,
-    ]);
-    if (!rowCount) throw new NotFoundException(`No product ${id}`);
+    if (!(await this.products.update(id, name, priceCents))) throw new NotFoundException(`No product ${id}`);
   }
 
   @Delete(':id')
   @HttpCode(204)
   async remove(@Param('id', ParseIntPipe) id: number): Promise<void> {
-    const { rowCount } = await this.pool.query('DELETE FROM products WHERE id = $1', [id]);
-    if (!rowCount) throw new NotFoundException(`No product ${id}`);
+    if (!(await this.products.remove(id))) throw new NotFoundException(`No product ${id}`);
   }
 }

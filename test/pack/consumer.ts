@@ -7,9 +7,14 @@ import {
   OnOutOfSync,
   PglnModule,
   PglnService,
+  defineChannel,
   type OutOfSyncEvent,
   type PglnNotification,
 } from 'nestjs-pgln';
+import pg from 'pg';
+
+/** A typed channel: notify's payload and the handler's parameter are checked against it. */
+const Smoke = defineChannel<{ hello: string }>('pack_smoke');
 
 const received: string[] = [];
 let resolveReceived: () => void;
@@ -18,11 +23,11 @@ const done = new Promise<void>((resolve) => (resolveReceived = resolve));
 @Injectable()
 class Consumer {
   reasons: string[] = [];
-  @OnOutOfSync('pack_smoke')
+  @OnOutOfSync(Smoke)
   resync(event: OutOfSyncEvent) {
     this.reasons.push(event.reason);
   }
-  @OnNotification('pack_smoke', { json: true })
+  @OnNotification(Smoke)
   receive(payload: { hello: string }, notification: PglnNotification) {
     received.push(`${notification.channel}:${payload.hello}`);
     resolveReceived();
@@ -36,7 +41,13 @@ class Consumer {
 class AppModule {}
 
 const app = await NestFactory.createApplicationContext(AppModule, { logger: ['error', 'warn'] });
-await app.get(PglnService).notify('pack_smoke', { hello: 'world' });
+// Inside a transaction of the application's own connection: delivered at COMMIT.
+const client = new pg.Client({ connectionString: process.env.DATABASE_URL });
+await client.connect();
+await client.query('BEGIN');
+await app.get(PglnService).notify(Smoke, { hello: 'world' }, { executor: client });
+await client.query('COMMIT');
+await client.end();
 await done;
 const { reasons } = app.get(Consumer);
 await app.close();

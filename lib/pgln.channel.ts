@@ -170,11 +170,16 @@ export class Channel {
 
   /**
    * Resyncs every subscription now (reason `'manual'`), as after a reconnect, even those that read
-   * the database after the current LISTEN.
+   * the database after the current LISTEN; first syncs running beside the queue run again. Resolves
+   * true once all of it completed, false if it could not run (its connection died before LISTEN
+   * ran, or the channel closed).
    */
-  resync(): SyncMarker {
+  async resync(): Promise<boolean> {
     this.outdate('manual');
-    return this.sync('manual');
+    const side = [...this.side.values()];
+    const marker = this.sync('manual');
+    await Promise.all([marker.done, ...side]);
+    return marker.ran;
   }
 
   /**
@@ -439,7 +444,6 @@ export class Channel {
       if (this.waiting === marker) this.waiting = undefined;
       // False: the connection died before LISTEN completed; the next connection queues its own marker.
       if (!ok) return;
-      marker.ran = true;
       for (const subscription of marker.subscriptions) {
         // It read the database after this LISTEN already: nothing to redo.
         if (subscription.readAfter === marker.listened) continue;
@@ -456,6 +460,7 @@ export class Channel {
         subscription.readAfter = marker.listened;
         if (await this.outOfSync(subscription, reason, this.lane)) subscription.markSynced();
       }
+      marker.ran = !this.closed;
     } finally {
       marker.resolve();
     }

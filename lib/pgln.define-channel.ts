@@ -14,7 +14,9 @@ import { assertChannel } from './pgln.validation.js';
  *
  * With a schema (any Standard Schema v1: zod 4, valibot, arktype, ...), `notify` rejects a payload
  * that fails it with a `PglnPayloadError` naming the issues, before sending anything; a received
- * payload that fails it is logged, reported to `onError` and skipped.
+ * payload that fails it is logged, reported to `onError` and skipped. The schema checks the JSON
+ * that is sent, as receivers will parse it (a `Date` is a string there); the payload is sent as
+ * given, not as the schema's output.
  *
  * @throws PglnChannelError when the name cannot be LISTENed intact
  * @throws PglnError when `schema` is not a Standard Schema
@@ -24,6 +26,8 @@ export function defineChannel<TSchema extends StandardSchemaV1>(
   name: string,
   options: { schema: TSchema },
 ): PglnChannel<StandardSchemaV1.InferOutput<TSchema>, StandardSchemaV1.InferInput<TSchema>>;
+/** With a schema that must produce an existing type: `defineChannel<ProductChange>('products', { schema })`. */
+export function defineChannel<TPayload>(name: string, options: { schema: StandardSchemaV1<unknown, TPayload> }): PglnChannel<TPayload>;
 export function defineChannel(name: string, options?: { schema?: StandardSchemaV1 }): PglnChannel {
   assertChannel(name);
   const schema = options?.schema;

@@ -185,13 +185,9 @@ export class PglnListener {
     if (this.closing) throw new PglnClosedError(CLOSED(`resync ${JSON.stringify(name)}`));
     const channel = this.channels.get(name);
     if (!channel) throw new PglnError(NOT_LISTENING(name));
-    let marker = channel.resync();
-    for (;;) {
-      await marker.done;
-      if (marker.ran) return;
+    // False when its connection died before LISTEN ran: then the next connection's answers this call.
+    while (!(await channel.resync())) {
       if (this.closing || this.channels.get(name) !== channel) throw new PglnError(RESYNC_ABANDONED(name));
-      // Its connection died before LISTEN ran: the next connection's resync answers this call.
-      marker = channel.sync('manual');
     }
   }
 

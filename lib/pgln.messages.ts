@@ -58,7 +58,7 @@ export const SCHEMA_NOT_STANDARD = (channel: string) =>
   'as zod 4, valibot and arktype schemas are).';
 
 export const PAYLOAD_NOT_JSON = (channel: string, reason: string) =>
-  `Payload received on channel ${preview(channel)} is not valid JSON (the handler asked for json: true): ${reason}`;
+  `Payload received on channel ${preview(channel)} is not valid JSON: ${reason}`;
 
 export const OPTIONS_INVALID = (problems: string[]) =>
   `Invalid PglnModule options:\n  - ${problems.join('\n  - ')}`;

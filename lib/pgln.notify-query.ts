@@ -29,17 +29,33 @@ type Encoded = [name: string, text: string];
 export function encodeNotification(channel: string | PglnChannel, payload: unknown): Encoded | Promise<Encoded> {
   const name = channelName(channel);
   if (!isChannelDefinition(channel)) return [name, encodePayload(name, payload)];
-  const encode = (): Encoded => [name, encodePayload(name, payload, true)];
-  if (!channel.schema) return encode();
-  const checked = validatePayload(channel.schema, name, payload, 'Payload for');
-  return isPromiseLike(checked) ? Promise.resolve(checked).then(encode) : encode();
+  const encoded: Encoded = [name, encodePayload(name, payload, true)];
+  if (!channel.schema) return encoded;
+  // The schema checks what receivers will parse (a Date, say, arrives as a string), not the value given.
+  const checked = validatePayload(channel.schema, name, JSON.parse(encoded[1]), 'Payload for');
+  return isPromiseLike(checked) ? Promise.resolve(checked).then(() => encoded) : encoded;
 }
 
-/** Every item of a `notifyMany`, validated and encoded; a promise only when a schema validates asynchronously. */
+/**
+ * Every item of a `notifyMany`, validated and encoded; a promise only when a schema validates
+ * asynchronously. It fails with the error of the first invalid item.
+ */
 export function encodeNotifications(items: readonly PglnOutgoingNotification[]): Encoded[] | Promise<Encoded[]> {
   if (!Array.isArray(items)) throw new PglnError(NOTIFY_MANY_NOT_ARRAY(typeof items));
-  const encoded = items.map(({ channel, payload }) => encodeNotification(channel, payload));
-  return encoded.some(isPromiseLike) ? Promise.all(encoded) : (encoded as Encoded[]);
+  const encoded: (Encoded | Promise<Encoded>)[] = [];
+  try {
+    for (const { channel, payload } of items) encoded.push(encodeNotification(channel, payload));
+  } catch (error) {
+    // An earlier item's asynchronous validation is not wanted any more: keep its rejection handled.
+    for (const item of encoded) if (isPromiseLike(item)) item.then(undefined, () => undefined);
+    throw error;
+  }
+  if (!encoded.some(isPromiseLike)) return encoded as Encoded[];
+  return Promise.allSettled(encoded).then((results) => {
+    const failed = results.find((result) => result.status === 'rejected');
+    if (failed) throw failed.reason;
+    return results.map((result) => (result as PromiseFulfilledResult<Encoded>).value);
+  });
 }
 
 /** The statement that sends one notification. */

@@ -107,7 +107,7 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
    * @throws PglnTimeoutError (pool only) when no connection or no answer came within `notifyTimeoutMs` (after
    *   sending, it may or may not have been accepted); otherwise the driver's (or your executor's) error
    */
-  async notify<TInput>(channel: PglnChannel<any, TInput>, payload: TInput, options?: PglnNotifyOptions): Promise<void>;
+  async notify<TInput>(channel: PglnChannel<any, TInput>, payload: NoInfer<TInput>, options?: PglnNotifyOptions): Promise<void>;
   async notify(channel: string, payload?: string | object, options?: PglnNotifyOptions): Promise<void>;
   async notify(channel: string | PglnChannel, payload?: unknown, options?: PglnNotifyOptions): Promise<void> {
     const executor = checkExecutor(options);
@@ -125,9 +125,12 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
    *
    * @throws PglnChannelError / PglnPayloadError for the first invalid item, naming it; nothing is sent
    */
-  async notifyMany(notifications: readonly PglnOutgoingNotification[], options?: PglnNotifyOptions): Promise<void> {
+  async notifyMany<const TChannels extends readonly (string | PglnChannel<any, any>)[]>(
+    notifications: { readonly [K in keyof TChannels]: PglnOutgoingNotification<TChannels[K]> },
+    options?: PglnNotifyOptions,
+  ): Promise<void> {
     const executor = checkExecutor(options);
-    const encoded = await encodeNotifications(notifications);
+    const encoded = await encodeNotifications(notifications as readonly PglnOutgoingNotification[]);
     if (encoded.length === 0) return;
     const query = toNotifyManyQuery(encoded);
     if (executor) await run(executor, query);
@@ -142,7 +145,7 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
    * @throws PglnChannelError / PglnPayloadError as {@link notify} does; also when the channel's
    *   schema validates asynchronously (use `notify` with `{ executor }` then)
    */
-  notifyQuery<TInput>(channel: PglnChannel<any, TInput>, payload: TInput): PglnNotifyQuery;
+  notifyQuery<TInput>(channel: PglnChannel<any, TInput>, payload: NoInfer<TInput>): PglnNotifyQuery;
   notifyQuery(channel: string, payload?: string | object): PglnNotifyQuery;
   notifyQuery(channel: string | PglnChannel, payload?: unknown): PglnNotifyQuery {
     return toNotifyQuery(synchronously(encodeNotification(channel, payload), channelName(channel)));
@@ -154,9 +157,11 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
    *
    * @throws as {@link notifyQuery}
    */
-  notifyManyQuery(notifications: readonly PglnOutgoingNotification[]): PglnNotifyManyQuery {
-    const encoded = encodeNotifications(notifications);
-    return toNotifyManyQuery(synchronously(encoded, describeChannels(notifications)));
+  notifyManyQuery<const TChannels extends readonly (string | PglnChannel<any, any>)[]>(notifications: {
+    readonly [K in keyof TChannels]: PglnOutgoingNotification<TChannels[K]>;
+  }): PglnNotifyManyQuery {
+    const items = notifications as readonly PglnOutgoingNotification[];
+    return toNotifyManyQuery(synchronously(encodeNotifications(items), describeChannels(items)));
   }
 
   /**
@@ -236,7 +241,10 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
    * @throws PglnChannelError for a channel name PostgreSQL would reject or truncate
    * @throws PglnClosedError when the application shuts down first
    */
-  async listen<TPayload>(channel: PglnChannel<TPayload, any>, handlers: PglnListenHandlers<TPayload>): Promise<() => Promise<void>>;
+  async listen<TPayload>(
+    channel: PglnChannel<TPayload, any>,
+    handlers: Omit<PglnListenHandlers<TPayload>, 'json'>,
+  ): Promise<() => Promise<void>>;
   async listen<TPayload = string>(channel: string, handlers: PglnListenHandlers<TPayload>): Promise<() => Promise<void>>;
   async listen(channel: string | PglnChannel, handlers: PglnListenHandlers<unknown>): Promise<() => Promise<void>> {
     const name = channelName(channel);

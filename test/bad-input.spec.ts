@@ -211,7 +211,6 @@ describe('bad input against a running listener', () => {
     expect(errors).toHaveLength(1);
     expect(errors[0]).toContain(`Payload received on channel "${json}" is not valid JSON`);
     expect(errors[0]).toContain('(skipped for Receiver.receiveJson)');
-    expect(errors[0]).toContain('is not valid JSON (the handler asked for json: true)');
   });
 });
 

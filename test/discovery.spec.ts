@@ -126,8 +126,7 @@ describe('discovery of decorated handlers', () => {
       expect(errors).toHaveLength(1);
       expect(errors[0]).toContain(`Payload received on channel "${channel}" is not valid JSON`);
       expect(errors[0]).toContain('(skipped for JsonReader.read)');
-      expect(errors[0]).toContain('is not valid JSON (the handler asked for json: true)');
-    } finally {
+      } finally {
       await t.app.close();
     }
   });

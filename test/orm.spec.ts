@@ -1,4 +1,3 @@
-import type { ModuleMetadata } from '@nestjs/common';
 import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
@@ -25,10 +24,10 @@ const admin = adminPool();
 afterAll(() => admin.end());
 const execFileAsync = promisify(execFile);
 
-/** What a test does inside one transaction of an ORM, written as that ORM's users would. */
+/** One transaction of an ORM: how its users insert a row, and what they pass to notify as `executor`. */
 interface Steps {
   insert(id: string, name: string | null): Promise<unknown>;
-  notify(id: string): Promise<void>;
+  executor: PglnExecutor;
 }
 
 interface Orm {
@@ -38,21 +37,19 @@ interface Orm {
 }
 
 interface OrmCase {
-  /** Extra imports of the test application (for ORMs that live in Nest modules). */
-  metadata?: ModuleMetadata;
-  open(t: TestApp, probe: TransactionProbe): Promise<Orm>;
+  open(probe: TransactionProbe): Promise<Orm>;
 }
 
 // --- TypeORM: an EntityManager (or QueryRunner) has query(text, values): pass it as is.
 const typeorm: OrmCase = {
-  async open(t, probe) {
+  async open(probe) {
     const dataSource = await new DataSource({ type: 'postgres', url: databaseUrl(), entities: [] }).initialize();
     return {
       transaction: (body) =>
         dataSource.transaction((manager) =>
           body({
             insert: (id, name) => manager.query(probe.insertSql, [id, name]),
-            notify: (id) => t.pgln.notify(probe.channel, id, { executor: manager }),
+            executor: manager,
           }),
         ),
       close: () => dataSource.destroy(),
@@ -63,15 +60,14 @@ const typeorm: OrmCase = {
 // --- Prisma 7 (driver adapter @prisma/adapter-pg): spread the values; $executeRawUnsafe, since
 // pg_notify returns void, which $queryRawUnsafe cannot read.
 const prisma: OrmCase = {
-  async open(t, probe) {
+  async open(probe) {
     const client = new PrismaClient({ adapter: new PrismaPg({ connectionString: databaseUrl() }) });
     return {
       transaction: (body) =>
         client.$transaction((tx) =>
           body({
             insert: (id, name) => tx.$executeRawUnsafe(probe.insertSql, id, name),
-            notify: (id) =>
-              t.pgln.notify(probe.channel, id, { executor: (text, values) => tx.$executeRawUnsafe(text, ...values) }),
+            executor: (text, values) => tx.$executeRawUnsafe(text, ...values),
           }),
         ),
       close: () => client.$disconnect(),
@@ -87,7 +83,7 @@ const drizzleExecutor =
 
 // --- Drizzle (node-postgres driver).
 const drizzleOrm: OrmCase = {
-  async open(t, probe) {
+  async open(probe) {
     const pool = new pg.Pool({ connectionString: databaseUrl(), max: 2 });
     const db = drizzle({ client: pool });
     return {
@@ -95,7 +91,7 @@ const drizzleOrm: OrmCase = {
         db.transaction((tx) =>
           body({
             insert: (id, name) => tx.execute(sql`INSERT INTO ${sql.identifier(probe.table)} (id, name) VALUES (${id}, ${name})`),
-            notify: (id) => t.pgln.notify(probe.channel, id, { executor: drizzleExecutor(tx) }),
+            executor: drizzleExecutor(tx),
           }),
         ),
       close: () => pool.end(),
@@ -111,7 +107,7 @@ const kyselyExecutor =
 
 // --- Kysely (PostgresDialect over a pg.Pool).
 const kysely: OrmCase = {
-  async open(t, probe) {
+  async open(probe) {
     const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: databaseUrl(), max: 2 }) }) });
     return {
       transaction: (body) =>
@@ -120,7 +116,7 @@ const kysely: OrmCase = {
           .execute((trx) =>
             body({
               insert: (id, name) => trx.executeQuery(CompiledQuery.raw(probe.insertSql, [id, name])),
-              notify: (id) => t.pgln.notify(probe.channel, id, { executor: kyselyExecutor(trx) }),
+              executor: kyselyExecutor(trx),
             }),
           ),
       close: () => db.destroy(),
@@ -131,14 +127,14 @@ const kysely: OrmCase = {
 // --- MikroORM 7: its own execute() takes `?` placeholders and inlines arrays, so run the
 // statement on the transaction's Kysely connection instead.
 const mikroOrm: OrmCase = {
-  async open(t, probe) {
+  async open(probe) {
     const orm = await MikroORM.init({ clientUrl: databaseUrl(), entities: [], discovery: { warnWhenNoEntities: false } });
     return {
       transaction: (body) =>
         orm.em.fork().transactional((em) =>
           body({
             insert: (id, name) => em.execute(`INSERT INTO ${probe.table} (id, name) VALUES (?, ?)`, [id, name]),
-            notify: (id) => t.pgln.notify(probe.channel, id, { executor: kyselyExecutor(em.getTransactionContext()!) }),
+            executor: kyselyExecutor(em.getTransactionContext()!),
           }),
         ),
       close: () => orm.close(true),
@@ -159,10 +155,10 @@ describe.each(ORMS)('notify inside a %s transaction', (_, orm) => {
   let probe: TransactionProbe;
   let db: Orm;
   beforeAll(async () => {
-    t = await createTestApp(orm.metadata);
+    t = await createTestApp();
     probe = new TransactionProbe(admin);
     await probe.start(t);
-    db = await orm.open(t, probe);
+    db = await orm.open(probe);
   });
   afterAll(async () => {
     await db?.close();
@@ -171,17 +167,26 @@ describe.each(ORMS)('notify inside a %s transaction', (_, orm) => {
   });
 
   it('committed: delivered once, after the row is visible to the listener', async () => {
-    await db.transaction(async (tx) => {
-      await tx.insert('a', 'first');
-      await tx.notify('a');
+    await db.transaction(async ({ insert, executor }) => {
+      await insert('a', 'first');
+      await t.pgln.notify(probe.channel, 'a', { executor });
     });
     expect(await probe.settle(t)).toEqual(['a:visible']);
   });
 
+  it('notifyMany committed: all delivered, in order, after their rows are visible', async () => {
+    await db.transaction(async ({ insert, executor }) => {
+      await insert('d', 'fourth');
+      await insert('e', 'fifth');
+      await t.pgln.notifyMany([{ channel: probe.channel, payload: 'd' }, { channel: probe.channel, payload: 'e' }], { executor });
+    });
+    expect(await probe.settle(t)).toEqual(['d:visible', 'e:visible']);
+  });
+
   it('rolled back: never delivered', async () => {
-    const rollback = db.transaction(async (tx) => {
-      await tx.insert('b', 'second');
-      await tx.notify('b');
+    const rollback = db.transaction(async ({ insert, executor }) => {
+      await insert('b', 'second');
+      await t.pgln.notify(probe.channel, 'b', { executor });
       throw new Error('rolled back on purpose');
     });
     await expect(rollback).rejects.toThrow('rolled back on purpose');
@@ -189,9 +194,9 @@ describe.each(ORMS)('notify inside a %s transaction', (_, orm) => {
   });
 
   it('in a transaction that fails after the notify: never delivered', async () => {
-    const failing = db.transaction(async (tx) => {
-      await tx.notify('c');
-      await tx.insert('c', null); // violates NOT NULL
+    const failing = db.transaction(async ({ insert, executor }) => {
+      await t.pgln.notify(probe.channel, 'c', { executor });
+      await insert('c', null); // violates NOT NULL
     });
     const failure = (await failing.then(() => undefined, (error: Error) => error)) as Error | undefined;
     // Some ORMs wrap the driver's error (Drizzle: "Failed query: ..."), keeping it as the cause.
@@ -212,7 +217,7 @@ describe('notify inside an @nestjs-cls/transactional transaction (TypeORM adapte
   let probe: TransactionProbe;
 
   /** Runs one step of the app: resolves with its outcome line. */
-  async function runApp(step: 'commit' | 'rollback' | 'fail-later'): Promise<{ ok?: true; error?: string }> {
+  async function runApp(step: 'commit' | 'batch' | 'rollback' | 'fail-later'): Promise<{ ok?: true; error?: string }> {
     const env = { ...process.env, DATABASE_URL: databaseUrl(), TABLE: probe.table, CHANNEL: probe.channel };
     const { stdout } = await execFileAsync(process.execPath, [`${dir}/dist/${dir}/item-writer.app.js`, step], { env });
     return JSON.parse(stdout.trim().split('\n').at(-1)!);
@@ -233,6 +238,11 @@ describe('notify inside an @nestjs-cls/transactional transaction (TypeORM adapte
   it('committed: delivered once, after the row is visible to the listener', async () => {
     expect(await runApp('commit')).toEqual({ ok: true });
     expect(await probe.settle(t)).toEqual(['a:visible']);
+  });
+
+  it('notifyMany committed: all delivered, in order, after their rows are visible', async () => {
+    expect(await runApp('batch')).toEqual({ ok: true });
+    expect(await probe.settle(t)).toEqual(['d:visible', 'e:visible']);
   });
 
   it('rolled back: never delivered', async () => {

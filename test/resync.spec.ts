@@ -220,6 +220,57 @@ describe('PglnService.resync', () => {
     }
   });
 
+  it('waits for a listener whose first sync was running, which runs again after it', async () => {
+    const channel = unique('manual_side');
+    const t = await createTestApp();
+    try {
+      await t.pgln.listen(channel, { onNotification: () => undefined });
+      const gate = deferred();
+      const started = deferred();
+      const events: string[] = [];
+      const listening = t.pgln.listen(channel, {
+        onOutOfSync: async (event: OutOfSyncEvent) => {
+          events.push(`start:${event.reason}`);
+          if (event.reason === 'listen') {
+            started.resolve();
+            await gate.promise;
+          }
+          events.push(`end:${event.reason}`);
+        },
+      });
+      await started.promise;
+      const resync = t.pgln.resync(channel).then(() => events.push('resync() resolved'));
+      gate.resolve();
+      await Promise.all([listening, resync]);
+      expect(events).toEqual(['start:listen', 'end:listen', 'start:manual', 'end:manual', 'resync() resolved']);
+    } finally {
+      await t.app.close();
+    }
+  });
+
+  it('rejects when the channel is unlistened before its handlers completed', async () => {
+    const channel = unique('manual_cut');
+    const t = await createTestApp();
+    try {
+      const inside = deferred();
+      const gate = deferred();
+      await t.pgln.listen(channel, {
+        onOutOfSync: async (event: OutOfSyncEvent) => {
+          if (event.reason !== 'manual') return;
+          inside.resolve();
+          await gate.promise;
+        },
+      });
+      const resync = t.pgln.resync(channel);
+      await inside.promise;
+      await t.pgln.unlisten(channel);
+      gate.resolve();
+      await expect(resync).rejects.toThrow(`resync("${channel}") did not complete: the channel was unlistened or the application is shutting down.`);
+    } finally {
+      await t.app.close();
+    }
+  });
+
   it('while the connection is down, resolves once the handlers ran after the next LISTEN', async () => {
     const proxy = await TcpProxy.forUrl(databaseUrl()).start();
     const channel = unique('manual_down');

@@ -87,7 +87,9 @@ describe.each(SCHEMAS)('a channel defined with a %s schema', (_, define) => {
       expect(failure).toBeInstanceOf(PglnPayloadError);
       expect(failure?.message).toMatch(new RegExp(`^Payload for channel "${Products.name}" does not match the channel's schema: id: .+; price: .+`));
       expect(() => t.pgln.notifyQuery(Products, { id: 1, price: 0 })).toThrow(/price: /);
-      await expect(t.pgln.notifyMany([{ channel: Products, payload: { id: 'x' } }])).rejects.toThrow(PglnPayloadError);
+      // A payload the types would reject, as an untyped caller (JavaScript, JSON from a request) could send it.
+      const untyped = { id: 'x' } as unknown as ProductChange;
+      await expect(t.pgln.notifyMany([{ channel: Products, payload: untyped }])).rejects.toThrow(PglnPayloadError);
     } finally {
       await t.app.close();
     }
@@ -153,6 +155,35 @@ describe('a schema that validates asynchronously', () => {
   });
 });
 
+describe('what a schema checks on send', () => {
+  it('is the JSON that is sent, as receivers will parse it', async () => {
+    // A Date passes z.date() as a value, but it is sent as a string: every receiver would reject it.
+    const Events = defineChannel(unique('events'), { schema: z.object({ at: z.date() }) });
+    const t = await createTestApp();
+    try {
+      await expect(t.pgln.notify(Events, { at: new Date() })).rejects.toThrow(
+        new RegExp(`^Payload for channel "${Events.name}" does not match the channel's schema: at: .*date`, 'i'),
+      );
+    } finally {
+      await t.app.close();
+    }
+  });
+
+  it('in notifyMany, an asynchronous failure beside a synchronous one leaves no rejection unhandled', async () => {
+    const Orders = defineChannel(unique('orders'), { schema: z.object({ id: z.number() }).refine(async () => false, 'never valid') });
+    const t = await createTestApp();
+    try {
+      const invalid = { id: 1 };
+      // The setup file fails the test if a rejection goes unhandled.
+      await expect(t.pgln.notifyMany([{ channel: Orders, payload: invalid }, { channel: 'x'.repeat(64) }])).rejects.toBeInstanceOf(PglnChannelError);
+      expect(() => t.pgln.notifyManyQuery([{ channel: Orders, payload: invalid }, { channel: '' }])).toThrow(PglnChannelError);
+      await expect(t.pgln.notifyMany([{ channel: 'fine', payload: 'x' }, { channel: Orders, payload: invalid }])).rejects.toThrow(/never valid/);
+    } finally {
+      await t.app.close();
+    }
+  });
+});
+
 describe('defineChannel', () => {
   it('rejects a bad name or something that is not a Standard Schema', () => {
     expect(() => defineChannel('x'.repeat(64))).toThrow(PglnChannelError);
@@ -181,6 +212,17 @@ describe('defineChannel', () => {
       void pgln.notifyQuery(Products, { id: 1, price: 2 });
       // @ts-expect-error id is missing
       void pgln.notifyQuery(Products, { price: 2 });
+      const partial = { id: 1 };
+      // @ts-expect-error a variable is checked too, not taken as the payload type
+      void pgln.notify(Products, partial);
+      void pgln.notifyMany([{ channel: Products, payload: { id: 1, price: 2 } }, { channel: 'plain' }, { channel: 'plain', payload: 'text' }]);
+      // @ts-expect-error each item's payload is checked against its own channel
+      void pgln.notifyMany([{ channel: 'plain', payload: 'text' }, { channel: Products, payload: 'nonsense' }]);
+      // @ts-expect-error a definition's payloads are always JSON: no json option
+      void pgln.listen(Products, { json: false, onNotification: () => undefined });
+      // A schema pinned to an existing interface.
+      const Pinned = defineChannel<{ id: number; price: number }>(unique('pinned'), { schema: z.object({ id: z.number(), price: z.number() }) });
+      void pgln.notify(Pinned, { id: 1, price: 2 });
 
       class Handlers {
         @OnNotification(Products)

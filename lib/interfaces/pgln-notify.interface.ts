@@ -1,17 +1,14 @@
 import type { PglnChannel } from './pgln-channel.interface.js';
 
-/** One notification to send with `PglnService.notifyMany()`. */
-export type PglnOutgoingNotification =
-  | {
-      readonly channel: string;
-      /** A string is sent as is, `undefined` as the empty payload, anything else as JSON. */
-      readonly payload?: string | object;
-    }
-  | {
-      /** A channel defined with `defineChannel`: the payload is JSON, validated by its schema if it has one. */
-      readonly channel: PglnChannel<any, any>;
-      readonly payload: unknown;
-    };
+/**
+ * One notification to send with `PglnService.notifyMany()`. On a channel defined with
+ * `defineChannel`, the payload has the channel's type (sent as JSON, validated by its schema if
+ * it has one); on a plain name, a string is sent as is, `undefined` as the empty payload,
+ * anything else as JSON.
+ */
+export type PglnOutgoingNotification<TChannel extends string | PglnChannel<any, any> = string | PglnChannel<any, any>> = {
+  readonly channel: TChannel;
+} & (TChannel extends PglnChannel<any, infer TInput> ? { readonly payload: NoInfer<TInput> } : { readonly payload?: string | object });
 
 /** A notify statement, validated, to run on a connection of yours: `SELECT pg_notify($1, $2)`. */
 export interface PglnNotifyQuery {

@@ -4,7 +4,7 @@
  * a Node process of its own. (nestjs-cls is CommonJS and requires NestJS 12, which is ESM only:
  * Node 20.19+ loads that, Jest's module system on Node 20 does not.)
  *
- * Usage: DATABASE_URL=... TABLE=... CHANNEL=... node item-writer.app.js commit|rollback|fail-later
+ * Usage: DATABASE_URL=... TABLE=... CHANNEL=... node item-writer.app.js commit|batch|rollback|fail-later
  * Prints one line of JSON: {"ok":true} or {"error":"..."}.
  */
 import 'reflect-metadata';
@@ -46,6 +46,18 @@ class ItemWriter {
     then?.();
   }
 
+  /** Inserts two items and announces both in one statement. */
+  @Transactional()
+  async addBoth(first: string, second: string): Promise<void> {
+    for (const id of [first, second]) {
+      await this.txHost.tx.query(`INSERT INTO ${TABLE} (id, name) VALUES ($1, $2)`, [id, id]);
+    }
+    await this.pgln.notifyMany(
+      [first, second].map((id) => ({ channel: CHANNEL, payload: id })),
+      { executor: this.txHost.tx },
+    );
+  }
+
   /** Announces first, then fails on the insert (NOT NULL): nothing may be delivered. */
   @Transactional()
   async announceThenFail(id: string): Promise<void> {
@@ -77,6 +89,7 @@ let outcome: { ok: true } | { error: string };
 try {
   const step = process.argv[2];
   if (step === 'commit') await writer.add('a', 'first');
+  else if (step === 'batch') await writer.addBoth('d', 'e');
   else if (step === 'rollback') {
     await writer.add('b', 'second', () => {
       throw new Error('rolled back on purpose');

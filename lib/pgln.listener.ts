@@ -2,7 +2,7 @@ import type { Logger } from '@nestjs/common';
 import type { Notification } from 'pg';
 import { BehaviorSubject, type Observable } from 'rxjs';
 import { PglnClosedError, PglnConnectionError, PglnError } from './errors/index.js';
-import type { OutOfSyncReason, PglnNotification, PglnState, PglnStateChange } from './interfaces/index.js';
+import type { OutOfSyncReason, PglnNotification, PglnState, PglnStateChange, PglnStats } from './interfaces/index.js';
 import { Backoff } from './pgln.backoff.js';
 import { Channel, type ChannelContext } from './pgln.channel.js';
 import { describeError, isFatalAtStartup } from './pgln.connection-errors.js';
@@ -11,14 +11,18 @@ import {
   CHANNELS_MISSING,
   CLOSED,
   NOT_LISTENING,
+  PREVIOUS_TERMINATED,
   RESYNC_ABANDONED,
   SLOW_SYNC_HANDLERS,
   STARTUP_FATAL,
   STARTUP_UNREACHABLE,
+  TERMINATE_FAILED,
   UNLISTENED,
 } from './pgln.messages.js';
 import type { ResolvedPglnOptions } from './pgln.options.js';
-import { ListenSession } from './pgln.session.js';
+import { isServerError } from './pgln.connection.js';
+import { QueueUsage } from './pgln.queue-usage.js';
+import { ListenSession, type BackendIdentity } from './pgln.session.js';
 import { Subscription, type SubscriptionSpec } from './pgln.subscription.js';
 import { withTimeout } from './pgln.promises.js';
 import { TurnTimer } from './pgln.turn-timer.js';
@@ -27,6 +31,9 @@ const noop = () => undefined;
 
 /** A connection live for at least this long counts as stable: losing it, the first attempt is immediate. */
 const STABLE_AFTER_MS = 1_000;
+
+/** Most backends of lost sessions kept for termination (a connection that keeps failing makes one each time). */
+const MAX_REMEMBERED_BACKENDS = 32;
 
 /**
  * Owns the LISTEN session and every channel. The connection's life is a state machine whose
@@ -62,6 +69,12 @@ export class PglnListener {
   private closing?: Promise<void>;
   /** When the connection last went live, to tell a stable connection from one that keeps dropping. */
   private liveSince = 0;
+  /** Backends of lost sessions, terminated once a new one is live if they are still there. */
+  private previous: BackendIdentity[] = [];
+  /** Whether terminating them failed once (a permission error is logged once, not fatal). */
+  private terminateFailed = false;
+  private readonly queueUsage: QueueUsage;
+  private lastHealthCheck?: { at: Date; roundTripMs: number };
 
   constructor(
     private readonly options: ResolvedPglnOptions,
@@ -75,6 +88,7 @@ export class PglnListener {
         logger.warn(SLOW_SYNC_HANDLERS(handlers, elapsed, options.slowHandlerMs)),
       ),
     };
+    this.queueUsage = new QueueUsage(options.healthCheck.queueUsageWarning, logger);
     this.states = new BehaviorSubject<PglnStateChange>({
       state: 'idle',
       previous: 'idle',
@@ -91,6 +105,12 @@ export class PglnListener {
   /** The current state, then every transition; completes after `'closed'`. */
   get state$(): Observable<PglnStateChange> {
     return this.states.asObservable();
+  }
+
+  /** A snapshot of what the health check last measured. */
+  stats(): PglnStats {
+    const { state, at } = this.states.value;
+    return { state, since: at, notificationQueueUsage: this.queueUsage.last, lastHealthCheck: this.lastHealthCheck };
   }
 
   /**
@@ -248,6 +268,7 @@ export class PglnListener {
         this.transition('live', `${this.channels.size} channel(s) in sync`);
         this.firstLive?.resolve();
         this.firstLive = undefined;
+        void this.terminatePrevious(session);
       });
     });
   }
@@ -275,8 +296,11 @@ export class PglnListener {
   private async checkHealth(session: ListenSession): Promise<void> {
     if (session !== this.session) return;
     const expected = [...this.channels.keys()];
+    const started = Date.now();
     try {
-      const held = await session.listeningChannels();
+      const { channels: held, queueUsage } = await session.health();
+      this.lastHealthCheck = { at: new Date(), roundTripMs: Date.now() - started };
+      this.queueUsage.observe(queueUsage);
       // A channel unlistened meanwhile is no longer wanted.
       const missing = expected.filter((name) => !held.has(name) && this.channels.has(name));
       if (missing.length > 0) throw new Error(CHANNELS_MISSING(missing));
@@ -285,6 +309,32 @@ export class PglnListener {
       return;
     }
     if (session === this.session) this.scheduleHealthCheck(session);
+  }
+
+  /**
+   * Terminates the backends of lost sessions still on the server: after a half-open connection is
+   * replaced, its backend LISTENs on for minutes without reading, and PostgreSQL cannot truncate
+   * its notification queue past it. Only the exact backends (PID and start time) are touched.
+   */
+  private async terminatePrevious(session: ListenSession): Promise<void> {
+    const backends = this.previous.splice(0);
+    if (backends.length === 0) return;
+    try {
+      const terminated = await session.terminate(backends);
+      if (terminated.length > 0) this.logger.warn(PREVIOUS_TERMINATED(terminated));
+    } catch (error) {
+      if (isServerError(error)) {
+        if (!this.terminateFailed) this.logger.warn(TERMINATE_FAILED(describeError(error)));
+        this.terminateFailed = true;
+      } else {
+        this.remember(backends); // the session failed: the next one tries again
+      }
+    }
+  }
+
+  /** Keeps backends to terminate later, the newest ones if there are very many. */
+  private remember(backends: readonly BackendIdentity[]): void {
+    this.previous = [...this.previous, ...backends].slice(-MAX_REMEMBERED_BACKENDS);
   }
 
   private connectFailed(error: Error): void {
@@ -298,6 +348,7 @@ export class PglnListener {
     this.session = undefined;
     clearTimeout(this.healthTimer);
     session.destroy();
+    if (session.identity) this.remember([session.identity]);
     if (this.closing) return;
     for (const channel of this.channels.values()) channel.disconnected();
     if (this.state === 'syncing' || this.state === 'live') {

@@ -119,6 +119,25 @@ export const CHANNELS_MISSING = (channels: string[]) =>
 export const UNLISTENED = (channel: string) =>
   `Stopped listening on ${preview(channel)} before this listener was in sync (unlisten() was called).`;
 
+const percent = (fraction: number) => `${+(fraction * 100).toPrecision(3)}%`;
+
+export const QUEUE_USAGE_HIGH = (usage: number, threshold: number) =>
+  `PostgreSQL's notification queue is ${percent(usage)} full (healthCheck.queueUsageWarning: ${percent(threshold)}). ` +
+  'A session that LISTENs but does not read (one idle in a long transaction, or a stuck backend) keeps it from being ' +
+  'truncated; when it is full, every NOTIFY in the cluster fails. Look for it: SELECT pid, application_name, state, ' +
+  "xact_start FROM pg_stat_activity WHERE state = 'idle in transaction' ORDER BY xact_start.";
+
+export const QUEUE_USAGE_OK = (usage: number, threshold: number) =>
+  `PostgreSQL's notification queue is back below healthCheck.queueUsageWarning (${percent(usage)} < ${percent(threshold)}).`;
+
+export const PREVIOUS_TERMINATED = (pids: number[]) =>
+  `Terminated the backend(s) of earlier LISTEN connection(s) still on the server (pid ${pids.join(', ')}): ` +
+  'listening without reading, they would pin its notification queue.';
+
+export const TERMINATE_FAILED = (reason: string) =>
+  `Cannot terminate the backends of earlier LISTEN connections (${reason}); they stay until TCP gives up on them, ` +
+  'pinning the notification queue meanwhile. Grant pg_signal_backend, or use the same role, to let the module clean up.';
+
 export const NOTIFY_TIMEOUT = (what: string, timeoutMs: number) =>
   `${what} got no answer within notifyTimeoutMs (${timeoutMs} ms); it may or may not have been sent`;
 

@@ -27,7 +27,7 @@ export interface ResolvedPglnOptions {
 const DEFAULTS = {
   applicationName: 'pgln',
   reconnect: { initialDelayMs: 100, maxDelayMs: 10_000 },
-  healthCheck: { intervalMs: 10_000, timeoutMs: 5_000 },
+  healthCheck: { intervalMs: 10_000, timeoutMs: 5_000, queueUsageWarning: 0.5 },
   shutdownTimeoutMs: 10_000,
   startupTimeoutMs: 30_000,
   maxQueuedNotifications: 10_000,
@@ -140,6 +140,11 @@ export function resolveOptions(options: PglnModuleOptions | undefined): Resolved
   );
   duration('healthCheck.intervalMs', healthCheck.intervalMs);
   duration('healthCheck.timeoutMs', healthCheck.timeoutMs);
+  const { queueUsageWarning } = healthCheck;
+  check(
+    typeof queueUsageWarning === 'number' && queueUsageWarning > 0 && queueUsageWarning <= 1,
+    `healthCheck.queueUsageWarning must be a fraction > 0 and <= 1 (0.5 warns at half full), got ${describe(queueUsageWarning)}`,
+  );
   duration('startupTimeoutMs', startupTimeoutMs);
   duration('slowHandlerMs', slowHandlerMs);
   duration('notifyTimeoutMs', notifyTimeoutMs);

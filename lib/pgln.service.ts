@@ -19,6 +19,7 @@ import type {
   PglnOutgoingNotification,
   PglnState,
   PglnStateChange,
+  PglnStats,
 } from './interfaces/index.js';
 import { PglnExplorer } from './pgln.explorer.js';
 import { PglnListener } from './pgln.listener.js';
@@ -85,6 +86,14 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
    */
   get state$(): Observable<PglnStateChange> {
     return this.listener.state$;
+  }
+
+  /**
+   * A snapshot for health checks and metrics: the state and since when, and what the last health
+   * check measured (its round trip, and how full PostgreSQL's notification queue is).
+   */
+  stats(): PglnStats {
+    return this.listener.stats();
   }
 
   /**

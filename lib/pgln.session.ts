@@ -7,6 +7,20 @@ import { withTimeout } from './pgln.promises.js';
 
 const noop = () => undefined;
 
+/** Who a session's backend is: its PID, and its start time, so that a PID reused later is never taken for it. */
+export interface BackendIdentity {
+  readonly pid: number;
+  readonly started: string;
+}
+
+/** What the health check reads from the session in one round trip. */
+export interface SessionHealth {
+  /** The channels the session LISTENs on. */
+  readonly channels: ReadonlySet<string>;
+  /** `pg_notification_queue_usage()`: how full the server's notification queue is, 0 to 1. */
+  readonly queueUsage: number;
+}
+
 /** What a {@link ListenSession} tells its owner. */
 export interface ListenSessionEvents {
   /** A notification arrived (pg's own object). */
@@ -29,6 +43,8 @@ export class ListenSession {
   private readonly client: Client;
   /** The last query sent: each waits for the one before. */
   private tail: Promise<unknown> = Promise.resolve();
+  /** Its backend, once connected. */
+  identity?: BackendIdentity;
   private ended = false;
 
   constructor(
@@ -42,10 +58,18 @@ export class ListenSession {
     this.client.on('notification', events.notification);
   }
 
-  /** Opens the connection (pg's `connectionTimeoutMillis` bounds it); on failure the connection is destroyed. */
+  /**
+   * Opens the connection (pg's `connectionTimeoutMillis` bounds it) and learns who its backend
+   * is; on failure the connection is destroyed.
+   */
   async connect(): Promise<void> {
     try {
       await this.client.connect();
+      const { rows } = await this.query<BackendIdentity>(
+        'SELECT pid, backend_start::text AS started FROM pg_stat_activity WHERE pid = pg_backend_pid()',
+        'Identify',
+      );
+      this.identity = rows[0];
     } catch (error) {
       this.ended = true;
       destroyConnection(this.client);
@@ -64,10 +88,29 @@ export class ListenSession {
     await this.query(`UNLISTEN ${this.client.escapeIdentifier(name)}`, 'UNLISTEN');
   }
 
-  /** The channels the server says this session listens on. */
-  async listeningChannels(): Promise<Set<string>> {
-    const { rows } = await this.query<{ channel: string }>('SELECT pg_listening_channels() AS channel', 'Health check');
-    return new Set(rows.map((row) => row.channel));
+  /** The channels the server says this session listens on, and how full the notification queue is. */
+  async health(): Promise<SessionHealth> {
+    const { rows } = await this.query<{ channels: string[]; usage: number }>(
+      'SELECT array(SELECT pg_listening_channels()) AS channels, pg_notification_queue_usage() AS usage',
+      'Health check',
+    );
+    return { channels: new Set(rows[0]!.channels), queueUsage: rows[0]!.usage };
+  }
+
+  /**
+   * Terminates the backends of earlier sessions that are still there (a half-open connection's
+   * backend lives on until TCP gives up, LISTENing and never reading, which pins the server's
+   * notification queue). Resolves with the PIDs terminated.
+   */
+  async terminate(backends: readonly BackendIdentity[]): Promise<number[]> {
+    // In the select list, not the WHERE clause: only rows that matched are ever terminated.
+    const { rows } = await this.query<{ pid: number; terminated: boolean }>(
+      'SELECT pid, pg_terminate_backend(pid) AS terminated FROM pg_stat_activity ' +
+        'WHERE (pid, backend_start) IN (SELECT * FROM unnest($1::int[], $2::timestamptz[]))',
+      'Terminate',
+      [backends.map((backend) => backend.pid), backends.map((backend) => backend.started)],
+    );
+    return rows.filter((row) => row.terminated).map((row) => row.pid);
   }
 
   /** UNLISTENs everything and disconnects, each step bounded by `timeoutMs`; the connection is destroyed in any case. */
@@ -87,10 +130,10 @@ export class ListenSession {
     destroyConnection(this.client);
   }
 
-  private query<R extends QueryResultRow = QueryResultRow>(sql: string, what: string) {
+  private query<R extends QueryResultRow = QueryResultRow>(sql: string, what: string, values?: unknown[]) {
     const { timeoutMs } = this;
     const send = () =>
-      withTimeout(this.client.query<R>(sql), timeoutMs, () => {
+      withTimeout(this.client.query<R>(sql, values), timeoutMs, () => {
         const error = new PglnTimeoutError(NO_ANSWER(what, timeoutMs));
         this.lose(error);
         return error;

@@ -4,3 +4,4 @@ export * from './pgln-listen-handlers.interface.js';
 export * from './pgln-state.interface.js';
 export * from './pgln-channel.interface.js';
 export * from './pgln-notify.interface.js';
+export * from './pgln-stats.interface.js';

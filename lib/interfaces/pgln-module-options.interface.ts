@@ -29,6 +29,13 @@ export interface PglnHealthCheckOptions {
    * @default 5000
    */
   timeoutMs?: number;
+  /**
+   * How full PostgreSQL's notification queue (`pg_notification_queue_usage()`, read by every health
+   * check) may get, as a fraction from 0 to 1, before a warning is logged, once per crossing. At 1
+   * every NOTIFY in the cluster fails. The last reading is in `PglnService.stats()`.
+   * @default 0.5
+   */
+  queueUsageWarning?: number;
 }
 
 /** Options of `PglnModule.forRoot()` (and the value `forRootAsync()` factories return). */
@@ -76,7 +83,7 @@ export interface PglnModuleOptions {
   shutdownTimeoutMs?: number;
   /**
    * Liveness check of the LISTEN connection (besides TCP keepalive).
-   * @default { intervalMs: 10000, timeoutMs: 5000 }
+   * @default { intervalMs: 10000, timeoutMs: 5000, queueUsageWarning: 0.5 }
    */
   healthCheck?: PglnHealthCheckOptions;
   /**

@@ -20,6 +20,7 @@ interface Pair {
  * faults a network and a server can: reset every connection, blackhole them (stop forwarding but
  * keep the sockets open: a half-open connection), refuse new connections, add latency, and run a
  * statement inside a client's session behind its back (what a pooler resetting the session does).
+ * A client that gives up on a blackholed connection leaves its backend running on the server.
  * Point the module's `listener` option at `{ host: '127.0.0.1', port: proxy.port }`.
  */
 export class TcpProxy {
@@ -36,6 +37,11 @@ export class TcpProxy {
   held = 0;
   /** The SQL text of every statement clients sent through the proxy, in order. */
   readonly queries: string[] = [];
+  /**
+   * Server-side sockets of connections whose client closed while blackholed: as with a dropped
+   * flow, the server never learns, and its backend lives on until {@link stop}.
+   */
+  private readonly orphans = new Set<Socket>();
 
   constructor(
     private readonly upstreamHost: string,
@@ -58,6 +64,11 @@ export class TcpProxy {
     parsed.hostname = '127.0.0.1';
     parsed.port = String(this.port);
     return parsed.toString();
+  }
+
+  /** Server sides left open by clients that closed while blackholed (see {@link orphans}). */
+  get orphaned(): number {
+    return this.orphans.size;
   }
 
   /** Sockets open through the proxy (client and upstream sides), to check that nothing leaked. */
@@ -128,6 +139,8 @@ export class TcpProxy {
 
   async stop(): Promise<void> {
     this.resetAll();
+    for (const orphan of this.orphans) orphan.destroy();
+    this.orphans.clear();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 
@@ -141,8 +154,12 @@ export class TcpProxy {
     const pair: Pair = { client, pending: Buffer.alloc(0), idle: false, swallow: 0, sent: Buffer.alloc(0), startupSeen: false };
     this.pairs.add(pair);
     client.on('close', () => {
-      pair.upstream?.destroy();
       this.pairs.delete(pair);
+      const { upstream } = pair;
+      if (!upstream || upstream.destroyed) return;
+      // Blackholed, the close never reaches the server: its side stays open, as after a partition.
+      if (this.blackholed) this.orphans.add(upstream);
+      else upstream.destroy();
     });
     if (this.blackholed) {
       this.held += 1;

@@ -1,7 +1,7 @@
 import type { Logger } from '@nestjs/common';
 import type { Notification } from 'pg';
 import { BehaviorSubject, type Observable } from 'rxjs';
-import { PglnClosedError, PglnConnectionError, PglnError } from './errors/index.js';
+import { PglnClosedError, PglnConnectionError, PglnError, PglnTimeoutError } from './errors/index.js';
 import type { OutOfSyncReason, PglnNotification, PglnState, PglnStateChange, PglnStats } from './interfaces/index.js';
 import { Backoff } from './pgln.backoff.js';
 import { Channel, type ChannelContext } from './pgln.channel.js';
@@ -10,8 +10,11 @@ import {
   ATTEMPT_FAILED,
   CHANNELS_MISSING,
   CLOSED,
+  LISTENER_POOLED,
+  NO_ANSWER,
   NOT_LISTENING,
   PREVIOUS_TERMINATED,
+  PROBE_INCONCLUSIVE,
   RESYNC_ABANDONED,
   SLOW_SYNC_HANDLERS,
   STARTUP_FATAL,
@@ -71,6 +74,8 @@ export class PglnListener {
   private liveSince = 0;
   /** Backends of lost sessions, terminated once a new one is live if they are still there. */
   private previous: BackendIdentity[] = [];
+  /** Whether a probe proved that the LISTEN session hears other connections (see {@link checkReceives}). */
+  private receivesChecked = false;
   /** Whether terminating them failed once (a permission error is logged once, not fatal). */
   private terminateFailed = false;
   private readonly queueUsage: QueueUsage;
@@ -261,7 +266,8 @@ export class PglnListener {
       clearTimeout(this.startupTimer);
       this.transition('syncing', `listening on ${channels.length} channel(s), running out-of-sync handlers`);
       this.scheduleHealthCheck(session);
-      void Promise.all(markers.map((marker) => marker.done)).then(() => {
+      const verified = this.receivesChecked ? undefined : this.checkReceives(session);
+      void Promise.all([...markers.map((marker) => marker.done), verified]).then(() => {
         // Closing resolves pending markers too: that is no reason to go live.
         if (this.session !== session || this.closing) return;
         this.liveSince = Date.now();
@@ -271,6 +277,32 @@ export class PglnListener {
         void this.terminatePrevious(session);
       });
     });
+  }
+
+  /**
+   * Checks, once, that the LISTEN session hears notifications sent from other connections: one
+   * pointed at a pooler in transaction mode (PgBouncer's `pool_mode = transaction`) LISTENs
+   * without error and never hears anything. That fails startup with a `PglnConnectionError`
+   * saying how to fix it; a probe that cannot be sent (the pool is down, say) proves nothing and
+   * is only logged.
+   */
+  private async checkReceives(session: ListenSession): Promise<void> {
+    const { pool, healthCheck, target } = this.options;
+    const send = (channel: string, payload: string) =>
+      withTimeout(pool.query('SELECT pg_notify($1, $2)', [channel, payload]), healthCheck.timeoutMs, () =>
+        new PglnTimeoutError(NO_ANSWER('The probe notification, sent through the pool,', healthCheck.timeoutMs)),
+      );
+    let receives: boolean;
+    try {
+      receives = await session.receivesFromOthers(send);
+    } catch (error) {
+      // The session may have died meanwhile: the next one checks again.
+      if (this.session === session) this.logger.warn(PROBE_INCONCLUSIVE(describeError(error)));
+      return;
+    }
+    if (this.session !== session) return;
+    if (receives) this.receivesChecked = true;
+    else this.failStart(new PglnConnectionError(LISTENER_POOLED(target, healthCheck.timeoutMs), target));
   }
 
   /**

@@ -130,6 +130,17 @@ export const QUEUE_USAGE_HIGH = (usage: number, threshold: number) =>
 export const QUEUE_USAGE_OK = (usage: number, threshold: number) =>
   `PostgreSQL's notification queue is back below healthCheck.queueUsageWarning (${percent(usage)} < ${percent(threshold)}).`;
 
+export const LISTENER_POOLED = (target: string, timeoutMs: number) =>
+  `The LISTEN connection to ${target} does not hear notifications sent from other connections (a probe sent ` +
+  `through the pool did not arrive within ${timeoutMs} ms): it goes through a pooler in transaction or statement ` +
+  'mode (such as PgBouncer with pool_mode = transaction), which hands each transaction to any server connection, ' +
+  'so LISTEN seems to work and nothing ever arrives. Point the listener at the database itself, or at a ' +
+  "session-mode pool: listener: { connectionString: 'postgres://user@db-host:5432/db' }.";
+
+export const PROBE_INCONCLUSIVE = (reason: string) =>
+  `Could not check that the LISTEN connection hears notifications from other connections (${reason}); ` +
+  'going on. (A listener behind a transaction-mode pooler would hear nothing.)';
+
 export const PREVIOUS_TERMINATED = (pids: number[]) =>
   `Terminated the backend(s) of earlier LISTEN connection(s) still on the server (pid ${pids.join(', ')}): ` +
   'listening without reading, they would pin its notification queue.';

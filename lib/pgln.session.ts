@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { Client, ClientConfig, Notification, QueryResultRow } from 'pg';
 import { PglnTimeoutError } from './errors/index.js';
@@ -111,6 +112,31 @@ export class ListenSession {
       [backends.map((backend) => backend.pid), backends.map((backend) => backend.started)],
     );
     return rows.filter((row) => row.terminated).map((row) => row.pid);
+  }
+
+  /**
+   * Whether a notification sent from another connection reaches this session: `send(channel,
+   * payload)` sends it, on a probe channel of its own, after LISTEN. Through a pooler in
+   * transaction mode LISTEN "works" (even a notification sent on this very session arrives) but
+   * nothing sent elsewhere ever does. Resolves false when none arrived within `timeoutMs`.
+   */
+  async receivesFromOthers(send: (channel: string, payload: string) => Promise<unknown>): Promise<boolean> {
+    const channel = `pgln_probe_${randomUUID().replaceAll('-', '')}`;
+    const token = randomUUID();
+    let arrived!: () => void;
+    const received = new Promise<boolean>((resolve) => (arrived = () => resolve(true)));
+    const onNotification = (message: Notification) => {
+      if (message.channel === channel && message.payload === token) arrived();
+    };
+    this.client.on('notification', onNotification);
+    try {
+      await this.listen([channel]);
+      await send(channel, token);
+      return await withTimeout(received, this.timeoutMs, () => new Error('no probe')).catch(() => false);
+    } finally {
+      this.client.removeListener('notification', onNotification);
+      await this.unlisten(channel).catch(noop);
+    }
   }
 
   /** UNLISTENs everything and disconnects, each step bounded by `timeoutMs`; the connection is destroyed in any case. */

@@ -44,9 +44,18 @@ export class TcpProxy {
   private readonly orphans = new Set<Socket>();
 
   constructor(
-    private readonly upstreamHost: string,
-    private readonly upstreamPort: number,
+    private upstreamHost: string,
+    private upstreamPort: number,
   ) {}
+
+  /**
+   * Sends new connections to another server from now on, as a DNS name or HAProxy does after a
+   * failover; connections already open stay where they are.
+   */
+  retarget(host: string, port: number): void {
+    this.upstreamHost = host;
+    this.upstreamPort = port;
+  }
 
   /** Proxies to the host and port of a connection string. */
   static forUrl(url: string): TcpProxy {

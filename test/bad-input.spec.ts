@@ -129,6 +129,7 @@ describe('options: rejected when the module is created, every problem listed', (
     ['no connect timeout for the LISTEN connection', () => ({ connectionString: url(), listener: { connectionTimeoutMillis: 0 } }), /listener.connectionTimeoutMillis must be a number > 0 \(ms\), got 0/],
     ['a huge pg query_timeout for the LISTEN connection', () => ({ connectionString: url(), listener: { query_timeout: 2 ** 31 } }), /listener.query_timeout must be at most 2147483647 ms/],
     ['a huge idle timeout for the pool', () => ({ pool: { connectionString: url(), idleTimeoutMillis: 2 ** 32 } }), /pool.idleTimeoutMillis must be at most 2147483647 ms/],
+    ['a queue usage warning given as a percentage', () => ({ connectionString: url(), healthCheck: { queueUsageWarning: 50 } }), /healthCheck.queueUsageWarning must be a fraction > 0 and <= 1 \(0.5 warns at half full\), got 50/],
     ['an empty applicationName', () => ({ connectionString: url(), applicationName: '' }), /applicationName must be a non-empty string/],
   ];
 

@@ -1,8 +1,9 @@
 import { Injectable } from '@nestjs/common';
 import { firstValueFrom, toArray, take } from 'rxjs';
-import { OnNotification, OnOutOfSync, PglnTimeoutError, type OutOfSyncEvent } from '../lib/index.js';
+import { OnOutOfSync, PglnTimeoutError, type OutOfSyncEvent } from '../lib/index.js';
 import { buildTestApp, createTestApp, throughProxy, type TestApp } from './support/app.js';
 import { adminPool, databaseUrl, terminate, unique } from './support/database.js';
+import { recorder } from './support/recorder.js';
 import { TcpProxy } from './support/tcp-proxy.js';
 import { Inbox, StateLog, deferred, waitFor } from './support/wait.js';
 
@@ -15,23 +16,6 @@ beforeEach(async () => {
 });
 afterEach(() => proxy.stop());
 
-/** A provider that records its out-of-sync reasons and the payloads it receives on `channel`. */
-function recorder(channel: string) {
-  @Injectable()
-  class Recorder {
-    readonly reasons: string[] = [];
-    readonly received = new Inbox<string>();
-    @OnOutOfSync(channel)
-    resync(event: OutOfSyncEvent) {
-      this.reasons.push(event.reason);
-    }
-    @OnNotification(channel)
-    receive(payload: string) {
-      this.received.push(payload);
-    }
-  }
-  return Recorder;
-}
 
 /** Waits until the app is live again after a loss it has already noticed, and proves delivery works. */
 async function expectRecovered(t: TestApp, channel: string, received: Inbox<string>, payload: string) {

@@ -4,7 +4,8 @@ import { OnNotification, OnOutOfSync, PglnConnectionError, type OutOfSyncEvent }
 import { buildTestApp, createTestApp } from './support/app.js';
 import { adminPool, databaseUrl, unique } from './support/database.js';
 import { PgBouncer, pgbouncerMissing } from './support/pgbouncer.js';
-import { Inbox, waitFor } from './support/wait.js';
+import { recorder } from './support/recorder.js';
+import { waitFor } from './support/wait.js';
 
 /**
  * PgBouncer (the Debian package; .ci/run installs it), started by the tests in front of the test
@@ -24,22 +25,6 @@ function direct() {
   return { host: url.hostname, port: Number(url.port || 5432) };
 }
 
-function recorder(channel: string) {
-  @Injectable()
-  class Recorder {
-    readonly reasons: string[] = [];
-    readonly received = new Inbox<string>();
-    @OnOutOfSync(channel)
-    resync(event: OutOfSyncEvent) {
-      this.reasons.push(event.reason);
-    }
-    @OnNotification(channel)
-    receive(payload: string) {
-      this.received.push(payload);
-    }
-  }
-  return Recorder;
-}
 
 withPgBouncer('a listener pointed at PgBouncer', () => {
   it('in transaction mode fails startup at once, saying what is wrong and how to fix it', async () => {

@@ -25,7 +25,7 @@ const USER = 'postgres';
 const PASSWORD = 'pgln-embedded';
 
 /** @returns {Promise<number>} a TCP port nothing listens on right now */
-function freePort() {
+export function freePort() {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();

@@ -1,10 +1,10 @@
 import { execFile } from 'node:child_process';
 import { appendFileSync, chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { arch, platform, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { freePort } from '../../tools/embedded-postgres.js';
 
 const run = promisify(execFile);
 
@@ -12,17 +12,6 @@ const run = promisify(execFile);
 async function binaries(): Promise<{ initdb: string; pg_ctl: string }> {
   const os = platform() === 'win32' ? 'windows' : platform();
   return import(`@embedded-postgres/${os}-${arch()}`);
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /**

@@ -194,9 +194,11 @@ await until('HAProxy to route every connection to the leader', async () => {
 });
 
 // The sample app, through HAProxy, and a writer.
-const { createSchema } = await import('../sample/dist/sample/src/database/schema.js');
-const { AppModule } = await import('../sample/dist/sample/src/app.module.js');
-const { ProductCache } = await import('../sample/dist/sample/src/products/product-cache.service.js');
+// The compiled sample (`npm run drill:failover` builds it first), loaded at run time only.
+const sample = (/** @type {string} */ path) => import(new URL(`../sample/dist/sample/src/${path}`, import.meta.url).href);
+const { createSchema } = await sample('database/schema.js');
+const { AppModule } = await sample('app.module.js');
+const { ProductCache } = await sample('products/product-cache.service.js');
 await createSchema(url);
 const setup = new pg.Pool({ connectionString: url, max: 1 });
 await setup.query("INSERT INTO products (name, price_cents) SELECT 'product ' || i, 100 + i FROM generate_series(1, 47) AS i");

@@ -1,5 +1,6 @@
 import type { Logger } from '@nestjs/common';
-import type { Notification } from 'pg';
+import pg from 'pg';
+import type { ClientConfig, Notification } from 'pg';
 import { BehaviorSubject, type Observable } from 'rxjs';
 import { PglnClosedError, PglnConnectionError, PglnError, PglnTimeoutError } from './errors/index.js';
 import type { OutOfSyncReason, PglnNotification, PglnState, PglnStateChange, PglnStats } from './interfaces/index.js';
@@ -34,6 +35,18 @@ const noop = () => undefined;
 
 /** A connection live for at least this long counts as stable: losing it, the first attempt is immediate. */
 const STABLE_AFTER_MS = 1_000;
+
+/** Sends one notification on a short-lived connection of its own, closed whatever happens. */
+async function sendOnce(config: ClientConfig, channel: string, payload: string): Promise<void> {
+  const client = new pg.Client(config);
+  client.on('error', noop);
+  try {
+    await client.connect();
+    await client.query('SELECT pg_notify($1, $2)', [channel, payload]);
+  } finally {
+    client.end().catch(noop);
+  }
+}
 
 /** Most backends of lost sessions kept for termination (a connection that keeps failing makes one each time). */
 const MAX_REMEMBERED_BACKENDS = 32;
@@ -287,22 +300,29 @@ export class PglnListener {
    * is only logged.
    */
   private async checkReceives(session: ListenSession): Promise<void> {
-    const { pool, healthCheck, target } = this.options;
-    const send = (channel: string, payload: string) =>
-      withTimeout(pool.query('SELECT pg_notify($1, $2)', [channel, payload]), healthCheck.timeoutMs, () =>
-        new PglnTimeoutError(NO_ANSWER('The probe notification, sent through the pool,', healthCheck.timeoutMs)),
-      );
+    const { listener, healthCheck, target } = this.options;
     let receives: boolean;
     try {
-      receives = await session.receivesFromOthers(send);
+      // From a connection of its own with the listener's settings: the same database and server.
+      receives = await session.receivesFromOthers((channel, payload) =>
+        withTimeout(sendOnce(listener, channel, payload), healthCheck.timeoutMs, () =>
+          new PglnTimeoutError(NO_ANSWER('The probe notification', healthCheck.timeoutMs)),
+        ),
+      );
     } catch (error) {
-      // The session may have died meanwhile: the next one checks again.
-      if (this.session === session) this.logger.warn(PROBE_INCONCLUSIVE(describeError(error)));
+      // The session died meanwhile: the next one checks again. Otherwise it proves nothing: no retry.
+      if (this.session !== session) return;
+      this.receivesChecked = true;
+      this.logger.warn(PROBE_INCONCLUSIVE(describeError(error)));
       return;
     }
     if (this.session !== session) return;
-    if (receives) this.receivesChecked = true;
-    else this.failStart(new PglnConnectionError(LISTENER_POOLED(target, healthCheck.timeoutMs), target));
+    this.receivesChecked = true;
+    if (receives) return;
+    const error = new PglnConnectionError(LISTENER_POOLED(target, healthCheck.timeoutMs), target);
+    // Starting: startup fails. (After startup, a probe runs only if the first ones proved nothing.)
+    if (this.firstLive) this.failStart(error);
+    else this.logger.error(error.message);
   }
 
   /**

@@ -132,7 +132,7 @@ export const QUEUE_USAGE_OK = (usage: number, threshold: number) =>
 
 export const LISTENER_POOLED = (target: string, timeoutMs: number) =>
   `The LISTEN connection to ${target} does not hear notifications sent from other connections (a probe sent ` +
-  `through the pool did not arrive within ${timeoutMs} ms): it goes through a pooler in transaction or statement ` +
+  `from a second connection with the same settings did not arrive within ${timeoutMs} ms): it goes through a pooler in transaction or statement ` +
   'mode (such as PgBouncer with pool_mode = transaction), which hands each transaction to any server connection, ' +
   'so LISTEN seems to work and nothing ever arrives. Point the listener at the database itself, or at a ' +
   "session-mode pool: listener: { connectionString: 'postgres://user@db-host:5432/db' }.";

@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { Client, ClientConfig, Notification, QueryResultRow } from 'pg';
 import { PglnTimeoutError } from './errors/index.js';
@@ -8,10 +8,14 @@ import { withTimeout } from './pgln.promises.js';
 
 const noop = () => undefined;
 
-/** Who a session's backend is: its PID, and its start time, so that a PID reused later is never taken for it. */
+/**
+ * Who a session's backend is: its PID, and an advisory lock only this session holds (two random
+ * keys). A PID reused later, or a backend a session-mode pooler hands to another client after
+ * `DISCARD ALL` (which releases advisory locks), is never taken for it.
+ */
 export interface BackendIdentity {
   readonly pid: number;
-  readonly started: string;
+  readonly keys: readonly [number, number];
 }
 
 /** What the health check reads from the session in one round trip. */
@@ -66,11 +70,13 @@ export class ListenSession {
   async connect(): Promise<void> {
     try {
       await this.client.connect();
-      const { rows } = await this.query<BackendIdentity>(
-        'SELECT pid, backend_start::text AS started FROM pg_stat_activity WHERE pid = pg_backend_pid()',
+      const keys = [randomInt(2 ** 31), randomInt(2 ** 31)] as const;
+      const { rows } = await this.query<{ pid: number }>(
+        'SELECT pg_backend_pid() AS pid, pg_try_advisory_lock($1::int, $2::int) AS locked',
         'Identify',
+        [...keys],
       );
-      this.identity = rows[0];
+      this.identity = { pid: rows[0]!.pid, keys };
     } catch (error) {
       this.ended = true;
       destroyConnection(this.client);
@@ -104,12 +110,14 @@ export class ListenSession {
    * notification queue). Resolves with the PIDs terminated.
    */
   async terminate(backends: readonly BackendIdentity[]): Promise<number[]> {
-    // In the select list, not the WHERE clause: only rows that matched are ever terminated.
+    // In the select list, not the WHERE clause: only rows that matched are ever terminated. A
+    // backend matches while it holds the advisory lock its session took, and is never this one.
     const { rows } = await this.query<{ pid: number; terminated: boolean }>(
-      'SELECT pid, pg_terminate_backend(pid) AS terminated FROM pg_stat_activity ' +
-        'WHERE (pid, backend_start) IN (SELECT * FROM unnest($1::int[], $2::timestamptz[]))',
+      'SELECT l.pid, pg_terminate_backend(l.pid) AS terminated FROM pg_locks l ' +
+        "WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted AND l.pid <> pg_backend_pid() " +
+        'AND (l.pid, l.classid, l.objid) IN (SELECT * FROM unnest($1::int[], $2::int[]::oid[], $3::int[]::oid[]))',
       'Terminate',
-      [backends.map((backend) => backend.pid), backends.map((backend) => backend.started)],
+      [backends.map((backend) => backend.pid), backends.map((backend) => backend.keys[0]), backends.map((backend) => backend.keys[1])],
     );
     return rows.filter((row) => row.terminated).map((row) => row.pid);
   }
@@ -123,16 +131,23 @@ export class ListenSession {
   async receivesFromOthers(send: (channel: string, payload: string) => Promise<unknown>): Promise<boolean> {
     const channel = `pgln_probe_${randomUUID().replaceAll('-', '')}`;
     const token = randomUUID();
-    let arrived!: () => void;
-    const received = new Promise<boolean>((resolve) => (arrived = () => resolve(true)));
+    let arrived = false;
+    let resolve!: () => void;
+    const received = new Promise<void>((r) => (resolve = r));
     const onNotification = (message: Notification) => {
-      if (message.channel === channel && message.payload === token) arrived();
+      if (message.channel !== channel || message.payload !== token) return;
+      arrived = true;
+      resolve();
     };
     this.client.on('notification', onNotification);
     try {
       await this.listen([channel]);
       await send(channel, token);
-      return await withTimeout(received, this.timeoutMs, () => new Error('no probe')).catch(() => false);
+      await withTimeout(received, this.timeoutMs, () => new Error('no probe')).catch(noop);
+      // A stalled event loop can fire the timer before reading what arrived: one round trip settles
+      // it, since the server sends pending notifications before it answers.
+      if (!arrived) await this.query('SELECT 1', 'Probe');
+      return arrived;
     } finally {
       this.client.removeListener('notification', onNotification);
       await this.unlisten(channel).catch(noop);

@@ -5,7 +5,8 @@ import { buildTestApp, createTestApp } from './support/app.js';
 import { adminPool, databaseUrl, unique } from './support/database.js';
 import { PgBouncer, pgbouncerMissing } from './support/pgbouncer.js';
 import { recorder } from './support/recorder.js';
-import { waitFor } from './support/wait.js';
+import { TcpProxy } from './support/tcp-proxy.js';
+import { StateLog, waitFor } from './support/wait.js';
 
 /**
  * PgBouncer (the Debian package; .ci/run installs it), started by the tests in front of the test
@@ -128,6 +129,37 @@ class Writer {
   }
 }
 
+withPgBouncer('a listener behind a session-mode PgBouncer that loses its client connection', () => {
+  it('kills neither itself nor anyone else: PgBouncer hands the same backend on, its advisory lock released', async () => {
+    const bouncer = await PgBouncer.start(databaseUrl(), 'session');
+    const proxy = await new TcpProxy('127.0.0.1', bouncer.port).start();
+    const channel = unique('session_reuse');
+    const Recorder = recorder(channel);
+    try {
+      const t = await createTestApp({ providers: [Recorder] }, { listener: { host: '127.0.0.1', port: proxy.port } });
+      try {
+        const states = new StateLog(t.pgln);
+        const [before] = await bouncer.admin<{ remote_pid: string }>('SHOW SERVERS');
+        // The client side breaks; PgBouncer keeps the server connection, resets it and gives it to the next client.
+        proxy.resetAll();
+        await states.reach('live', 2);
+        const [after] = await bouncer.admin<{ remote_pid: string }>('SHOW SERVERS');
+        expect(after?.remote_pid).toBe(before?.remote_pid);
+        await t.pgln.notify(channel, 'after');
+        expect(await t.get(Recorder).received.until(1)).toEqual(['after']);
+        expect(t.get(Recorder).reasons).toEqual(['connect', 'reconnect']);
+        const lines = t.logs.messages('warn');
+        expect(lines.filter((line) => /Terminated the backend|Cannot terminate/.test(line))).toEqual([]);
+      } finally {
+        await t.app.close();
+      }
+    } finally {
+      await proxy.stop();
+      await bouncer.stop();
+    }
+  });
+});
+
 withPgBouncer('notify through a transaction-mode PgBouncer, listen direct', () => {
   it('keeps a copy equal to the table through RECONNECT, KILL, PAUSE/RESUME and a PgBouncer crash', async () => {
     const bouncer = await PgBouncer.start(databaseUrl(), 'transaction');
@@ -154,7 +186,7 @@ withPgBouncer('notify through a transaction-mode PgBouncer, listen direct', () =
       }
     }
 
-    // The module's pool goes through PgBouncer (the startup probe too); the LISTEN connection goes direct.
+    // The module's pool goes through PgBouncer; the LISTEN connection goes direct.
     const t = await createTestApp({ providers: [Copy] }, { connectionString: bouncer.url(), listener: direct() });
     const writes = new pg.Pool({ connectionString: bouncer.url(), max: 4 });
     writes.on('error', () => undefined); // idle connections PgBouncer drops

@@ -235,7 +235,7 @@ if (write) {
       '',
       `Sender alone, nobody listening: **${thousands(baseline)} commits/s** (8 connections, \`SELECT pg_notify\` each).`,
       '',
-      `| instances | processes | p50 (ms) | p99 (ms) | max (ms) | missed | sender's max commits/s with them listening | server CPU at ${RATE}/s (% of a core) |`,
+      `| instances | processes | p50 (ms) | p99 (ms) | max (ms) | missed | sender's max commits/s with them listening (load on a channel none of them listens on) | server CPU at ${RATE}/s (% of a core) |`,
       '| --- | --- | --- | --- | --- | --- | --- | --- |',
       ...rows,
       '',

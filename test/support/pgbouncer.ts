@@ -1,4 +1,4 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -15,9 +15,11 @@ function binary(): string | undefined {
 
 /** Why suites that need PgBouncer cannot run here, or undefined when they can. */
 export function pgbouncerMissing(): string | undefined {
-  return binary()
-    ? undefined
-    : `no pgbouncer binary (looked at $PGBOUNCER and ${CANDIDATES.join(', ')}); install it, e.g. apt-get install -y pgbouncer`;
+  if (!binary()) return `no pgbouncer binary (looked at $PGBOUNCER and ${CANDIDATES.join(', ')}); install it, e.g. apt-get install -y pgbouncer`;
+  if (userInfo().uid === 0 && spawnSync('id', ['-u', 'postgres']).status !== 0) {
+    return 'running as root, PgBouncer needs a "postgres" user to run as, and there is none';
+  }
+  return undefined;
 }
 
 /** A real PgBouncer in front of the test server, started by the test itself. */

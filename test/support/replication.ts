@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
 import { appendFileSync, chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { arch, platform, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -35,6 +35,7 @@ export class LocalServer {
   static async primary(): Promise<LocalServer> {
     const server = new LocalServer(mkdtempSync(join(tmpdir(), 'pgln-primary-')), await freePort(), await binaries(), await runAs());
     server.own(server.dir);
+    server.stopOnExit();
     await server.exec(server.bin.initdb, ['-D', join(server.dir, 'data'), '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync']);
     await server.start();
     return server;
@@ -48,6 +49,7 @@ export class LocalServer {
   async standby(): Promise<LocalServer> {
     const copy = new LocalServer(mkdtempSync(join(tmpdir(), 'pgln-standby-')), await freePort(), this.bin, this.user);
     copy.own(copy.dir);
+    copy.stopOnExit();
     await this.exec(this.bin.pg_ctl, ['-D', this.data, '-m', 'fast', '-w', 'stop']);
     await this.exec('cp', ['-a', this.data, copy.data]);
     rmSync(join(copy.data, 'postmaster.pid'), { force: true });
@@ -90,6 +92,14 @@ export class LocalServer {
   async destroy(): Promise<void> {
     await this.exec(this.bin.pg_ctl, ['-D', this.data, '-m', 'immediate', '-w', 'stop']).catch(() => undefined);
     rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  /** Whatever happens to the test (a timeout abandons it before its finally), the server goes with the worker. */
+  private stopOnExit(): void {
+    process.once('exit', () => {
+      spawnSync(this.bin.pg_ctl, ['-D', this.data, '-m', 'immediate', 'stop'], { ...this.user, stdio: 'ignore' });
+      rmSync(this.dir, { recursive: true, force: true });
+    });
   }
 
   private get data(): string {

@@ -166,9 +166,13 @@ export class TcpProxy {
       this.pairs.delete(pair);
       const { upstream } = pair;
       if (!upstream || upstream.destroyed) return;
-      // Blackholed, the close never reaches the server: its side stays open, as after a partition.
-      if (this.blackholed) this.orphans.add(upstream);
-      else upstream.destroy();
+      // Blackholed, the close never reaches the server: its side stays open and unread, as after a
+      // partition (a backend writing to it blocks once the socket buffers are full).
+      if (this.blackholed) {
+        upstream.pause();
+        this.orphans.add(upstream);
+        upstream.once('close', () => this.orphans.delete(upstream));
+      } else upstream.destroy();
     });
     if (this.blackholed) {
       this.held += 1;

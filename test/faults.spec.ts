@@ -4,17 +4,14 @@ import { OnOutOfSync, PglnTimeoutError, type OutOfSyncEvent } from '../lib/index
 import { buildTestApp, createTestApp, throughProxy, type TestApp } from './support/app.js';
 import { adminPool, databaseUrl, terminate, unique } from './support/database.js';
 import { recorder } from './support/recorder.js';
-import { TcpProxy } from './support/tcp-proxy.js';
+import { TcpProxy, proxyForEachTest } from './support/tcp-proxy.js';
 import { Inbox, StateLog, deferred, waitFor } from './support/wait.js';
 
 const admin = adminPool();
 afterAll(() => admin.end());
 
 let proxy: TcpProxy;
-beforeEach(async () => {
-  proxy = await TcpProxy.forUrl(databaseUrl()).start();
-});
-afterEach(() => proxy.stop());
+proxyForEachTest((started) => (proxy = started));
 
 
 /** Waits until the app is live again after a loss it has already noticed, and proves delivery works. */

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { PglnTimeoutError, type PglnModuleOptions } from '../lib/index.js';
 import { createTestApp, type TestApp } from './support/app.js';
 import { adminPool, databaseUrl, unique } from './support/database.js';
-import { TcpProxy } from './support/tcp-proxy.js';
+import { TcpProxy, proxyForEachTest } from './support/tcp-proxy.js';
 import { Inbox, waitFor } from './support/wait.js';
 
 /**
@@ -15,10 +15,7 @@ const admin = adminPool();
 afterAll(() => admin.end());
 
 let proxy: TcpProxy;
-beforeEach(async () => {
-  proxy = await TcpProxy.forUrl(databaseUrl()).start();
-});
-afterEach(() => proxy.stop());
+proxyForEachTest((started) => (proxy = started));
 
 /** Listener settings that bypass the proxy (host and port of the test server). */
 function directListener(): PglnModuleOptions['listener'] {

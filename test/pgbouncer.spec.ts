@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import pg from 'pg';
 import { OnNotification, OnOutOfSync, PglnConnectionError, type OutOfSyncEvent } from '../lib/index.js';
-import { buildTestApp, createTestApp } from './support/app.js';
+import { buildTestApp, createTestApp, initFailure } from './support/app.js';
 import { adminPool, databaseUrl, unique } from './support/database.js';
 import { PgBouncer, pgbouncerMissing } from './support/pgbouncer.js';
 import { recorder } from './support/recorder.js';
@@ -35,11 +35,7 @@ withPgBouncer('a listener pointed at PgBouncer', () => {
         { providers: [recorder(unique('pooled'))] },
         { listener: { host: '127.0.0.1', port: bouncer.port }, healthCheck: { timeoutMs: 1000 } },
       );
-      const failure = await built.app.init().then(
-        () => undefined,
-        (error: unknown) => error,
-      );
-      await built.app.close();
+      const failure = await initFailure(built);
       expect(failure).toBeInstanceOf(PglnConnectionError);
       expect((failure as Error).message).toMatch(
         new RegExp(

@@ -5,7 +5,7 @@ import { QueueUsage } from '../lib/pgln.queue-usage.js';
 import { createTestApp, throughProxy, type TestApp } from './support/app.js';
 import { adminPool, backends, databaseUrl, unique } from './support/database.js';
 import { CapturingLogger } from './support/logs.js';
-import { TcpProxy } from './support/tcp-proxy.js';
+import { TcpProxy, proxyForEachTest } from './support/tcp-proxy.js';
 import { StateLog, waitFor } from './support/wait.js';
 
 /**
@@ -18,10 +18,7 @@ const admin = adminPool();
 afterAll(() => admin.end());
 
 let proxy: TcpProxy;
-beforeEach(async () => {
-  proxy = await TcpProxy.forUrl(databaseUrl()).start();
-});
-afterEach(() => proxy.stop());
+proxyForEachTest((started) => (proxy = started));
 
 function listening(channel: string) {
   @Injectable()

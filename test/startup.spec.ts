@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { OnOutOfSync, PglnConnectionError, PglnOptionsError, PglnService } from '../lib/index.js';
 import { resolveOptions } from '../lib/pgln.options.js';
-import { buildTestApp, createTestApp, throughProxy } from './support/app.js';
+import { buildTestApp, createTestApp, initFailure, throughProxy } from './support/app.js';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../tools/embedded-postgres.js';
 import { adminPool, databaseUrl, terminate, unique } from './support/database.js';
@@ -34,11 +34,7 @@ describe('at startup, errors that retrying cannot fix fail app.init() at once', 
     ['unknown database', () => urlWith({ database: unique('nodb') }), /database ".*" does not exist/],
   ])('%s', async (_, url, reason) => {
     const built = await buildTestApp({ providers: [Listening] }, { connectionString: url() });
-    const failure = await built.app.init().then(
-      () => undefined,
-      (error: unknown) => error,
-    );
-    await built.app.close();
+    const failure = await initFailure(built);
     expect(failure).toBeInstanceOf(PglnConnectionError);
     const message = (failure as Error).message;
     expect(message).toMatch(reason);
@@ -58,11 +54,7 @@ describe('at startup, errors that retrying cannot fix fail app.init() at once', 
       }
     }
     const built = await buildTestApp({ providers: [EarlyListener] }, { connectionString: urlWith({ database: unique('nodb') }) });
-    const failure = await built.app.init().then(
-      () => undefined,
-      (error: unknown) => error,
-    );
-    await built.app.close();
+    const failure = await initFailure(built);
     expect(failure).toBeInstanceOf(PglnConnectionError);
     expect((failure as Error).message).toMatch(/database ".*" does not exist/);
   });
@@ -99,11 +91,7 @@ describe('at startup, an unreachable server is retried until startupTimeoutMs', 
     proxy.refuse(true);
     try {
       const built = await buildTestApp({ providers: [Listening] }, { ...throughProxy(proxy), startupTimeoutMs: 300 });
-      const failure = await built.app.init().then(
-        () => undefined,
-        (error: unknown) => error,
-      );
-      await built.app.close();
+      const failure = await initFailure(built);
       expect(failure).toBeInstanceOf(PglnConnectionError);
       expect((failure as Error).message).toMatch(
         new RegExp(`^Cannot reach PostgreSQL at .*127\\.0\\.0\\.1:${proxy.port}/.* within startupTimeoutMs \\(300 ms\\); last error: Connection terminated unexpectedly`),

@@ -61,6 +61,16 @@ export async function createTestApp(
   return built;
 }
 
+/** `app.init()`, then `app.close()`: resolves with the error init failed with, or undefined if it succeeded. */
+export async function initFailure(built: TestApp): Promise<unknown> {
+  const failure = await built.app.init().then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+  await built.app.close();
+  return failure;
+}
+
 /** Options that route the LISTEN connection through `proxy`. */
 export function throughProxy(proxy: TcpProxy): Partial<PglnModuleOptions> {
   return { listener: { host: '127.0.0.1', port: proxy.port } };

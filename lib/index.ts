@@ -7,6 +7,8 @@ export {
   type PglnOptionsFactory,
 } from './pgln.module-definition.js';
 export { PglnService } from './pgln.service.js';
+export { getPglnToken } from './pgln.tokens.js';
+export { DEFAULT_CONNECTION } from './pgln.constants.js';
 export { defineChannel } from './pgln.define-channel.js';
 export * from './decorators/index.js';
 export * from './interfaces/index.js';

@@ -1,7 +1,8 @@
 import type { Logger } from '@nestjs/common';
 import { PglnHandlerError, PglnOverflowError, PglnPayloadError } from './errors/index.js';
-import type { OutOfSyncReason, PglnNotification } from './interfaces/index.js';
+import type { OutOfSyncReason, PglnChannelStats, PglnNotification } from './interfaces/index.js';
 import type { Backoff } from './pgln.backoff.js';
+import { Counts } from './pgln.counts.js';
 import {
   HANDLER_FAILED,
   OVERFLOW_DROPPED,
@@ -12,6 +13,7 @@ import {
 } from './pgln.messages.js';
 import { isPromiseLike } from './pgln.promises.js';
 import { validatePayload } from './pgln.schema.js';
+import type { Telemetry } from './pgln.telemetry.js';
 import type { TurnTimer } from './pgln.turn-timer.js';
 import type { Subscription } from './pgln.subscription.js';
 
@@ -58,6 +60,9 @@ export class SyncMarker {
 
 type Item = PglnNotification | SyncMarker;
 
+/** What {@link Channel.callValidated} resolves with when the payload failed the schema: the handler was not called. */
+const REJECTED = Symbol('rejected');
+
 /** A handler in progress, for slow-handler warnings. */
 interface Run {
   name?: string;
@@ -72,6 +77,8 @@ export interface ChannelContext {
   readonly maxQueuedNotifications: number;
   /** Reports synchronous handlers that block the event loop (see {@link TurnTimer}). */
   readonly turns: TurnTimer;
+  /** Spans and duration histograms, once loaded and only when an OpenTelemetry SDK is there. */
+  telemetry?: Telemetry;
 }
 
 /**
@@ -82,6 +89,10 @@ export interface ChannelContext {
 export class Channel {
   /** Replaced, never mutated, so a delivery in progress keeps a stable list. */
   subscriptions: readonly Subscription[] = [];
+  /** What happened on this channel since it was created (see `PglnService.stats()`). */
+  readonly counts = new Counts();
+  /** The last out-of-sync handler run that completed. */
+  lastResync?: PglnChannelStats['lastResync'];
   /** Whether LISTEN ran for this channel on the latest connection (see {@link SyncMarker.listened}). */
   listened: Promise<boolean> = Promise.resolve(false);
   /** While there is no connection: resolves with the next connection's {@link listened}. */
@@ -128,9 +139,17 @@ export class Channel {
     this.subscriptions = this.subscriptions.filter((s) => s !== subscription);
   }
 
+  /** Notifications waiting: in the queue, and held for subscriptions whose first sync runs. */
+  get depth(): number {
+    let depth = this.queued;
+    for (const subscription of this.subscriptions) depth += subscription.held?.length ?? 0;
+    return depth;
+  }
+
   /** Queues a notification: delivered after everything queued before it, including resyncs. */
   push(notification: PglnNotification): void {
     if (this.closed) return;
+    this.counts.received++;
     if (!this.busy) {
       // Idle means the queue is empty: deliver at once, the common case when handlers keep up.
       this.busy = true;
@@ -243,6 +262,7 @@ export class Channel {
    */
   private overflow(): void {
     const dropped = this.queued;
+    this.counts.dropped += dropped;
     this.queue = this.queue.slice(this.head).filter((item) => item instanceof SyncMarker);
     this.head = 0;
     this.queued = 0;
@@ -386,24 +406,31 @@ export class Channel {
       return undefined;
     }
     try {
-      const result = handler(payload, notification);
-      return isPromiseLike(result) ? result : undefined;
+      const { telemetry } = this.context;
+      const result = telemetry
+        ? telemetry.notification(this.name, subscription.spec, payload, notification)
+        : handler(payload, notification);
+      if (isPromiseLike(result)) return result;
+      this.counts.delivered++;
     } catch (error) {
       this.fail(subscription, error);
-      return undefined;
     }
+    return undefined;
   }
 
-  /** {@link call} for a schema that validates asynchronously. */
-  private async callValidated(subscription: Subscription, notification: PglnNotification, validated: PromiseLike<unknown>): Promise<void> {
+  /** {@link call} for a schema that validates asynchronously; resolves with {@link REJECTED} when the payload failed it. */
+  private async callValidated(subscription: Subscription, notification: PglnNotification, validated: PromiseLike<unknown>): Promise<unknown> {
     let payload: unknown;
     try {
       payload = await validated;
     } catch (error) {
       this.rejectPayload(subscription, error as PglnPayloadError);
-      return;
+      return REJECTED;
     }
-    await subscription.spec.onNotification!(payload, notification);
+    const { telemetry } = this.context;
+    return telemetry
+      ? telemetry.notification(this.name, subscription.spec, payload, notification)
+      : subscription.spec.onNotification!(payload, notification);
   }
 
   /** Waits for an async handler, then delivers the notification to the handlers after it. */
@@ -423,7 +450,7 @@ export class Channel {
   private async settleHandler(result: PromiseLike<unknown>, subscription: Subscription, run: Run): Promise<void> {
     this.started(run, subscription);
     try {
-      await result;
+      if ((await result) !== REJECTED) this.counts.delivered++;
     } catch (error) {
       this.fail(subscription, error);
     } finally {
@@ -509,6 +536,7 @@ export class Channel {
     if (held.length <= this.context.maxQueuedNotifications) return;
     const dropped = held.length;
     held.length = 0;
+    this.counts.dropped += dropped;
     if (subscription.spec.onOutOfSync) {
       this.context.logger.warn(OVERFLOW_RESYNC(this.name, dropped, this.context.maxQueuedNotifications));
       subscription.again = merge(subscription.again, 'overflow');
@@ -534,7 +562,11 @@ export class Channel {
       if (!subscription.active || this.closed) return false;
       this.started(run, subscription);
       try {
-        await handler({ channel: this.name, reason });
+        const event = { channel: this.name, reason };
+        const { telemetry } = this.context;
+        await (telemetry ? telemetry.outOfSync(subscription.spec, event) : handler(event));
+        this.counts.resyncs[reason]++;
+        this.lastResync = { handler: subscription.spec.name, reason, at: new Date(), durationMs: Date.now() - run.since };
         return subscription.active && !this.closed;
       } catch (error) {
         this.fail(subscription, error, 'out-of-sync handler; notifications stay held and it is retried');
@@ -563,6 +595,7 @@ export class Channel {
 
   /** Logs a handler failure with its stack and tells the subscription's onError, if any. */
   private fail(subscription: Subscription, cause: unknown, what?: string): void {
+    this.counts.handlerFailures++;
     const message = HANDLER_FAILED(subscription.spec.name, this.name) + (what ? ` (${what})` : '');
     const error = new PglnHandlerError(message, this.name, subscription.spec.name, { cause });
     const detail = cause instanceof Error ? (cause.stack ?? cause.message) : String(cause);
@@ -572,6 +605,7 @@ export class Channel {
 
   /** A payload that is not JSON, or fails the channel's schema: logged (naming the handler), reported, skipped. */
   private rejectPayload(subscription: Subscription, error: PglnPayloadError): void {
+    this.counts.invalidPayloads++;
     this.context.logger.error(`${error.message} (skipped for ${subscription.spec.name})`);
     this.report(subscription, error);
   }

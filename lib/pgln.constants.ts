@@ -9,3 +9,9 @@ export const MAX_CHANNEL_BYTES = 63;
 
 /** pg_notify rejects payloads of 8000 bytes or more (in the server encoding). */
 export const MAX_PAYLOAD_BYTES = 7999;
+
+/** The name of the instance `PglnModule.forRoot()` creates when given no `name`. */
+export const DEFAULT_CONNECTION = 'default';
+
+/** Provider token of an instance's name, one per `PglnModule.forRoot()`. */
+export const PGLN_CONNECTION_NAME = Symbol('PGLN_CONNECTION_NAME');

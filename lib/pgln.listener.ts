@@ -3,10 +3,11 @@ import pg from 'pg';
 import type { ClientConfig, Notification } from 'pg';
 import { BehaviorSubject, type Observable } from 'rxjs';
 import { PglnClosedError, PglnConnectionError, PglnError, PglnTimeoutError } from './errors/index.js';
-import type { OutOfSyncReason, PglnNotification, PglnState, PglnStateChange, PglnStats } from './interfaces/index.js';
+import type { OutOfSyncReason, PglnChannelStats, PglnNotification, PglnState, PglnStateChange, PglnStats } from './interfaces/index.js';
 import { Backoff } from './pgln.backoff.js';
 import { Channel, type ChannelContext } from './pgln.channel.js';
 import { describeError, isFatalAtStartup } from './pgln.connection-errors.js';
+import { Counts } from './pgln.counts.js';
 import {
   ATTEMPT_FAILED,
   CHANNELS_MISSING,
@@ -29,6 +30,7 @@ import { QueueUsage } from './pgln.queue-usage.js';
 import { ListenSession, type BackendIdentity } from './pgln.session.js';
 import { Subscription, type SubscriptionSpec } from './pgln.subscription.js';
 import { withTimeout } from './pgln.promises.js';
+import type { Telemetry } from './pgln.telemetry.js';
 import { TurnTimer } from './pgln.turn-timer.js';
 
 const noop = () => undefined;
@@ -93,8 +95,13 @@ export class PglnListener {
   private terminateFailed = false;
   private readonly queueUsage: QueueUsage;
   private lastHealthCheck?: { at: Date; roundTripMs: number };
+  /** Counts of channels no longer listened on, so that totals never go down. */
+  private readonly retired = new Counts();
+  private reconnects = 0;
 
   constructor(
+    /** The instance's name, for stats. */
+    private readonly name: string,
     private readonly options: ResolvedPglnOptions,
     private readonly logger: Logger,
   ) {
@@ -125,10 +132,40 @@ export class PglnListener {
     return this.states.asObservable();
   }
 
-  /** A snapshot of what the health check last measured. */
+  /** Spans and duration histograms for every channel's handlers, from now on. */
+  set telemetry(telemetry: Telemetry | undefined) {
+    this.context.telemetry = telemetry;
+  }
+
+  /** A snapshot: the state, counts in total and per channel, and what the health check last measured. */
   stats(): PglnStats {
     const { state, at } = this.states.value;
-    return { state, since: at, notificationQueueUsage: this.queueUsage.last, lastHealthCheck: this.lastHealthCheck };
+    const totals = new Counts();
+    totals.add(this.retired);
+    const channels: Record<string, PglnChannelStats> = {};
+    let queued = 0;
+    for (const channel of this.channels.values()) {
+      totals.add(channel.counts);
+      const depth = channel.depth;
+      queued += depth;
+      channels[channel.name] = {
+        ...channel.counts.snapshot(),
+        subscriptions: channel.subscriptions.length,
+        queued: depth,
+        lastResync: channel.lastResync,
+      };
+    }
+    return {
+      name: this.name,
+      state,
+      since: at,
+      ...totals.snapshot(),
+      reconnects: this.reconnects,
+      queued,
+      notificationQueueUsage: this.queueUsage.last,
+      lastHealthCheck: this.lastHealthCheck,
+      channels,
+    };
   }
 
   /**
@@ -241,6 +278,7 @@ export class PglnListener {
 
   private async drop(channel: Channel): Promise<void> {
     this.channels.delete(channel.name);
+    this.retired.add(channel.counts);
     void channel.close();
     // Failing is the session's own business: one that does not answer in time is replaced.
     await this.session?.unlisten(channel.name).catch(noop);
@@ -275,6 +313,7 @@ export class PglnListener {
     const markers = channels.map((channel) => channel.sync(reason, listened));
     void listened.then((ok) => {
       if (!ok || this.session !== session || this.closing) return;
+      if (this.listenedBefore) this.reconnects++;
       this.listenedBefore = true;
       clearTimeout(this.startupTimer);
       this.transition('syncing', `listening on ${channels.length} channel(s), running out-of-sync handlers`);
@@ -303,9 +342,11 @@ export class PglnListener {
     const { listener, healthCheck, target } = this.options;
     let receives: boolean;
     try {
-      // From a connection of its own with the listener's settings: the same database and server.
+      // From a connection of its own with the listener's settings: the same database and server
+      // (named apart, so that pg_stat_activity never shows two listeners).
+      const probe = { ...listener, application_name: `${listener.application_name}-probe` };
       receives = await session.receivesFromOthers((channel, payload) =>
-        withTimeout(sendOnce(listener, channel, payload), healthCheck.timeoutMs, () =>
+        withTimeout(sendOnce(probe, channel, payload), healthCheck.timeoutMs, () =>
           new PglnTimeoutError(NO_ANSWER('The probe notification', healthCheck.timeoutMs)),
         ),
       );
@@ -495,6 +536,7 @@ export class PglnListener {
       for (const subscription of channel.subscriptions) subscription.deactivate(error);
     }
     await this.waitForHandlers(channels.map((channel) => channel.close()));
+    for (const channel of channels) this.retired.add(channel.counts);
     const { session, connecting } = this;
     this.session = undefined;
     connecting?.destroy();

@@ -68,6 +68,17 @@ export const CLOSED = (what: string) => `Cannot ${what}: the Pgln listener has b
 export const HANDLER_FAILED = (handler: string, channel: string) =>
   `${handler} failed on channel ${preview(channel)}`;
 
+export const CONNECTION_NAME_INVALID = (given: string) =>
+  `PglnModule: name must be a non-empty string naming the instance (e.g. 'audit'), got ${given}`;
+
+export const HANDLER_CONNECTION_INVALID = (channel: string, given: string) =>
+  `Handler of ${JSON.stringify(channel)}: connection must be the non-empty name given to PglnModule.forRoot({ name }), got ${given}`;
+
+export const UNKNOWN_CONNECTION = (handler: string, decorator: string, connection: string, known: readonly string[]) =>
+  `${handler} is decorated with ${decorator} for connection ${JSON.stringify(connection)}, but no ` +
+  `PglnModule.forRoot({ name: ${JSON.stringify(connection)} }) is imported (instances: ${known.map((name) => JSON.stringify(name)).join(', ')}). ` +
+  'Import that instance, or fix the decorator\'s { connection } option.';
+
 export const REQUEST_SCOPED_HANDLER = (handler: string, decorator: string) =>
   `${handler} is decorated with ${decorator} but its provider is request-scoped or transient; ` +
   'it is NOT registered. Move the handler to a singleton (default-scoped) provider.';

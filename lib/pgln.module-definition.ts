@@ -1,5 +1,6 @@
 import { ConfigurableModuleBuilder } from '@nestjs/common';
 import type { PglnModuleOptions } from './interfaces/index.js';
+import { DEFAULT_CONNECTION } from './pgln.constants.js';
 
 /** Extra `forRoot` / `forRootAsync` settings that shape the module rather than the listener. */
 export interface PglnModuleExtras {
@@ -8,6 +9,14 @@ export interface PglnModuleExtras {
    * @default true
    */
   isGlobal: boolean;
+  /**
+   * The instance's name, for an application with several databases: each `forRoot({ name })` is
+   * an instance of its own (LISTEN connection, pool, state, shutdown), injected with
+   * `@InjectPgln(name)`; decorators pick it with `{ connection: name }`. Like TypeORM's named
+   * connections.
+   * @default 'default'
+   */
+  name?: string;
 }
 
 export const {
@@ -18,7 +27,7 @@ export const {
 } = new ConfigurableModuleBuilder<PglnModuleOptions>({ moduleName: 'Pgln' })
   .setClassMethodName('forRoot')
   .setFactoryMethodName('createPglnOptions')
-  .setExtras<PglnModuleExtras>({ isGlobal: true }, (definition, extras) => ({ ...definition, global: extras.isGlobal }))
+  .setExtras<PglnModuleExtras>({ isGlobal: true, name: DEFAULT_CONNECTION }, (definition, extras) => ({ ...definition, global: extras.isGlobal }))
   .build();
 
 /** A class for `PglnModule.forRootAsync({ useClass })` / `useExisting`: it provides the module options. */

@@ -1,8 +1,9 @@
 import pg from 'pg';
 import type { ClientConfig, Pool, PoolConfig } from 'pg';
 import { parseIntoClientConfig } from 'pg-connection-string';
-import type { PglnBackoffOptions, PglnHealthCheckOptions, PglnModuleOptions } from './interfaces/index.js';
+import type { PglnBackoffOptions, PglnHealthCheckOptions, PglnModuleOptions, PglnTelemetryOptions } from './interfaces/index.js';
 import { PglnOptionsError } from './errors/index.js';
+import { DEFAULT_CONNECTION } from './pgln.constants.js';
 import { OPTIONS_INVALID } from './pgln.messages.js';
 
 /** Module options checked and completed with defaults. */
@@ -22,6 +23,7 @@ export interface ResolvedPglnOptions {
   readonly notifyTimeoutMs: number;
   /** Where the listener connects, for logs: `user@host:port/database`, never a password. */
   readonly target: string;
+  readonly telemetry: Required<PglnTelemetryOptions>;
 }
 
 const DEFAULTS = {
@@ -33,6 +35,7 @@ const DEFAULTS = {
   maxQueuedNotifications: 10_000,
   slowHandlerMs: 5_000,
   notifyTimeoutMs: 10_000,
+  telemetry: { traces: true, metrics: true },
   /** TCP keepalive of the LISTEN connection: first probe after this much idle time. */
   keepAliveInitialDelayMs: 10_000,
   /** For the pool the module creates: how long `notify` may wait for a connection. */
@@ -82,11 +85,12 @@ function describeTarget(config: ClientConfig): string {
  * Checks module options, reports every problem at once in a {@link PglnOptionsError}, and fills in
  * the defaults. Creates the pool when the options give a connection string or a `PoolConfig`.
  */
-export function resolveOptions(options: PglnModuleOptions | undefined): ResolvedPglnOptions {
+export function resolveOptions(options: PglnModuleOptions | undefined, name: string = DEFAULT_CONNECTION): ResolvedPglnOptions {
   if (!options || typeof options !== 'object') {
     throw new PglnOptionsError(OPTIONS_INVALID(['options must be an object, e.g. { connectionString }']));
   }
-  const { connectionString, pool, listener = {}, applicationName = DEFAULTS.applicationName } = options;
+  const defaultName = name === DEFAULT_CONNECTION ? DEFAULTS.applicationName : `${DEFAULTS.applicationName}-${name}`;
+  const { connectionString, pool, listener = {}, applicationName = defaultName } = options;
   const backoff = { ...DEFAULTS.reconnect, ...options.reconnect };
   const healthCheck = { ...DEFAULTS.healthCheck, ...options.healthCheck };
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs;
@@ -94,6 +98,7 @@ export function resolveOptions(options: PglnModuleOptions | undefined): Resolved
   const maxQueuedNotifications = options.maxQueuedNotifications ?? DEFAULTS.maxQueuedNotifications;
   const slowHandlerMs = options.slowHandlerMs ?? DEFAULTS.slowHandlerMs;
   const notifyTimeoutMs = options.notifyTimeoutMs ?? DEFAULTS.notifyTimeoutMs;
+  const telemetry = { ...DEFAULTS.telemetry, ...options.telemetry };
 
   const problems: string[] = [];
   const check = (ok: boolean, problem: string) => void (ok || problems.push(problem));
@@ -153,6 +158,13 @@ export function resolveOptions(options: PglnModuleOptions | undefined): Resolved
     `maxQueuedNotifications must be a whole number > 0, got ${describe(maxQueuedNotifications)}`,
   );
   duration('shutdownTimeoutMs', shutdownTimeoutMs, 0);
+  check(
+    options.telemetry === undefined || (options.telemetry !== null && typeof options.telemetry === 'object'),
+    `telemetry must be an object such as { traces: false }, got ${describe(options.telemetry)}`,
+  );
+  for (const signal of ['traces', 'metrics'] as const) {
+    check(typeof telemetry[signal] === 'boolean', `telemetry.${signal} must be true or false, got ${describe(telemetry[signal])}`);
+  }
   // pg's own timers, in the settings the module passes on: 0 turns them off, except the LISTEN
   // connection's connect timeout, which bounds a reconnect to a half-open server.
   const pgTimers: [string, unknown, string[]][] = [
@@ -202,5 +214,6 @@ export function resolveOptions(options: PglnModuleOptions | undefined): Resolved
     slowHandlerMs,
     notifyTimeoutMs,
     target: describeTarget(listenerConfig),
+    telemetry,
   };
 }

@@ -5,6 +5,7 @@ import {
   type OnApplicationBootstrap,
   type OnApplicationShutdown,
   type OnModuleDestroy,
+  type OnModuleInit,
 } from '@nestjs/common';
 import type { Pool, PoolClient } from 'pg';
 import type { Observable } from 'rxjs';
@@ -21,8 +22,10 @@ import type {
   PglnStateChange,
   PglnStats,
 } from './interfaces/index.js';
+import { DEFAULT_CONNECTION, PGLN_CONNECTION_NAME } from './pgln.constants.js';
 import { PglnExplorer } from './pgln.explorer.js';
 import { PglnListener } from './pgln.listener.js';
+import { loadTelemetry } from './pgln.telemetry.js';
 import { destroyConnection, isServerError } from './pgln.connection.js';
 import { channelName, isChannelDefinition } from './pgln.define-channel.js';
 import {
@@ -56,8 +59,8 @@ const MIN_QUERY_MS = 1_000;
  * imported. Decorated handlers need no call: they are subscribed at bootstrap.
  */
 @Injectable()
-export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnApplicationShutdown {
-  private readonly logger = new Logger(PglnService.name);
+export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModuleDestroy, OnApplicationShutdown {
+  private readonly logger: Logger;
   private readonly options: ResolvedPglnOptions;
   private readonly listener: PglnListener;
   /** Connections the pool has yet to hand over for notifications that timed out waiting for them. */
@@ -66,9 +69,12 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
   constructor(
     @Inject(PGLN_MODULE_OPTIONS) options: PglnModuleOptions,
     private readonly explorer: PglnExplorer,
+    /** The instance's name: `'default'`, or the `name` given to `PglnModule.forRoot()`. */
+    @Inject(PGLN_CONNECTION_NAME) readonly name: string,
   ) {
-    this.options = resolveOptions(options);
-    this.listener = new PglnListener(this.options, this.logger);
+    this.logger = new Logger(name === DEFAULT_CONNECTION ? PglnService.name : `${PglnService.name}(${name})`);
+    this.options = resolveOptions(options, name);
+    this.listener = new PglnListener(name, this.options, this.logger);
     if (this.options.ownsPool) {
       // An idle pooled client whose connection dies emits 'error' on the pool; unheard, it would crash the app.
       this.options.pool.on('error', (error) => this.logger.warn(POOL_CLIENT_ERROR(error.message)));
@@ -89,8 +95,11 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
   }
 
   /**
-   * A snapshot for health checks and metrics: the state and since when, and what the last health
-   * check measured (its round trip, and how full PostgreSQL's notification queue is).
+   * A snapshot for health checks and metrics, the same figures the OpenTelemetry metrics report:
+   * the state and since when; notifications received, delivered, dropped, rejected; handler
+   * failures; resyncs by reason; reconnects; what waits in each channel's queue; and what the last
+   * health check measured (its round trip, and how full PostgreSQL's notification queue is).
+   * Totals and each channel's figures; totals include channels no longer listened on.
    */
   stats(): PglnStats {
     return this.listener.stats();
@@ -317,9 +326,14 @@ export class PglnService implements OnApplicationBootstrap, OnModuleDestroy, OnA
     await this.listener.resync(channelName(channel));
   }
 
+  /** @internal Loads OpenTelemetry, when installed and an SDK is registered. */
+  async onModuleInit(): Promise<void> {
+    this.listener.telemetry = await loadTelemetry(this.name, this.options.telemetry, () => this.stats());
+  }
+
   /** @internal Subscribes decorated handlers and connects; `app.init()` waits until they are in sync. */
   async onApplicationBootstrap(): Promise<void> {
-    const subscriptions = this.listener.subscribe(this.explorer.explore(), 'connect');
+    const subscriptions = this.listener.subscribe(this.explorer.explore(this.name), 'connect');
     await this.listener.start();
     await Promise.all(subscriptions.map((subscription) => subscription.ready));
   }

@@ -1,10 +1,10 @@
 import { Injectable } from '@nestjs/common';
 import { firstValueFrom, toArray, take } from 'rxjs';
 import { OnOutOfSync, PglnTimeoutError, type OutOfSyncEvent } from '../lib/index.js';
-import { buildTestApp, createTestApp, throughProxy, type TestApp } from './support/app.js';
+import { buildTestApp, createTestApp, proxyForEachTest, throughProxy, type TestApp } from './support/app.js';
 import { adminPool, databaseUrl, terminate, unique } from './support/database.js';
 import { recorder } from './support/recorder.js';
-import { TcpProxy, proxyForEachTest } from './support/tcp-proxy.js';
+import { TcpProxy } from './support/tcp-proxy.js';
 import { Inbox, StateLog, deferred, waitFor } from './support/wait.js';
 
 const admin = adminPool();

@@ -1,8 +1,8 @@
 import pg from 'pg';
 import { PglnTimeoutError, type PglnModuleOptions } from '../lib/index.js';
-import { createTestApp, type TestApp } from './support/app.js';
+import { createTestApp, proxyForEachTest, type TestApp } from './support/app.js';
 import { adminPool, databaseUrl, unique } from './support/database.js';
-import { TcpProxy, proxyForEachTest } from './support/tcp-proxy.js';
+import { TcpProxy } from './support/tcp-proxy.js';
 import { Inbox, waitFor } from './support/wait.js';
 
 /**

@@ -2,10 +2,10 @@ import { Injectable, type Logger } from '@nestjs/common';
 import pg from 'pg';
 import { OnNotification, OnOutOfSync } from '../lib/index.js';
 import { QueueUsage } from '../lib/pgln.queue-usage.js';
-import { createTestApp, throughProxy, type TestApp } from './support/app.js';
+import { createTestApp, proxyForEachTest, throughProxy, type TestApp } from './support/app.js';
 import { adminPool, backends, databaseUrl, unique } from './support/database.js';
 import { CapturingLogger } from './support/logs.js';
-import { TcpProxy, proxyForEachTest } from './support/tcp-proxy.js';
+import { TcpProxy } from './support/tcp-proxy.js';
 import { StateLog, waitFor } from './support/wait.js';
 
 /**

@@ -1,7 +1,13 @@
 import type { OutOfSyncEvent, PglnChannel } from '../interfaces/index.js';
 import { ON_OUT_OF_SYNC_METADATA } from '../pgln.constants.js';
 import { channelName } from '../pgln.define-channel.js';
-import { prependMetadata, type OnOutOfSyncMetadata, type TypedMethodDecorator } from './pgln-metadata.js';
+import {
+  connectionOption,
+  prependMetadata,
+  type OnOutOfSyncMetadata,
+  type PglnHandlerOptions,
+  type TypedMethodDecorator,
+} from './pgln-metadata.js';
 
 /**
  * Calls the decorated provider or controller method, as `method({ channel, reason })`, whenever
@@ -16,11 +22,15 @@ import { prependMetadata, type OnOutOfSyncMetadata, type TypedMethodDecorator } 
  * stay held until it succeeds.
  *
  * @param channel a definition, or the channel name exactly as sent (case and spaces kept; at most 63 bytes in UTF-8)
+ * @param options `connection`: the instance to bind to, for an application with several databases
  * @throws PglnChannelError at class definition when the channel name cannot be LISTENed intact
  */
-export function OnOutOfSync(channel: PglnChannel<any, any>): TypedMethodDecorator<(event: OutOfSyncEvent) => unknown>;
-export function OnOutOfSync(channel: string): MethodDecorator;
-export function OnOutOfSync(channel: string | PglnChannel): MethodDecorator {
+export function OnOutOfSync(
+  channel: PglnChannel<any, any>,
+  options?: PglnHandlerOptions,
+): TypedMethodDecorator<(event: OutOfSyncEvent) => unknown>;
+export function OnOutOfSync(channel: string, options?: PglnHandlerOptions): MethodDecorator;
+export function OnOutOfSync(channel: string | PglnChannel, options?: PglnHandlerOptions): MethodDecorator {
   const name = channelName(channel);
-  return prependMetadata<OnOutOfSyncMetadata>(ON_OUT_OF_SYNC_METADATA, { channel: name });
+  return prependMetadata<OnOutOfSyncMetadata>(ON_OUT_OF_SYNC_METADATA, { channel: name, connection: connectionOption(name, options) });
 }

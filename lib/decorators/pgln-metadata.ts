@@ -1,8 +1,13 @@
+import { PglnOptionsError } from '../errors/index.js';
+import { DEFAULT_CONNECTION } from '../pgln.constants.js';
+import { HANDLER_CONNECTION_INVALID } from '../pgln.messages.js';
 import type { StandardSchemaV1 } from '@standard-schema/spec';
 
 /** Registration stored by `@OnNotification`. */
 export interface OnNotificationMetadata {
   readonly channel: string;
+  /** The instance (`PglnModule.forRoot({ name })`) the handler belongs to. */
+  readonly connection: string;
   readonly json: boolean;
   /** The schema of a channel defined with `defineChannel`. */
   readonly schema?: StandardSchemaV1;
@@ -11,6 +16,26 @@ export interface OnNotificationMetadata {
 /** Registration stored by `@OnOutOfSync`. */
 export interface OnOutOfSyncMetadata {
   readonly channel: string;
+  readonly connection: string;
+}
+
+/** Options every handler decorator takes. */
+export interface PglnHandlerOptions {
+  /**
+   * The instance whose LISTEN connection the handler is bound to: the `name` given to
+   * `PglnModule.forRoot()`. An application with one database leaves it out.
+   * @default 'default'
+   */
+  connection?: string;
+}
+
+/** The `connection` option checked (a decorator error shows at class definition, naming the channel). */
+export function connectionOption(channel: string, options: PglnHandlerOptions | undefined): string {
+  const connection = options?.connection ?? DEFAULT_CONNECTION;
+  if (typeof connection !== 'string' || connection.trim() === '') {
+    throw new PglnOptionsError(HANDLER_CONNECTION_INVALID(channel, connection === null ? 'null' : typeof connection === 'string' ? '""' : typeof connection));
+  }
+  return connection;
 }
 
 /**

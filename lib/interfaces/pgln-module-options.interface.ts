@@ -38,6 +38,25 @@ export interface PglnHealthCheckOptions {
   queueUsageWarning?: number;
 }
 
+/**
+ * OpenTelemetry signals. They are produced only when `@opentelemetry/api` is installed and an SDK
+ * registered its providers before the application was created; otherwise nothing is done at all.
+ */
+export interface PglnTelemetryOptions {
+  /**
+   * A consumer span per handler call: `process <channel>` per notification and handler,
+   * `resync <channel>` per out-of-sync run. Turn off for channels so busy that a span per
+   * notification costs too much; the metrics stay.
+   * @default true
+   */
+  traces?: boolean;
+  /**
+   * Counters, gauges and the handler and resync duration histograms.
+   * @default true
+   */
+  metrics?: boolean;
+}
+
 /** Options of `PglnModule.forRoot()` (and the value `forRootAsync()` factories return). */
 export interface PglnModuleOptions {
   /**
@@ -61,7 +80,7 @@ export interface PglnModuleOptions {
   /**
    * `application_name` of the module's connections, as seen in `pg_stat_activity`; the LISTEN
    * connection reports `<applicationName>-listener`.
-   * @default 'pgln'
+   * @default 'pgln' (`'pgln-<name>'` for a named instance)
    */
   applicationName?: string;
   /**
@@ -106,4 +125,9 @@ export interface PglnModuleOptions {
    * @default 5000
    */
   slowHandlerMs?: number;
+  /**
+   * Which OpenTelemetry signals to produce when an SDK is registered.
+   * @default { traces: true, metrics: true }
+   */
+  telemetry?: PglnTelemetryOptions;
 }

@@ -1,11 +1,55 @@
+import type { OutOfSyncReason } from './pgln-notification.interface.js';
 import type { PglnState } from './pgln-state.interface.js';
 
-/** A snapshot of the listener, as `PglnService.stats()` returns it. */
-export interface PglnStats {
+/**
+ * What happened to notifications and resyncs, counted since the instance started (for one
+ * channel: since it was last listened on). The same figures the OpenTelemetry metrics report.
+ */
+export interface PglnCounts {
+  /** Notifications that arrived. */
+  readonly received: number;
+  /** Notification handler calls that completed: a notification counts once per handler. */
+  readonly delivered: number;
+  /** Handler calls that threw or rejected: notification handlers, and each failed out-of-sync attempt. */
+  readonly handlerFailures: number;
+  /** Payloads a handler did not get because they were not JSON or failed the channel's schema (once per handler). */
+  readonly invalidPayloads: number;
+  /** Notifications dropped because a queue grew past `maxQueuedNotifications`. */
+  readonly dropped: number;
+  /** Out-of-sync handler runs that completed, by reason. */
+  readonly resyncs: Readonly<Record<OutOfSyncReason, number>>;
+}
+
+/** One listened channel in {@link PglnStats}. */
+export interface PglnChannelStats extends PglnCounts {
+  /** Handlers registered on it (a `listen()` call counts once). */
+  readonly subscriptions: number;
+  /**
+   * Notifications waiting: queued behind a running handler or resync, or held for a `listen()`
+   * whose first out-of-sync handler runs.
+   */
+  readonly queued: number;
+  /** The last out-of-sync handler run that completed. */
+  readonly lastResync?: {
+    readonly handler: string;
+    readonly reason: OutOfSyncReason;
+    readonly at: Date;
+    readonly durationMs: number;
+  };
+}
+
+/** A snapshot of one instance, as `PglnService.stats()` returns it. Totals include channels no longer listened on. */
+export interface PglnStats extends PglnCounts {
+  /** The instance's name (`'default'` unless `PglnModule.forRoot({ name })` gave one). */
+  readonly name: string;
   /** The connection state. */
   readonly state: PglnState;
   /** When that state was entered. */
   readonly since: Date;
+  /** Times the LISTEN connection came back (LISTEN ran again) after it was lost. */
+  readonly reconnects: number;
+  /** Notifications waiting on all channels (see {@link PglnChannelStats.queued}). */
+  readonly queued: number;
   /**
    * How full PostgreSQL's notification queue was at the last health check, 0 to 1
    * (`pg_notification_queue_usage()`); undefined before the first one.
@@ -13,4 +57,6 @@ export interface PglnStats {
   readonly notificationQueueUsage?: number;
   /** When the last successful health check ran and how long its round trip took. */
   readonly lastHealthCheck?: { readonly at: Date; readonly roundTripMs: number };
+  /** Every channel listened on now, by name. */
+  readonly channels: Readonly<Record<string, PglnChannelStats>>;
 }

@@ -4,7 +4,7 @@ import { Test } from '@nestjs/testing';
 import { PglnModule, PglnService, type PglnModuleOptions } from '../../lib/index.js';
 import { databaseUrl, unique } from './database.js';
 import { CapturingLogger } from './logs.js';
-import type { TcpProxy } from './tcp-proxy.js';
+import { TcpProxy } from './tcp-proxy.js';
 
 /** A test application with its logger, service and the application_name of its connections. */
 export interface TestApp {
@@ -74,4 +74,17 @@ export async function initFailure(built: TestApp): Promise<unknown> {
 /** Options that route the LISTEN connection through `proxy`. */
 export function throughProxy(proxy: TcpProxy): Partial<PglnModuleOptions> {
   return { listener: { host: '127.0.0.1', port: proxy.port } };
+}
+
+/**
+ * A fresh proxy to the test server for every test of the suite, started before each test and
+ * stopped after it: `let proxy: TcpProxy; proxyForEachTest((started) => (proxy = started));`
+ */
+export function proxyForEachTest(use: (proxy: TcpProxy) => void): void {
+  let proxy: TcpProxy;
+  beforeEach(async () => {
+    proxy = await TcpProxy.forUrl(databaseUrl()).start();
+    use(proxy);
+  });
+  afterEach(() => proxy.stop());
 }

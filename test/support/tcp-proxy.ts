@@ -1,18 +1,4 @@
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
-import { databaseUrl } from './database.js';
-
-/**
- * A fresh proxy to the test server for every test of the suite, started before each test and
- * stopped after it: `let proxy: TcpProxy; proxyForEachTest((started) => (proxy = started));`
- */
-export function proxyForEachTest(use: (proxy: TcpProxy) => void): void {
-  let proxy: TcpProxy;
-  beforeEach(async () => {
-    proxy = await TcpProxy.forUrl(databaseUrl()).start();
-    use(proxy);
-  });
-  afterEach(() => proxy.stop());
-}
 
 /** One client connection and its upstream, with the state the proxy needs to inject a query. */
 interface Pair {

@@ -1,0 +1,27 @@
+import type { OutOfSyncReason, PglnCounts } from './interfaces/index.js';
+
+/** The mutable counters behind {@link PglnCounts}: plain increments, cheap enough for the hot path. */
+export class Counts implements PglnCounts {
+  received = 0;
+  delivered = 0;
+  handlerFailures = 0;
+  invalidPayloads = 0;
+  dropped = 0;
+  readonly resyncs: Record<OutOfSyncReason, number> = { connect: 0, reconnect: 0, listen: 0, overflow: 0, manual: 0 };
+
+  /** Adds another's counts to these (a channel's, when it is dropped, to the instance's totals). */
+  add(other: PglnCounts): void {
+    this.received += other.received;
+    this.delivered += other.delivered;
+    this.handlerFailures += other.handlerFailures;
+    this.invalidPayloads += other.invalidPayloads;
+    this.dropped += other.dropped;
+    for (const reason of Object.keys(this.resyncs) as OutOfSyncReason[]) this.resyncs[reason] += other.resyncs[reason];
+  }
+
+  /** A copy that later counting does not change. */
+  snapshot(): PglnCounts {
+    const { received, delivered, handlerFailures, invalidPayloads, dropped } = this;
+    return { received, delivered, handlerFailures, invalidPayloads, dropped, resyncs: { ...this.resyncs } };
+  }
+}

@@ -13,6 +13,7 @@ export default {
   moduleNameMapper: {
     '^(\\.{1,2}/.*)\\.js$': '$1',
     '^nestjs-pgln$': '<rootDir>/lib/index.ts',
+    '^nestjs-pgln/terminus$': '<rootDir>/lib/terminus/index.ts',
   },
   roots: ['<rootDir>/test'],
   testMatch: ['**/*.spec.ts'],

@@ -178,3 +178,12 @@ export const NOTIFY_POOL_STUCK = (what: string, owed: number) =>
 
 export const NOTIFY_MANY_NOT_ARRAY = (type: string) =>
   `notifyMany() takes an array of { channel, payload }, got ${type}.`;
+
+export const HEALTH_DOWN_AFTER_INVALID = (given: string) =>
+  `PglnHealthIndicator.isHealthy: downAfterMs must be a number >= 0 (ms; default 30000), got ${given}`;
+
+export const HEALTH_NOT_LIVE = (state: string, forMs: number, downAfterMs: number, down: boolean) =>
+  state === 'closed'
+    ? 'the listener is closed: notifications are no longer received'
+    : `the listener has been ${state} for ${forMs} ms` +
+      (down ? ` (down after ${downAfterMs} ms): what it keeps in sync may be stale` : ` (down after ${downAfterMs} ms)`);

@@ -1,4 +1,14 @@
-import type { Attributes, Context, ContextAPI, Histogram, Span, TraceAPI, Tracer } from '@opentelemetry/api';
+import type {
+  Attributes,
+  BatchObservableCallback,
+  Context,
+  ContextAPI,
+  Histogram,
+  Meter,
+  Span,
+  TraceAPI,
+  Tracer,
+} from '@opentelemetry/api';
 import type { OutOfSyncEvent, PglnNotification, PglnStats } from './interfaces/index.js';
 import { isPromiseLike } from './pgln.promises.js';
 import type { SubscriptionSpec } from './pgln.subscription.js';
@@ -36,6 +46,8 @@ export class Telemetry {
     private readonly tracer: Tracer | undefined,
     private readonly processDuration: Histogram | undefined,
     private readonly resyncDuration: Histogram | undefined,
+    /** Stops the observable instruments reading this instance's stats. */
+    readonly close: () => void = () => undefined,
   ) {}
 
   /** Calls a notification handler in a `process <channel>` span, timing it. */
@@ -160,6 +172,7 @@ export async function loadTelemetry(
 
   let processDuration: Histogram | undefined;
   let resyncDuration: Histogram | undefined;
+  let close: (() => void) | undefined;
   if (metered) {
     processDuration = meter.createHistogram('messaging.process.duration', {
       description: 'Duration of notification handler calls',
@@ -169,7 +182,7 @@ export async function loadTelemetry(
       description: 'Duration of out-of-sync handler runs',
       unit: 's',
     });
-    observe(meter, connection, stats, ValueType.INT);
+    close = observe(meter, connection, stats, ValueType.INT);
   }
   return new Telemetry(
     { context, trace, root: ROOT_CONTEXT, consumer: SpanKind.CONSUMER, error: SpanStatusCode.ERROR },
@@ -177,11 +190,12 @@ export async function loadTelemetry(
     tracing ? trace.getTracer(SCOPE) : undefined,
     processDuration,
     resyncDuration,
+    close,
   );
 }
 
-/** The counters and gauges, observed from one stats snapshot per collection. */
-function observe(meter: import('@opentelemetry/api').Meter, connection: string, stats: () => PglnStats, valueType: number): void {
+/** The counters and gauges, observed from one stats snapshot per collection; returns what stops them. */
+function observe(meter: Meter, connection: string, stats: () => PglnStats, valueType: number): () => void {
   const counter = (name: string, unit: string, description: string) =>
     meter.createObservableCounter(name, { unit, description, valueType });
   const gauge = (name: string, unit: string, description: string) => meter.createObservableGauge(name, { unit, description });
@@ -195,8 +209,8 @@ function observe(meter: import('@opentelemetry/api').Meter, connection: string, 
   const depth = gauge('pgln.queue.depth', '{notification}', 'Notifications waiting on a channel');
   const live = gauge('pgln.listener.live', '1', '1 while the listener is live (every channel in sync), else 0');
   const usage = gauge('pgln.notification_queue.usage', '1', "PostgreSQL's notification queue usage at the last health check");
-  meter.addBatchObservableCallback(
-    (result) => {
+  const instruments = [received, delivered, failures, invalid, dropped, resyncs, reconnects, depth, live, usage];
+  const callback: BatchObservableCallback = (result) => {
       const snapshot = stats();
       const instance = { 'pgln.connection': connection };
       result.observe(reconnects, snapshot.reconnects, instance);
@@ -214,7 +228,7 @@ function observe(meter: import('@opentelemetry/api').Meter, connection: string, 
           result.observe(resyncs, count, { ...attributes, 'pgln.out_of_sync.reason': reason });
         }
       }
-    },
-    [received, delivered, failures, invalid, dropped, resyncs, reconnects, depth, live, usage],
-  );
+  };
+  meter.addBatchObservableCallback(callback, instruments);
+  return () => meter.removeBatchObservableCallback(callback, instruments);
 }

@@ -44,7 +44,10 @@ describe('sample app', () => {
     const { status, body } = await get('/products');
     expect(status).toBe(200);
     expect(body.map((p: { name: string }) => p.name)).toEqual(['Espresso', 'Cappuccino', 'Croissant']);
-    expect(await get('/health')).toEqual({ status: 200, body: { listener: 'live' } });
+    expect(await get('/health')).toMatchObject({
+      status: 200,
+      body: { status: 'ok', info: { listener: { status: 'up', state: 'live', queued: { products: 0 } } } },
+    });
   });
 
   it('sees its own writes, and changes made by anyone else, through notifications', async () => {
@@ -100,7 +103,7 @@ describe('sample app', () => {
   it('stays in sync across a killed LISTEN connection', async () => {
     expect(await terminate(admin, 'pgln-sample-listener')).toBe(1);
     await admin.query("UPDATE products SET name = 'Lungo' WHERE id = 1");
-    await waitFor('the listener to be live again', async () => (await get('/health')).body?.listener === 'live');
+    await waitFor('the listener to be live again', async () => (await get('/health')).body?.info?.listener?.state === 'live');
     await waitFor('the cache to equal the table', async () =>
       JSON.stringify((await get('/products')).body) === JSON.stringify(await table()),
     );

@@ -1,5 +1,7 @@
 import { Module, type DynamicModule } from '@nestjs/common';
+import { TerminusModule } from '@nestjs/terminus';
 import { PglnModule } from 'nestjs-pgln';
+import { PglnHealthIndicator } from 'nestjs-pgln/terminus';
 import type pg from 'pg';
 import { DATABASE_POOL, DatabaseModule } from './database/database.module.js';
 import { HealthController } from './health.controller.js';
@@ -18,8 +20,10 @@ export class AppModule {
           useFactory: (pool: pg.Pool) => ({ pool, applicationName: 'pgln-sample' }),
         }),
         ProductsModule,
+        TerminusModule,
       ],
       controllers: [HealthController],
+      providers: [PglnHealthIndicator],
     };
   }
 }

@@ -1,13 +1,22 @@
 import { Controller, Get } from '@nestjs/common';
-import { PglnService, type PglnState } from 'nestjs-pgln';
+import { HealthCheck, HealthCheckService, type HealthCheckResult } from '@nestjs/terminus';
+import { PglnHealthIndicator } from 'nestjs-pgln/terminus';
 
 @Controller('health')
 export class HealthController {
-  constructor(private readonly pgln: PglnService) {}
+  constructor(
+    private readonly health: HealthCheckService,
+    private readonly pgln: PglnHealthIndicator,
+  ) {}
 
-  /** `live` when every channel is in sync; `syncing` or `reconnecting` while the cache may be stale. */
+  /**
+   * 200 `ok` while the listener is live (the cache is in sync); 200 `degraded` while it
+   * reconnects or resyncs, for up to 30 s; after that 503: the cache may be stale, so the
+   * instance should leave the load balancer.
+   */
   @Get()
-  health(): { listener: PglnState } {
-    return { listener: this.pgln.state };
+  @HealthCheck()
+  check(): Promise<HealthCheckResult> {
+    return this.health.check([() => this.pgln.isHealthy('listener')]);
   }
 }

@@ -1,7 +1,8 @@
 // @ts-check
 // Packs the repository with `npm pack` and installs the tarball into two separate applications:
 // an ESM TypeScript app on NestJS 12 (type-checked against the published .d.ts), and a CommonJS
-// app on NestJS 11. Each boots, receives a notification and shuts down.
+// app on NestJS 11 with a Terminus 11 health endpoint. Each boots, receives a notification and
+// shuts down. Neither installs the optional @opentelemetry/api.
 // Usage: node test/pack/pack-smoke.mjs   (uses PGLN_TEST_DATABASE_URL, or starts an embedded server)
 import { execFileSync } from 'node:child_process';
 import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -49,13 +50,17 @@ try {
   const cjs = join(work, 'nest11-cjs');
   cpSync(join(root, 'test/pack/consumer.cjs'), join(cjs, 'consumer.cjs'));
   writeFileSync(join(cjs, 'package.json'), JSON.stringify({ name: 'nest11-cjs', private: true }));
-  run('npm', [...npmInstall, tarball, '@nestjs/common@^11', '@nestjs/core@^11', `pg@${versions.pg}`,
-    `reflect-metadata@${versions['reflect-metadata']}`, `rxjs@${versions.rxjs}`], cjs);
+  run('npm', [...npmInstall, tarball, '@nestjs/common@^11', '@nestjs/core@^11', '@nestjs/platform-express@^11',
+    '@nestjs/terminus@^11', `pg@${versions.pg}`, `reflect-metadata@${versions['reflect-metadata']}`, `rxjs@${versions.rxjs}`], cjs);
   const cjsResult = JSON.parse(run('node', ['consumer.cjs'], cjs, { DATABASE_URL }));
-  if (!cjsResult.nest.startsWith('11.') || cjsResult.payload !== 'from commonjs') {
+  const healthy = cjsResult.health?.status === 200 && cjsResult.health.body?.info?.pgln?.status === 'up';
+  if (!cjsResult.nest.startsWith('11.') || !cjsResult.terminus.startsWith('11.') || cjsResult.payload !== 'from commonjs' || !healthy) {
     throw new Error(`NestJS 11 consumer printed ${JSON.stringify(cjsResult)}`);
   }
-  console.log(`pack smoke: NestJS ${cjsResult.nest} (CommonJS) app works with the packed module`);
+  console.log(
+    `pack smoke: NestJS ${cjsResult.nest} (CommonJS) app works with the packed module, without @opentelemetry/api; ` +
+      `Terminus ${cjsResult.terminus} /health answers 200 with pgln up`,
+  );
 } finally {
   await embedded?.destroy();
   rmSync(work, { recursive: true, force: true });

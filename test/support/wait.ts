@@ -1,3 +1,6 @@
+/** What a truthy value of type T can be. */
+type Truthy<T> = Exclude<T, false | 0 | '' | null | undefined>;
+
 /**
  * Resolves once `condition` returns a truthy value (it may be async); fails with `what` after
  * `timeoutMs`. Polls: for conditions that no event announces (rows in pg_stat_activity, ...).
@@ -6,13 +9,13 @@ export async function waitFor<T>(
   what: string,
   condition: () => T | Promise<T>,
   { timeoutMs = 10_000, intervalMs = 10 } = {},
-): Promise<T> {
+): Promise<Truthy<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
     try {
       const value = await condition();
-      if (value) return value;
+      if (value) return value as Truthy<T>;
     } catch (error) {
       last = error;
     }

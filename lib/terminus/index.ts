@@ -1,0 +1,1 @@
+export { PglnHealthIndicator, type PglnHealthDetails, type PglnHealthOptions } from './pgln.health-indicator.js';

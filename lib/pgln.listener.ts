@@ -78,7 +78,10 @@ export class PglnListener {
   private healthTimer?: NodeJS.Timeout;
   private startupTimer?: NodeJS.Timeout;
   private watchdog?: NodeJS.Timeout;
+  /** Backoff step of the next connection attempt. */
   private attempt = 0;
+  /** Attempts that failed since the connection was last live, for logs. */
+  private failedAttempts = 0;
   /** True once a LISTEN has succeeded: later connections are reconnects. */
   private listenedBefore = false;
   private lastError?: unknown;
@@ -323,6 +326,7 @@ export class PglnListener {
         // Closing resolves pending markers too: that is no reason to go live.
         if (this.session !== session || this.closing) return;
         this.liveSince = Date.now();
+        this.failedAttempts = 0;
         this.transition('live', `${this.channels.size} channel(s) in sync`);
         this.firstLive?.resolve();
         this.firstLive = undefined;
@@ -467,9 +471,10 @@ export class PglnListener {
       );
     }
     const delay = this.scheduleConnect();
-    this.logger.warn(ATTEMPT_FAILED(this.options.target, this.attempt, describeError(error), delay));
+    this.logger.warn(ATTEMPT_FAILED(this.options.target, ++this.failedAttempts, describeError(error), delay));
   }
 
+  /** Connects after the backoff's delay for the next attempt: returns that delay. */
   private scheduleConnect(): number {
     const delay = this.context.backoff.delay(this.attempt++);
     if (delay === 0) {

@@ -114,6 +114,23 @@ describe('liveness check', () => {
   });
 });
 
+describe('reconnect attempts', () => {
+  it('are numbered in the log from 1 after each loss, as at startup', async () => {
+    const t = await createTestApp({ providers: [recorder(unique('numbered'))] }, throughProxy(proxy));
+    try {
+      proxy.refuse(true);
+      proxy.resetAll();
+      const attempts = () => t.logs.messages('warn').map((line) => /\(attempt (\d+)\)/.exec(line)?.[1]).filter(Boolean).map(Number);
+      await waitFor('three failed attempts', () => attempts().length >= 3);
+      expect(attempts().slice(0, 3)).toEqual([1, 2, 3]);
+      proxy.refuse(false);
+      await waitFor('live again', () => t.pgln.state === 'live');
+    } finally {
+      await t.app.close();
+    }
+  });
+});
+
 describe('lifecycle edges', () => {
   it('closes during the backoff between two refused attempts, leaving no timer or socket', async () => {
     const tracked = trackTimers();

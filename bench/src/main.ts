@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { PglnModule, PglnService } from 'nestjs-pgln';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../../tools/embedded-postgres.js';
-import { CONTENDERS, now, type Contender, type ReceiverMessage, type ReceiverTask } from './protocol.js';
+import { CONTENDERS, TELEMETRY_CONTENDERS, now, type Contender, type ReceiverMessage, type ReceiverTask } from './protocol.js';
 import { fixed, median, spread, thousands } from './stats.js';
 
 /**
@@ -134,10 +134,10 @@ interface Delivery {
   rate: number[];
   cpuUs: number[];
 }
-async function deliveryThroughput(channelCount: number): Promise<Record<Contender, Delivery>> {
-  const results = Object.fromEntries(CONTENDERS.map((c) => [c, { rate: [], cpuUs: [] }])) as unknown as Record<Contender, Delivery>;
+async function deliveryThroughput(channelCount: number, contenders = CONTENDERS): Promise<Record<Contender, Delivery>> {
+  const results = Object.fromEntries(contenders.map((c) => [c, { rate: [], cpuUs: [] }])) as unknown as Record<Contender, Delivery>;
   for (let round = 0; round < DELIVERY_ROUNDS; round++) {
-    for (const contender of CONTENDERS) {
+    for (const contender of contenders) {
       const channels = channelsFor(channelCount);
       const r = await receiver(contender, 'count', channels, DELIVERY_TOTAL);
       const counted = r.next('counted');
@@ -286,7 +286,7 @@ async function memory() {
 
 // ---------------------------------------------------------------- run and report
 log(`nestjs-pgln benchmark: PostgreSQL ${serverVersion}, Node ${process.version}, ${cpus().length} cores${quick ? ' (quick)' : ''}`);
-if (only && !['delivery', 'latency', 'notify', 'recovery', 'memory'].includes(only)) throw new Error(`--only=${only}: unknown scenario`);
+if (only && !['delivery', 'latency', 'notify', 'recovery', 'memory', 'telemetry'].includes(only)) throw new Error(`--only=${only}: unknown scenario`);
 const runs = (scenario: string) => !only || only === scenario;
 if (only) {
   log(`only ${only}${profile ? `, profiling ${profile}` : ''}`);
@@ -295,6 +295,7 @@ if (only) {
   if (runs('notify')) process.stdout.write(`${JSON.stringify(await notifyThroughput())}\n`);
   if (runs('recovery')) process.stdout.write(`${JSON.stringify(await recovery())}\n`);
   if (runs('memory')) process.stdout.write(`${JSON.stringify(await memory())}\n`);
+  if (runs('telemetry')) process.stdout.write(`${JSON.stringify(await deliveryThroughput(1, TELEMETRY_CONTENDERS))}\n`);
   await admin.end();
   await embedded?.destroy();
   process.exit(0);
@@ -311,6 +312,8 @@ log('4. recovery');
 const recoveries = await recovery();
 log('5. memory');
 const mem = await memory();
+log('6. telemetry cost, delivery on 1 channel');
+const telemetry = await deliveryThroughput(1, TELEMETRY_CONTENDERS);
 await admin.end();
 await embedded?.destroy();
 
@@ -370,6 +373,27 @@ table(
   ],
 );
 
+/** Each round's rate of `c` over the same round's rate without telemetry: the rounds ran back to back. */
+const vsOff = (c: Contender) => telemetry[c].rate.map((value, round) => value / telemetry['pgln-telemetry-off'].rate[round]!);
+lines.push(
+  `### 6. What OpenTelemetry costs (delivery, ${thousands(DELIVERY_TOTAL)} notifications on 1 channel, sync handler, median of ${DELIVERY_ROUNDS})`,
+  '',
+);
+table(
+  ['nestjs-pgln', '/s', 'vs telemetry off (per round: median, min–max)', 'CPU µs per notification'],
+  TELEMETRY_CONTENDERS.map((c) => [
+    {
+      'pgln-telemetry-off': 'telemetry off (API never loaded, as without @opentelemetry/api)',
+      'pgln-sync': '@opentelemetry/api installed, no SDK (the default)',
+      'pgln-otel-metrics': 'SDK registered, metrics only (`traces: false`)',
+      'pgln-otel': 'SDK registered, metrics and a span per handler call',
+    }[c as string]!,
+    `${thousands(median(telemetry[c].rate))} (${spread(telemetry[c].rate, thousands)})`,
+    `${fixed(2)(median(vsOff(c)))} (${spread(vsOff(c), fixed(2))})`,
+    fixed(2)(median(telemetry[c].cpuUs)),
+  ]),
+);
+
 const recoveryMedian = (name: string) => {
   const values = recoveries[name]!;
   return values.every((v) => v !== null) ? median(values as number[]) : null;
@@ -420,6 +444,8 @@ const figures = {
   latency_ms: Object.fromEntries(
     CONTENDERS.map((c) => [c, { p50: Number(fixed(3)(median(latencies[c].p50))), p99: Number(fixed(3)(median(latencies[c].p99))), max: Number(fixed(3)(median(latencies[c].max))) }]),
   ),
+  telemetry_ratio_vs_off: Object.fromEntries(TELEMETRY_CONTENDERS.map((c) => [c, Number(fixed(2)(median(vsOff(c))))])),
+  telemetry_cpu_us_per_notification: Object.fromEntries(TELEMETRY_CONTENDERS.map((c) => [c, Number(fixed(3)(median(telemetry[c].cpuUs)))])),
   notify_per_s: Object.fromEntries(Object.entries(notifies).map(([name, values]) => [name, Math.round(median(values))])),
   recovery_ms: Object.fromEntries(Object.keys(recoveries).map((name) => [name, recoveryMedian(name)])),
   targets_met: Object.fromEntries(targets.map(([name, , met]) => [name, met])),

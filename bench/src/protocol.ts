@@ -1,9 +1,24 @@
 /** Messages between the orchestrator (main.ts) and a receiver process (receiver.ts), over IPC. */
 
-/** The libraries measured; `pgln-sync` / `pgln-async` differ only in their handler. */
-export type Contender = 'raw-pg' | 'pg-listen' | 'postgres.js' | 'pgln-sync' | 'pgln-async';
+/**
+ * The libraries measured; `pgln-sync` / `pgln-async` differ only in their handler. The
+ * `pgln-telemetry-off` / `pgln-otel-*` variants of `pgln-sync` measure what OpenTelemetry costs:
+ * switched off (the API never loaded, as in an app without it), and with an SDK registered.
+ */
+export type Contender =
+  | 'raw-pg'
+  | 'pg-listen'
+  | 'postgres.js'
+  | 'pgln-sync'
+  | 'pgln-async'
+  | 'pgln-telemetry-off'
+  | 'pgln-otel-metrics'
+  | 'pgln-otel';
 
 export const CONTENDERS: Contender[] = ['raw-pg', 'pg-listen', 'postgres.js', 'pgln-sync', 'pgln-async'];
+
+/** Scenario 6: nestjs-pgln (sync handler) without and with OpenTelemetry, back to back. */
+export const TELEMETRY_CONTENDERS: Contender[] = ['pgln-telemetry-off', 'pgln-sync', 'pgln-otel-metrics', 'pgln-otel'];
 
 /** What a receiver is asked to do, through its environment. */
 export interface ReceiverTask {

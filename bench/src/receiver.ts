@@ -92,7 +92,33 @@ async function startPostgresJs(): Promise<void> {
   for (const channel of task.channels) await sql.listen(channel, onPayload);
 }
 
-async function startPgln(async: boolean): Promise<void> {
+/**
+ * A registered OpenTelemetry SDK, as an application sets it up before creating the Nest app:
+ * spans batched to an exporter that drops them, metrics read by a periodic reader (every 60 s,
+ * its default) into one that drops them. What they cost is the SDK's work in this process.
+ */
+async function registerSdk(): Promise<void> {
+  const { context, metrics, trace } = await import('@opentelemetry/api');
+  const { AsyncLocalStorageContextManager } = await import('@opentelemetry/context-async-hooks');
+  const { BasicTracerProvider, BatchSpanProcessor } = await import('@opentelemetry/sdk-trace-base');
+  const { MeterProvider, PeriodicExportingMetricReader, AggregationTemporality } = await import('@opentelemetry/sdk-metrics');
+  const success = { code: 0 };
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  trace.setGlobalTracerProvider(
+    new BasicTracerProvider({
+      spanProcessors: [new BatchSpanProcessor({ export: (_spans, done) => done(success), shutdown: async () => undefined })],
+    }),
+  );
+  const exporter = {
+    export: (_metrics: unknown, done: (result: typeof success) => void) => done(success),
+    forceFlush: async () => undefined,
+    shutdown: async () => undefined,
+    selectAggregationTemporality: () => AggregationTemporality.CUMULATIVE,
+  };
+  metrics.setGlobalMeterProvider(new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter })] }));
+}
+
+async function startPgln(async: boolean, telemetry?: { traces: boolean; metrics: boolean }): Promise<void> {
   const handler = async ? async (payload: string) => onPayload(payload) : (payload: string) => onPayload(payload);
   class Receiver {
     receive(payload: string) {
@@ -106,7 +132,7 @@ async function startPgln(async: boolean): Promise<void> {
   OnOutOfSync(task.channels[0]!)(Receiver.prototype, 'resync', descriptor('resync'));
   Injectable()(Receiver);
   @Module({
-    imports: [PglnModule.forRoot({ connectionString: task.databaseUrl, applicationName: task.applicationName })],
+    imports: [PglnModule.forRoot({ connectionString: task.databaseUrl, applicationName: task.applicationName, telemetry })],
     providers: [Receiver],
   })
   class BenchModule {}
@@ -119,6 +145,15 @@ const starters = {
   'postgres.js': startPostgresJs,
   'pgln-sync': () => startPgln(false),
   'pgln-async': () => startPgln(true),
+  'pgln-telemetry-off': () => startPgln(false, { traces: false, metrics: false }),
+  'pgln-otel-metrics': async () => {
+    await registerSdk();
+    await startPgln(false, { traces: false, metrics: true });
+  },
+  'pgln-otel': async () => {
+    await registerSdk();
+    await startPgln(false);
+  },
 };
 
 // Exit on request, normally, so that `--cpu-prof` can write its profile.

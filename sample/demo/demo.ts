@@ -262,8 +262,8 @@ async function main(): Promise<boolean> {
       if (found.length === 0) {
         healed += 1;
         print(
-          `  cache == table: yes (${cache.all().length} rows, field by field; ${updates(duringFault)} committed between ` +
-            `the fault and live again, ${total - duringFault} after${waited > 100 ? `; equal ${waited} ms after the writer paused` : ''})`,
+          `  cache == table: yes (${cache.all().length} rows, ${updates(duringFault)} during the fault, ${total - duringFault} after; ` +
+            `compared field by field${waited > 100 ? `, equal ${waited} ms after the writer paused` : ''})`,
         );
       } else {
         print(`  cache == table: NO, ${found.length} row(s) differ ${SETTLE_MS} ms after the writer paused:`);

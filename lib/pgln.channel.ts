@@ -79,6 +79,8 @@ export interface ChannelContext {
   readonly turns: TurnTimer;
   /** Spans and duration histograms, once loaded and only when an OpenTelemetry SDK is there. */
   telemetry?: Telemetry;
+  /** The instance's counts, every channel's included, even after it is dropped. */
+  readonly totals: Counts;
 }
 
 /**
@@ -89,7 +91,7 @@ export interface ChannelContext {
 export class Channel {
   /** Replaced, never mutated, so a delivery in progress keeps a stable list. */
   subscriptions: readonly Subscription[] = [];
-  /** What happened on this channel since it was created (see `PglnService.stats()`). */
+  /** What happened on this channel since it was created (see `PglnService.stats()`); the totals count it too. */
   readonly counts = new Counts();
   /** The last out-of-sync handler run that completed. */
   lastResync?: PglnChannelStats['lastResync'];
@@ -150,6 +152,7 @@ export class Channel {
   push(notification: PglnNotification): void {
     if (this.closed) return;
     this.counts.received++;
+    this.context.totals.received++;
     if (!this.busy) {
       // Idle means the queue is empty: deliver at once, the common case when handlers keep up.
       this.busy = true;
@@ -262,7 +265,7 @@ export class Channel {
    */
   private overflow(): void {
     const dropped = this.queued;
-    this.counts.dropped += dropped;
+    this.count('dropped', dropped);
     this.queue = this.queue.slice(this.head).filter((item) => item instanceof SyncMarker);
     this.head = 0;
     this.queued = 0;
@@ -412,6 +415,7 @@ export class Channel {
         : handler(payload, notification);
       if (isPromiseLike(result)) return result;
       this.counts.delivered++;
+      this.context.totals.delivered++;
     } catch (error) {
       this.fail(subscription, error);
     }
@@ -450,7 +454,10 @@ export class Channel {
   private async settleHandler(result: PromiseLike<unknown>, subscription: Subscription, run: Run): Promise<void> {
     this.started(run, subscription);
     try {
-      if ((await result) !== REJECTED) this.counts.delivered++;
+      if ((await result) !== REJECTED) {
+        this.counts.delivered++;
+        this.context.totals.delivered++;
+      }
     } catch (error) {
       this.fail(subscription, error);
     } finally {
@@ -536,7 +543,7 @@ export class Channel {
     if (held.length <= this.context.maxQueuedNotifications) return;
     const dropped = held.length;
     held.length = 0;
-    this.counts.dropped += dropped;
+    this.count('dropped', dropped);
     if (subscription.spec.onOutOfSync) {
       this.context.logger.warn(OVERFLOW_RESYNC(this.name, dropped, this.context.maxQueuedNotifications));
       subscription.again = merge(subscription.again, 'overflow');
@@ -566,6 +573,7 @@ export class Channel {
         const { telemetry } = this.context;
         await (telemetry ? telemetry.outOfSync(subscription.spec, event) : handler(event));
         this.counts.resyncs[reason]++;
+        this.context.totals.resyncs[reason]++;
         this.lastResync = { handler: subscription.spec.name, reason, at: new Date(), durationMs: Date.now() - run.since };
         return subscription.active && !this.closed;
       } catch (error) {
@@ -582,6 +590,12 @@ export class Channel {
     return subscription.active && !this.closed;
   }
 
+  /** Counts on this channel and in the instance's totals, which outlive it. */
+  private count(key: 'dropped' | 'handlerFailures' | 'invalidPayloads', by = 1): void {
+    this.counts[key] += by;
+    this.context.totals[key] += by;
+  }
+
   private started(run: Run, subscription: Subscription): void {
     run.name = subscription.spec.name;
     run.since = Date.now();
@@ -595,7 +609,7 @@ export class Channel {
 
   /** Logs a handler failure with its stack and tells the subscription's onError, if any. */
   private fail(subscription: Subscription, cause: unknown, what?: string): void {
-    this.counts.handlerFailures++;
+    this.count('handlerFailures');
     const message = HANDLER_FAILED(subscription.spec.name, this.name) + (what ? ` (${what})` : '');
     const error = new PglnHandlerError(message, this.name, subscription.spec.name, { cause });
     const detail = cause instanceof Error ? (cause.stack ?? cause.message) : String(cause);
@@ -605,7 +619,7 @@ export class Channel {
 
   /** A payload that is not JSON, or fails the channel's schema: logged (naming the handler), reported, skipped. */
   private rejectPayload(subscription: Subscription, error: PglnPayloadError): void {
-    this.counts.invalidPayloads++;
+    this.count('invalidPayloads');
     this.context.logger.error(`${error.message} (skipped for ${subscription.spec.name})`);
     this.report(subscription, error);
   }

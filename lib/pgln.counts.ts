@@ -9,16 +9,6 @@ export class Counts implements PglnCounts {
   dropped = 0;
   readonly resyncs: Record<OutOfSyncReason, number> = { connect: 0, reconnect: 0, listen: 0, overflow: 0, manual: 0 };
 
-  /** Adds another's counts to these (a channel's, when it is dropped, to the instance's totals). */
-  add(other: PglnCounts): void {
-    this.received += other.received;
-    this.delivered += other.delivered;
-    this.handlerFailures += other.handlerFailures;
-    this.invalidPayloads += other.invalidPayloads;
-    this.dropped += other.dropped;
-    for (const reason of Object.keys(this.resyncs) as OutOfSyncReason[]) this.resyncs[reason] += other.resyncs[reason];
-  }
-
   /** A copy that later counting does not change. */
   snapshot(): PglnCounts {
     const { received, delivered, handlerFailures, invalidPayloads, dropped } = this;

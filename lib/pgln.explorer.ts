@@ -4,7 +4,7 @@ import type { InstanceWrapper } from '@nestjs/core/injector/instance-wrapper.js'
 import type { OnNotificationMetadata, OnOutOfSyncMetadata } from './decorators/pgln-metadata.js';
 import { PglnOptionsError } from './errors/index.js';
 import { DEFAULT_CONNECTION, ON_NOTIFICATION_METADATA, ON_OUT_OF_SYNC_METADATA, PGLN_CONNECTION_NAME } from './pgln.constants.js';
-import { REQUEST_SCOPED_HANDLER, UNKNOWN_CONNECTION } from './pgln.messages.js';
+import { DUPLICATE_CONNECTION, REQUEST_SCOPED_HANDLER, UNKNOWN_CONNECTION } from './pgln.messages.js';
 import type { SubscriptionSpec } from './pgln.subscription.js';
 
 /** A decorated method found at bootstrap, ready to be subscribed. */
@@ -43,11 +43,14 @@ export class PglnExplorer {
    * discovery order; each logged once.
    *
    * @throws PglnOptionsError when a method is bound to a connection that no `PglnModule.forRoot()`
-   *   of the application creates: it would never be called
+   *   of the application creates (it would never be called), or two instances share a name
    */
   explore(connection: string): DiscoveredHandler[] {
     const providers = this.discovery.getProviders();
     const known = providers.filter((wrapper) => wrapper.token === PGLN_CONNECTION_NAME).map((wrapper) => wrapper.instance as string);
+    const twice = known.find((name, index) => known.indexOf(name) !== index);
+    // Both would LISTEN and call every handler: each notification handled twice, silently.
+    if (twice !== undefined) throw new PglnOptionsError(DUPLICATE_CONNECTION(twice));
     const found = [...providers, ...this.discovery.getControllers()].flatMap((wrapper) => this.exploreWrapper(wrapper, connection));
     const unknown = found.find((handler) => !known.includes(handler.connection));
     if (unknown) {

@@ -90,6 +90,8 @@ export class PglnListener {
   private closing?: Promise<void>;
   /** When the connection last went live, to tell a stable connection from one that keeps dropping. */
   private liveSince = 0;
+  /** When the listener stopped being live (or was created); undefined while live. */
+  private notLiveSince?: Date = new Date();
   /** Backends of lost sessions, terminated once a new one is live if they are still there. */
   private previous: BackendIdentity[] = [];
   /** Whether a probe proved that the LISTEN session hears other connections (see {@link checkReceives}). */
@@ -98,8 +100,6 @@ export class PglnListener {
   private terminateFailed = false;
   private readonly queueUsage: QueueUsage;
   private lastHealthCheck?: { at: Date; roundTripMs: number };
-  /** Counts of channels no longer listened on, so that totals never go down. */
-  private readonly retired = new Counts();
   private reconnects = 0;
 
   constructor(
@@ -112,6 +112,7 @@ export class PglnListener {
       logger,
       backoff: new Backoff(options.backoff),
       maxQueuedNotifications: options.maxQueuedNotifications,
+      totals: new Counts(),
       turns: new TurnTimer(options.slowHandlerMs, (elapsed, handlers) =>
         logger.warn(SLOW_SYNC_HANDLERS(handlers, elapsed, options.slowHandlerMs)),
       ),
@@ -137,18 +138,17 @@ export class PglnListener {
 
   /** Spans and duration histograms for every channel's handlers, from now on. */
   set telemetry(telemetry: Telemetry | undefined) {
-    this.context.telemetry = telemetry;
+    // Loaded after shutdown began: nothing to report any more.
+    if (this.closing) telemetry?.close();
+    else this.context.telemetry = telemetry;
   }
 
   /** A snapshot: the state, counts in total and per channel, and what the health check last measured. */
   stats(): PglnStats {
     const { state, at } = this.states.value;
-    const totals = new Counts();
-    totals.add(this.retired);
     const channels: Record<string, PglnChannelStats> = {};
     let queued = 0;
     for (const channel of this.channels.values()) {
-      totals.add(channel.counts);
       const depth = channel.depth;
       queued += depth;
       channels[channel.name] = {
@@ -162,7 +162,8 @@ export class PglnListener {
       name: this.name,
       state,
       since: at,
-      ...totals.snapshot(),
+      notLiveSince: this.notLiveSince,
+      ...this.context.totals.snapshot(),
       reconnects: this.reconnects,
       queued,
       notificationQueueUsage: this.queueUsage.last,
@@ -281,7 +282,6 @@ export class PglnListener {
 
   private async drop(channel: Channel): Promise<void> {
     this.channels.delete(channel.name);
-    this.retired.add(channel.counts);
     void channel.close();
     // Failing is the session's own business: one that does not answer in time is replaced.
     await this.session?.unlisten(channel.name).catch(noop);
@@ -521,7 +521,10 @@ export class PglnListener {
   private transition(next: PglnState, detail: string): void {
     const previous = this.state;
     if (previous === next || previous === 'closed') return;
-    this.states.next({ state: next, previous, detail, at: new Date() });
+    const at = new Date();
+    if (next === 'live') this.notLiveSince = undefined;
+    else this.notLiveSince ??= at;
+    this.states.next({ state: next, previous, detail, at });
     const line = `${previous} -> ${next}: ${detail}`;
     if (next === 'reconnecting') this.logger.warn(line);
     else this.logger.log(line);
@@ -541,12 +544,13 @@ export class PglnListener {
       for (const subscription of channel.subscriptions) subscription.deactivate(error);
     }
     await this.waitForHandlers(channels.map((channel) => channel.close()));
-    for (const channel of channels) this.retired.add(channel.counts);
     const { session, connecting } = this;
     this.session = undefined;
     connecting?.destroy();
     clearTimeout(this.healthTimer);
     await session?.close();
+    // Its observable instruments stop reading these stats (after a failed startup too).
+    this.context.telemetry?.close();
     this.states.complete();
   }
 

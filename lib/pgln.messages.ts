@@ -68,8 +68,16 @@ export const CLOSED = (what: string) => `Cannot ${what}: the Pgln listener has b
 export const HANDLER_FAILED = (handler: string, channel: string) =>
   `${handler} failed on channel ${preview(channel)}`;
 
-export const CONNECTION_NAME_INVALID = (given: string) =>
-  `PglnModule: name must be a non-empty string naming the instance (e.g. 'audit'), got ${given}`;
+export const CONNECTION_NAME_INVALID = (where: string, given: string) =>
+  `${where}: name must be a non-empty string naming the instance (e.g. 'audit'), got ${given}`;
+
+export const DUPLICATE_CONNECTION = (name: string) =>
+  `PglnModule.forRoot() is imported twice with the name ${JSON.stringify(name)}: every handler bound to it would be ` +
+  'called twice. Import each instance once (in the root module; it is global), and give the others names of their own.';
+
+export const UNKNOWN_INSTANCE = (name: string) =>
+  `PglnHealthIndicator.isHealthy: no PglnModule.forRoot({ name: ${JSON.stringify(name)} }) is imported; ` +
+  'give connection the name of an instance, or leave it out for the default one';
 
 export const HANDLER_CONNECTION_INVALID = (channel: string, given: string) =>
   `Handler of ${JSON.stringify(channel)}: connection must be the non-empty name given to PglnModule.forRoot({ name }), got ${given}`;
@@ -182,8 +190,8 @@ export const NOTIFY_MANY_NOT_ARRAY = (type: string) =>
 export const HEALTH_DOWN_AFTER_INVALID = (given: string) =>
   `PglnHealthIndicator.isHealthy: downAfterMs must be a number >= 0 (ms; default 30000), got ${given}`;
 
-export const HEALTH_NOT_LIVE = (state: string, forMs: number, downAfterMs: number, down: boolean) =>
+export const HEALTH_NOT_LIVE = (state: string, notLiveForMs: number, downAfterMs: number, down: boolean) =>
   state === 'closed'
     ? 'the listener is closed: notifications are no longer received'
-    : `the listener has been ${state} for ${forMs} ms` +
+    : `the listener is ${state}, not live for ${notLiveForMs} ms` +
       (down ? ` (down after ${downAfterMs} ms): what it keeps in sync may be stale` : ` (down after ${downAfterMs} ms)`);

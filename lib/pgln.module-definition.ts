@@ -35,8 +35,8 @@ export interface PglnOptionsFactory {
   createPglnOptions(): PglnModuleOptions | Promise<PglnModuleOptions>;
 }
 
-/** What `PglnModule.forRoot()` takes: the module options plus `isGlobal`. */
+/** What `PglnModule.forRoot()` takes: the module options plus `isGlobal` and `name`. */
 export type PglnModuleForRootOptions = typeof OPTIONS_TYPE;
 
-/** What `PglnModule.forRootAsync()` takes: `imports`, `inject`, `useFactory` / `useClass` / `useExisting`, `isGlobal`. */
+/** What `PglnModule.forRootAsync()` takes: `imports`, `inject`, `useFactory` / `useClass` / `useExisting`, `isGlobal`, `name`. */
 export type PglnModuleAsyncOptions = typeof ASYNC_OPTIONS_TYPE;

@@ -15,7 +15,7 @@ import { getPglnToken } from './pgln.tokens.js';
 /** Adds one instance's service, under its token, to the module `forRoot` / `forRootAsync` built. */
 function withInstance(module: DynamicModule, name: unknown = DEFAULT_CONNECTION): DynamicModule {
   if (typeof name !== 'string' || name.trim() === '') {
-    throw new PglnOptionsError(CONNECTION_NAME_INVALID(name === null ? 'null' : typeof name === 'string' ? JSON.stringify(name) : typeof name));
+    throw new PglnOptionsError(CONNECTION_NAME_INVALID('PglnModule', name === null ? 'null' : typeof name === 'string' ? JSON.stringify(name) : typeof name));
   }
   const token = getPglnToken(name);
   const service: Provider = token === PglnService ? PglnService : { provide: token, useClass: PglnService };

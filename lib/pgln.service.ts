@@ -25,7 +25,7 @@ import type {
 import { DEFAULT_CONNECTION, PGLN_CONNECTION_NAME } from './pgln.constants.js';
 import { PglnExplorer } from './pgln.explorer.js';
 import { PglnListener } from './pgln.listener.js';
-import { loadTelemetry, type Telemetry } from './pgln.telemetry.js';
+import { loadTelemetry } from './pgln.telemetry.js';
 import { destroyConnection, isServerError } from './pgln.connection.js';
 import { channelName, isChannelDefinition } from './pgln.define-channel.js';
 import {
@@ -63,8 +63,6 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
   private readonly logger: Logger;
   private readonly options: ResolvedPglnOptions;
   private readonly listener: PglnListener;
-  /** OpenTelemetry, when installed and an SDK is registered. */
-  private telemetry?: Telemetry;
   /** Connections the pool has yet to hand over for notifications that timed out waiting for them. */
   private owed = 0;
 
@@ -330,8 +328,7 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
 
   /** @internal Loads OpenTelemetry, when installed and an SDK is registered. */
   async onModuleInit(): Promise<void> {
-    this.telemetry = await loadTelemetry(this.name, this.options.telemetry, () => this.stats());
-    this.listener.telemetry = this.telemetry;
+    this.listener.telemetry = await loadTelemetry(this.name, this.options.telemetry, () => this.stats());
   }
 
   /** @internal Subscribes decorated handlers and connects; `app.init()` waits until they are in sync. */
@@ -344,7 +341,6 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
   /** @internal Stops delivery, waits for running handlers (bounded), UNLISTENs and disconnects. */
   async onModuleDestroy(): Promise<void> {
     await this.listener.close();
-    this.telemetry?.close();
   }
 
   /** @internal Ends the pool if the module created it (after other modules had their chance to notify). */

@@ -17,6 +17,8 @@ import type { SubscriptionSpec } from './pgln.subscription.js';
 const SCOPE = 'nestjs-pgln';
 /** `messaging.system`: PostgreSQL has no registered value in the conventions. */
 const SYSTEM = 'postgresql';
+/** Histogram buckets for durations in seconds: the conventions' advice for `messaging.process.duration`. */
+const SECONDS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
 
 /** Which signals to produce when an OpenTelemetry SDK is registered. */
 export interface TelemetrySwitches {
@@ -101,15 +103,15 @@ export class Telemetry {
     ...args: A
   ): unknown {
     const started = performance.now();
-    const end = (error?: unknown) => {
+    const end = (failed: boolean, error?: unknown) => {
       if (histogram) {
-        const recorded = error === undefined ? attributes : { ...attributes, 'error.type': errorType(error) };
+        const recorded = failed ? { ...attributes, 'error.type': errorType(error) } : attributes;
         histogram.record((performance.now() - started) / 1000, recorded);
       }
       if (!span) return;
-      if (error !== undefined) {
+      if (failed) {
         span.setAttribute('error.type', errorType(error));
-        span.recordException(error instanceof Error ? error : String(error));
+        if (error instanceof Error) span.recordException(error);
         span.setStatus({ code: this.api.error, message: error instanceof Error ? error.message : String(error) });
       }
       span.end();
@@ -120,28 +122,29 @@ export class Telemetry {
         ? this.api.context.with(this.api.trace.setSpan(this.api.root, span), handler, undefined, ...args)
         : handler(...args);
     } catch (error) {
-      end(error ?? new Error(String(error)));
+      end(true, error);
       throw error;
     }
     if (!isPromiseLike(result)) {
-      end();
+      end(false);
       return result;
     }
     return Promise.resolve(result).then(
       (value) => {
-        end();
+        end(false);
         return value;
       },
       (error: unknown) => {
-        end(error ?? new Error(String(error)));
+        end(true, error);
         throw error;
       },
     );
   }
 }
 
+/** `error.type`: the error's class, or `_OTHER` for a thrown value that is not an Error (the conventions' fallback). */
 function errorType(error: unknown): string {
-  return error instanceof Error ? error.constructor.name : typeof error;
+  return error instanceof Error ? error.constructor.name : '_OTHER';
 }
 
 /**
@@ -158,7 +161,8 @@ export async function loadTelemetry(
   if (!switches.traces && !switches.metrics) return undefined;
   let api: typeof import('@opentelemetry/api');
   try {
-    api = await import('@opentelemetry/api');
+    // Not bundled: resolved at run time, where it may be missing.
+    api = await import(/* webpackIgnore: true */ '@opentelemetry/api');
   } catch {
     return undefined;
   }
@@ -174,13 +178,17 @@ export async function loadTelemetry(
   let resyncDuration: Histogram | undefined;
   let close: (() => void) | undefined;
   if (metered) {
+    // In seconds, as the conventions say: the SDK's default buckets are made for milliseconds.
+    const advice = { explicitBucketBoundaries: SECONDS_BUCKETS };
     processDuration = meter.createHistogram('messaging.process.duration', {
       description: 'Duration of notification handler calls',
       unit: 's',
+      advice,
     });
     resyncDuration = meter.createHistogram('pgln.resync.duration', {
       description: 'Duration of out-of-sync handler runs',
       unit: 's',
+      advice,
     });
     close = observe(meter, connection, stats, ValueType.INT);
   }
@@ -211,23 +219,23 @@ function observe(meter: Meter, connection: string, stats: () => PglnStats, value
   const usage = gauge('pgln.notification_queue.usage', '1', "PostgreSQL's notification queue usage at the last health check");
   const instruments = [received, delivered, failures, invalid, dropped, resyncs, reconnects, depth, live, usage];
   const callback: BatchObservableCallback = (result) => {
-      const snapshot = stats();
-      const instance = { 'pgln.connection': connection };
-      result.observe(reconnects, snapshot.reconnects, instance);
-      result.observe(live, snapshot.state === 'live' ? 1 : 0, instance);
-      if (snapshot.notificationQueueUsage !== undefined) result.observe(usage, snapshot.notificationQueueUsage, instance);
-      for (const [channel, figures] of Object.entries(snapshot.channels)) {
-        const attributes = { ...instance, 'messaging.system': SYSTEM, 'messaging.destination.name': channel };
-        result.observe(received, figures.received, attributes);
-        result.observe(delivered, figures.delivered, attributes);
-        result.observe(failures, figures.handlerFailures, attributes);
-        result.observe(invalid, figures.invalidPayloads, attributes);
-        result.observe(dropped, figures.dropped, attributes);
-        result.observe(depth, figures.queued, attributes);
-        for (const [reason, count] of Object.entries(figures.resyncs)) {
-          result.observe(resyncs, count, { ...attributes, 'pgln.out_of_sync.reason': reason });
-        }
+    const snapshot = stats();
+    const instance = { 'pgln.connection': connection };
+    result.observe(reconnects, snapshot.reconnects, instance);
+    result.observe(live, snapshot.state === 'live' ? 1 : 0, instance);
+    if (snapshot.notificationQueueUsage !== undefined) result.observe(usage, snapshot.notificationQueueUsage, instance);
+    for (const [channel, figures] of Object.entries(snapshot.channels)) {
+      const attributes = { ...instance, 'messaging.system': SYSTEM, 'messaging.destination.name': channel };
+      result.observe(received, figures.received, attributes);
+      result.observe(delivered, figures.delivered, attributes);
+      result.observe(failures, figures.handlerFailures, attributes);
+      result.observe(invalid, figures.invalidPayloads, attributes);
+      result.observe(dropped, figures.dropped, attributes);
+      result.observe(depth, figures.queued, attributes);
+      for (const [reason, count] of Object.entries(figures.resyncs)) {
+        result.observe(resyncs, count, { ...attributes, 'pgln.out_of_sync.reason': reason });
       }
+    }
   };
   meter.addBatchObservableCallback(callback, instruments);
   return () => meter.removeBatchObservableCallback(callback, instruments);

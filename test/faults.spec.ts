@@ -125,6 +125,14 @@ describe('reconnect attempts', () => {
       expect(attempts().slice(0, 3)).toEqual([1, 2, 3]);
       proxy.refuse(false);
       await waitFor('live again', () => t.pgln.state === 'live');
+      // The next loss starts again from 1.
+      const before = attempts().length;
+      proxy.refuse(true);
+      proxy.resetAll();
+      await waitFor('two more failed attempts', () => attempts().length >= before + 2);
+      expect(attempts().slice(before, before + 2)).toEqual([1, 2]);
+      proxy.refuse(false);
+      await waitFor('live again', () => t.pgln.state === 'live');
     } finally {
       await t.app.close();
     }

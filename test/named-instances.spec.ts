@@ -193,7 +193,16 @@ describe('several databases: PglnModule.forRoot({ name })', () => {
     expect((failure as Error).message).toContain('for connection "reporting", but no PglnModule.forRoot({ name: "reporting" }) is imported (instances: "default")');
   });
 
+  it('fails init when two instances share a name: every handler would run twice', async () => {
+    const failure = await initFailure(
+      await buildTestApp({ imports: [PglnModule.forRoot({ connectionString: databaseUrl(), applicationName: unique('twin') })] }),
+    );
+    expect(failure).toBeInstanceOf(PglnOptionsError);
+    expect((failure as Error).message).toContain('PglnModule.forRoot() is imported twice with the name "default"');
+  });
+
   it('rejects a name that is not a non-empty string, and so does the decorator option', () => {
+    expect(() => InjectPgln(' ')).toThrow('InjectPgln: name must be a non-empty string naming the instance');
     for (const name of ['', ' ', 42, null]) {
       expect(() => PglnModule.forRoot({ name: name as string, connectionString: databaseUrl() })).toThrow(
         /name must be a non-empty string naming the instance \(e\.g\. 'audit'\), got/,

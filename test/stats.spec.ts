@@ -118,6 +118,44 @@ describe('PglnService.stats()', () => {
     expect(t.pgln.stats()).toMatchObject({ state: 'closed', received: 10, delivered: 4, channels: {} });
   });
 
+  it('keeps counting handlers that finish after their channel is unlistened, and during close', async () => {
+    const t = await createTestApp({}, { shutdownTimeoutMs: 5_000 });
+    const channel = unique('leaving');
+    const release = deferred();
+    const started = new Inbox<string>();
+    const off = await t.pgln.listen(channel, {
+      onNotification: async (payload) => {
+        started.push(payload);
+        if (payload === 'last') await off(); // removes itself, then finishes
+        await release.promise;
+      },
+    });
+    await send(channel, ['last']);
+    await started.until(1);
+    await waitFor('the channel to be unlistened', () => !t.pgln.stats().channels[channel]);
+    release.resolve();
+    await waitFor('the handler to be counted', () => t.pgln.stats().delivered === 1);
+
+    // A handler still running while the application closes.
+    const slow = unique('closing');
+    const finish = deferred();
+    const running = new Inbox<string>();
+    await t.pgln.listen(slow, {
+      onNotification: async (payload) => {
+        running.push(payload);
+        await finish.promise;
+      },
+    });
+    await send(slow, ['x']);
+    await running.until(1);
+    const closing = t.app.close();
+    await waitFor('closing', () => t.pgln.state === 'closed');
+    expect(t.pgln.stats()).toMatchObject({ received: 2, delivered: 1 }); // totals never go down
+    finish.resolve();
+    await closing;
+    expect(t.pgln.stats()).toMatchObject({ received: 2, delivered: 2, channels: {} });
+  });
+
   it('counts a listen() like a decorated handler, including what is held for it while its first sync runs', async () => {
     const t = await createTestApp();
     try {

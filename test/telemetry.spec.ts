@@ -21,9 +21,11 @@ afterAll(() => admin.end());
 
 /** The channel of the test in progress: the SDK keeps metrics across tests, by channel. */
 let channel = '';
-const lookups = new Inbox<string>();
+/** Trace ids of the spans this test's handlers started. */
+let lookups = new Inbox<string>();
 beforeEach(() => {
   channel = unique('traced');
+  lookups = new Inbox<string>();
 });
 
 /** A provider with both handlers on this test's channel. */
@@ -40,6 +42,7 @@ function traced() {
         span.end();
       });
       if (payload === 'boom') throw new TypeError('cannot apply boom');
+      if (payload === 'odd') throw 'not an Error';
       this.seen.push(payload);
     }
     @OnOutOfSync(channel)
@@ -53,7 +56,7 @@ function send(payloads: string[]) {
 }
 
 describe('OpenTelemetry', () => {
-  it('does nothing without an SDK: no telemetry is created, so the hot path is unchanged', async () => {
+  it('creates no telemetry without an SDK, so the channels have none to call', async () => {
     const stats = () => {
       throw new Error('not read');
     };
@@ -99,11 +102,11 @@ describe('OpenTelemetry', () => {
       const Traced = traced();
       const t = await createTestApp({ providers: [Traced] });
       try {
-        await send(['a', 'boom', 'b']);
+        await send(['a', 'boom', 'b', 'odd']);
         await t.get(Traced).seen.until(2);
-        await lookups.until(3);
+        await lookups.until(4);
         const finished = () => spans.getFinishedSpans().filter((span) => span.attributes['messaging.destination.name'] === channel);
-        await waitFor('three process spans', () => finished().filter((span) => span.name === `process ${channel}`).length === 3);
+        await waitFor('four process spans', () => finished().filter((span) => span.name === `process ${channel}`).length === 4);
 
         const [resync] = finished().filter((span) => span.name === `resync ${channel}`);
         expect(resync).toMatchObject({
@@ -135,14 +138,15 @@ describe('OpenTelemetry', () => {
           expect(span.parentSpanContext).toBeUndefined();
         }
         const failed = processed.filter((span) => span.status.code === SpanStatusCode.ERROR);
-        expect(failed).toHaveLength(1);
-        expect(failed[0]!.status.message).toBe('cannot apply boom');
-        expect(failed[0]!.attributes['error.type']).toBe('TypeError');
-        expect(failed[0]!.events.map((event) => event.name)).toEqual(['exception']);
+        expect(failed.map((span) => [span.status.message, span.attributes['error.type'], span.events.map((event) => event.name)])).toEqual([
+          ['cannot apply boom', 'TypeError', ['exception']],
+          // A thrown value that is not an Error: the conventions' fallback type, and no invented exception.
+          ['not an Error', '_OTHER', []],
+        ]);
 
         // Each `lookup` span the handler started is a child of its delivery's span.
         const children = spans.getFinishedSpans().filter((span) => span.name === 'lookup' && lookups.items.includes(span.spanContext().traceId));
-        expect(children).toHaveLength(3);
+        expect(children).toHaveLength(4);
         for (const child of children) {
           const parent = processed.find((span: ReadableSpan) => span.spanContext().spanId === child.parentSpanContext?.spanId);
           expect(parent?.spanContext().traceId).toBe(child.spanContext().traceId);
@@ -177,6 +181,9 @@ describe('OpenTelemetry', () => {
         const counts = (list: DataPoint<Histogram>[], key: string) => Object.fromEntries(list.map((point) => [String(point.attributes[key]), point.value.count]));
         expect(counts(durations, 'error.type')).toEqual({ TypeError: 1, undefined: 2 });
         expect(durations[0]!.attributes).toMatchObject({ 'pgln.handler': 'Traced.onEvent', 'pgln.connection': 'default' });
+        // Seconds, in the conventions' buckets: a quick handler lands in the first one (up to 5 ms), not in "0 to 5 s".
+        expect(durations[0]!.value.buckets.boundaries.slice(0, 3)).toEqual([0.005, 0.01, 0.025]);
+        expect(durations.reduce((sum, point) => sum + point.value.buckets.counts[0]!, 0)).toBeGreaterThan(0);
         const resyncs = await points<Histogram>('pgln.resync.duration');
         expect(counts(resyncs, 'pgln.out_of_sync.reason')).toEqual({ connect: 1, reconnect: 1 });
       } finally {

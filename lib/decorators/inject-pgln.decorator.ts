@@ -1,4 +1,6 @@
 import { Inject } from '@nestjs/common';
+import { PglnOptionsError } from '../errors/index.js';
+import { CONNECTION_NAME_INVALID } from '../pgln.messages.js';
 import { getPglnToken } from '../pgln.tokens.js';
 
 /**
@@ -10,5 +12,8 @@ import { getPglnToken } from '../pgln.tokens.js';
  * ```
  */
 export function InjectPgln(name?: string): PropertyDecorator & ParameterDecorator {
+  if (name !== undefined && (typeof name !== 'string' || name.trim() === '')) {
+    throw new PglnOptionsError(CONNECTION_NAME_INVALID('InjectPgln', typeof name === 'string' ? JSON.stringify(name) : String(name)));
+  }
   return Inject(getPglnToken(name));
 }

@@ -14,7 +14,11 @@ export interface PglnCounts {
   readonly handlerFailures: number;
   /** Payloads a handler did not get because they were not JSON or failed the channel's schema (once per handler). */
   readonly invalidPayloads: number;
-  /** Notifications dropped because a queue grew past `maxQueuedNotifications`. */
+  /**
+   * Notifications dropped because a queue grew past `maxQueuedNotifications`, counted per queue: the
+   * channel's, or the one held for a `listen()` whose first out-of-sync handler runs (each holds a
+   * copy of its own, so one notification dropped from two such queues counts twice).
+   */
   readonly dropped: number;
   /** Out-of-sync handler runs that completed, by reason. */
   readonly resyncs: Readonly<Record<OutOfSyncReason, number>>;
@@ -25,8 +29,8 @@ export interface PglnChannelStats extends PglnCounts {
   /** Handlers registered on it (a `listen()` call counts once). */
   readonly subscriptions: number;
   /**
-   * Notifications waiting: queued behind a running handler or resync, or held for a `listen()`
-   * whose first out-of-sync handler runs.
+   * Notifications waiting, counted per queue as {@link PglnCounts.dropped} is: queued behind a
+   * running handler or resync, or held for a `listen()` whose first out-of-sync handler runs.
    */
   readonly queued: number;
   /** The last out-of-sync handler run that completed. */
@@ -46,6 +50,12 @@ export interface PglnStats extends PglnCounts {
   readonly state: PglnState;
   /** When that state was entered. */
   readonly since: Date;
+  /**
+   * When the listener was last live, or started if it never was: undefined while live. Unlike
+   * {@link since}, a listener that goes from reconnecting to syncing and back without ever being
+   * live keeps it.
+   */
+  readonly notLiveSince?: Date;
   /** Times the LISTEN connection came back (LISTEN ran again) after it was lost. */
   readonly reconnects: number;
   /** Notifications waiting on all channels (see {@link PglnChannelStats.queued}). */

@@ -1,15 +1,17 @@
 import 'reflect-metadata';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { fork, type ChildProcess } from 'node:child_process';
+import { execSync, fork, type ChildProcess } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { cpus } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { PglnModule, PglnService } from 'nestjs-pgln';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../../tools/embedded-postgres.js';
-import { CONTENDERS, TELEMETRY_CONTENDERS, now, type Contender, type ReceiverMessage, type ReceiverTask } from './protocol.js';
+import { BASELINE_REVISION, CONTENDERS, TELEMETRY_CONTENDERS, now, type Contender, type ReceiverMessage, type ReceiverTask } from './protocol.js';
 import { fixed, median, spread, thousands } from './stats.js';
 
 /**
@@ -103,8 +105,25 @@ class Receiver {
   }
 }
 
+/**
+ * Builds nestjs-pgln as of {@link BASELINE_REVISION} into bench/baseline (ignored by git), from
+ * this repository's history, with this checkout's dependencies; returns its entry point's URL.
+ */
+function buildBaseline(): string {
+  const root = fileURLToPath(new URL('../../../../', import.meta.url));
+  const dir = join(root, 'bench/baseline');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  execSync(`git archive ${BASELINE_REVISION} lib tsconfig.json tsconfig.build.json | tar -x -C "${dir}"`, { cwd: root });
+  execSync(`npx tsc -p "${join(dir, 'tsconfig.build.json')}"`, { cwd: root, stdio: 'inherit' });
+  return pathToFileURL(join(dir, 'dist/index.js')).href;
+}
+let baseline: string | undefined;
+
 async function receiver(contender: Contender, mode: ReceiverTask['mode'], channels: string[], expected: number) {
+  if (contender === 'pgln-baseline') baseline ??= buildBaseline();
   const r = new Receiver({
+    baseline,
     contender,
     mode,
     channels,
@@ -373,23 +392,24 @@ table(
   ],
 );
 
-/** Each round's rate of `c` over the same round's rate without telemetry: the rounds ran back to back. */
-const vsOff = (c: Contender) => telemetry[c].rate.map((value, round) => value / telemetry['pgln-telemetry-off'].rate[round]!);
+/** Each round's rate of `c` over the same round's rate of the module before telemetry: the rounds ran back to back. */
+const vsBaseline = (c: Contender) => telemetry[c].rate.map((value, round) => value / telemetry['pgln-baseline'].rate[round]!);
 lines.push(
   `### 6. What OpenTelemetry costs (delivery, ${thousands(DELIVERY_TOTAL)} notifications on 1 channel, sync handler, median of ${DELIVERY_ROUNDS})`,
   '',
 );
 table(
-  ['nestjs-pgln', '/s', 'vs telemetry off (per round: median, min–max)', 'CPU µs per notification'],
+  ['nestjs-pgln', '/s', `vs ${BASELINE_REVISION} (per round: median, min–max)`, 'CPU µs per notification'],
   TELEMETRY_CONTENDERS.map((c) => [
     {
+      'pgln-baseline': `as of ${BASELINE_REVISION}, before telemetry, stats counters and named instances existed`,
       'pgln-telemetry-off': 'telemetry off (API never loaded, as without @opentelemetry/api)',
       'pgln-sync': '@opentelemetry/api installed, no SDK (the default)',
       'pgln-otel-metrics': 'SDK registered, metrics only (`traces: false`)',
       'pgln-otel': 'SDK registered, metrics and a span per handler call',
     }[c as string]!,
     `${thousands(median(telemetry[c].rate))} (${spread(telemetry[c].rate, thousands)})`,
-    `${fixed(2)(median(vsOff(c)))} (${spread(vsOff(c), fixed(2))})`,
+    `${fixed(2)(median(vsBaseline(c)))} (${spread(vsBaseline(c), fixed(2))})`,
     fixed(2)(median(telemetry[c].cpuUs)),
   ]),
 );
@@ -444,7 +464,7 @@ const figures = {
   latency_ms: Object.fromEntries(
     CONTENDERS.map((c) => [c, { p50: Number(fixed(3)(median(latencies[c].p50))), p99: Number(fixed(3)(median(latencies[c].p99))), max: Number(fixed(3)(median(latencies[c].max))) }]),
   ),
-  telemetry_ratio_vs_off: Object.fromEntries(TELEMETRY_CONTENDERS.map((c) => [c, Number(fixed(2)(median(vsOff(c))))])),
+  telemetry_ratio_vs_baseline: Object.fromEntries(TELEMETRY_CONTENDERS.map((c) => [c, Number(fixed(2)(median(vsBaseline(c))))])),
   telemetry_cpu_us_per_notification: Object.fromEntries(TELEMETRY_CONTENDERS.map((c) => [c, Number(fixed(3)(median(telemetry[c].cpuUs)))])),
   notify_per_s: Object.fromEntries(Object.entries(notifies).map(([name, values]) => [name, Math.round(median(values))])),
   recovery_ms: Object.fromEntries(Object.keys(recoveries).map((name) => [name, recoveryMedian(name)])),

@@ -11,14 +11,21 @@ export type Contender =
   | 'postgres.js'
   | 'pgln-sync'
   | 'pgln-async'
+  | 'pgln-baseline'
   | 'pgln-telemetry-off'
   | 'pgln-otel-metrics'
   | 'pgln-otel';
 
 export const CONTENDERS: Contender[] = ['raw-pg', 'pg-listen', 'postgres.js', 'pgln-sync', 'pgln-async'];
 
-/** Scenario 6: nestjs-pgln (sync handler) without and with OpenTelemetry, back to back. */
-export const TELEMETRY_CONTENDERS: Contender[] = ['pgln-telemetry-off', 'pgln-sync', 'pgln-otel-metrics', 'pgln-otel'];
+/**
+ * Scenario 6: nestjs-pgln (sync handler) as it was before telemetry existed (`pgln-baseline`, built
+ * from {@link BASELINE_REVISION}), then without and with OpenTelemetry, back to back.
+ */
+export const TELEMETRY_CONTENDERS: Contender[] = ['pgln-baseline', 'pgln-telemetry-off', 'pgln-sync', 'pgln-otel-metrics', 'pgln-otel'];
+
+/** The last commit before OpenTelemetry, stats counters and named instances. */
+export const BASELINE_REVISION = 'decbf60';
 
 /** What a receiver is asked to do, through its environment. */
 export interface ReceiverTask {
@@ -29,6 +36,8 @@ export interface ReceiverTask {
   expected: number;
   databaseUrl: string;
   applicationName: string;
+  /** For `pgln-baseline`: the file URL of that build's entry point. */
+  baseline?: string;
 }
 
 export type ReceiverMessage =

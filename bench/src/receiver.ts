@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { Injectable, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { OnNotification, OnOutOfSync, PglnModule } from 'nestjs-pgln';
+import * as current from 'nestjs-pgln';
 import pg from 'pg';
 import pgListen from 'pg-listen';
 import postgres from 'postgres';
@@ -118,7 +118,8 @@ async function registerSdk(): Promise<void> {
   metrics.setGlobalMeterProvider(new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter })] }));
 }
 
-async function startPgln(async: boolean, telemetry?: { traces: boolean; metrics: boolean }): Promise<void> {
+async function startPgln(async: boolean, telemetry?: { traces: boolean; metrics: boolean }, lib: typeof current = current): Promise<void> {
+  const { OnNotification, OnOutOfSync, PglnModule } = lib;
   const handler = async ? async (payload: string) => onPayload(payload) : (payload: string) => onPayload(payload);
   class Receiver {
     receive(payload: string) {
@@ -145,6 +146,7 @@ const starters = {
   'postgres.js': startPostgresJs,
   'pgln-sync': () => startPgln(false),
   'pgln-async': () => startPgln(true),
+  'pgln-baseline': async () => startPgln(false, undefined, await import(task.baseline!)),
   'pgln-telemetry-off': () => startPgln(false, { traces: false, metrics: false }),
   'pgln-otel-metrics': async () => {
     await registerSdk();

@@ -107,6 +107,12 @@ export class Channel {
   /** The marker whose handlers have not started yet (at most one): queued, or waiting for its LISTEN. */
   private waiting?: SyncMarker;
   private busy = false;
+  /** The notification being delivered, the subscriptions it goes to, and the next one's index (see {@link pump}). */
+  private current?: PglnNotification;
+  private recipients: readonly Subscription[] = [];
+  private nextRecipient = 0;
+  /** The subscription whose handler's promise the queue waits for. */
+  private awaited?: Subscription;
   private closed = false;
   private idle?: { promise: Promise<void>; resolve: () => void };
   /** The handler in progress in the queue. */
@@ -156,11 +162,8 @@ export class Channel {
     if (!this.busy) {
       // Idle means the queue is empty: deliver at once, the common case when handlers keep up.
       this.busy = true;
-      const pending = this.deliver(notification, this.subscriptions, 0);
-      if (pending) void this.drainAsync(pending);
-      // A handler may have queued a resync meanwhile.
-      else if (this.head < this.queue.length) this.drain();
-      else this.settle();
+      this.begin(notification);
+      this.pump();
       return;
     }
     this.queue.push(notification);
@@ -186,7 +189,10 @@ export class Channel {
     }
     this.waiting = marker;
     this.queue.push(marker);
-    if (!this.busy) this.drain();
+    if (!this.busy) {
+      this.busy = true;
+      this.pump();
+    }
     return marker;
   }
 
@@ -309,28 +315,73 @@ export class Channel {
     for (const subscription of subscriptions) this.report(subscription, error);
   }
 
-  /** Processes queued items while they complete synchronously; hands over to {@link drainAsync} when one does not. */
-  private drain(): void {
-    this.busy = true;
-    for (let item = this.shift(); item !== undefined; item = this.shift()) {
-      const pending = this.process(item);
-      if (pending) {
-        void this.drainAsync(pending);
-        return;
-      }
-    }
-    this.settle();
+  /** Starts delivering a notification to the channel's subscriptions as they are now. */
+  private begin(notification: PglnNotification): void {
+    this.current = notification;
+    this.recipients = this.subscriptions;
+    this.nextRecipient = 0;
   }
 
-  /** Awaits the item in progress, then processes the rest of the queue one item at a time. */
-  private async drainAsync(pending: Promise<void>): Promise<void> {
-    await pending;
-    for (let item = this.shift(); item !== undefined; item = this.shift()) {
-      const next = this.process(item);
-      if (next) await next;
+  /**
+   * Does the channel's work in order (the rest of the notification being delivered, then the queued
+   * items) synchronously for as long as handlers complete synchronously. A handler that returns a
+   * promise suspends it, and the promise's settlement resumes it: one promise reaction per awaited
+   * handler, and no async function per notification. Called with `busy` set; clears it when the
+   * queue is empty.
+   */
+  private pump(): void {
+    for (;;) {
+      const notification = this.current;
+      if (notification !== undefined) {
+        const recipients = this.recipients;
+        while (this.nextRecipient < recipients.length && !this.closed) {
+          const subscription = recipients[this.nextRecipient++]!;
+          if (!subscription.receiving) {
+            // Its first sync runs beside the queue: held for it alone. Otherwise it was removed, or
+            // its own resync, queued behind this notification, covers it.
+            if (subscription.held) this.hold(subscription, notification);
+            continue;
+          }
+          const result = this.call(subscription, notification);
+          if (result) return this.suspend(result, subscription);
+        }
+        this.current = undefined;
+      }
+      const item = this.shift();
+      if (item === undefined) return this.settle();
+      if (item instanceof SyncMarker) {
+        void this.runMarker(item).then(this.resume);
+        return;
+      }
+      this.queued--;
+      this.begin(item);
     }
-    this.settle();
   }
+
+  private readonly resume = (): void => this.pump();
+
+  /** Waits for a handler's promise (timed for slow-handler warnings), counts or reports it, then resumes. */
+  private suspend(result: PromiseLike<unknown>, subscription: Subscription): void {
+    this.started(this.lane, subscription);
+    this.awaited = subscription;
+    // A native promise is used as it is: its own reaction is the only hop.
+    Promise.resolve(result).then(this.handled, this.failed);
+  }
+
+  private readonly handled = (value: unknown): void => {
+    if (value !== REJECTED) {
+      this.counts.delivered++;
+      this.context.totals.delivered++;
+    }
+    this.finished(this.lane);
+    this.pump();
+  };
+
+  private readonly failed = (error: unknown): void => {
+    this.fail(this.awaited!, error);
+    this.finished(this.lane);
+    this.pump();
+  };
 
   /** Takes the next item off the queue, or undefined when it is empty or the channel closed. */
   private shift(): Item | undefined {
@@ -347,12 +398,6 @@ export class Channel {
     return item;
   }
 
-  private process(item: Item): Promise<void> | undefined {
-    if (item instanceof SyncMarker) return this.runMarker(item);
-    this.queued--;
-    return this.deliver(item, this.subscriptions, 0);
-  }
-
   /** No item in progress any more: release whoever waits for the channel to settle. */
   private settle(): void {
     this.busy = false;
@@ -360,27 +405,6 @@ export class Channel {
       this.idle.resolve();
       this.idle = undefined;
     }
-  }
-
-  /** Calls every subscription's notification handler in order; returns a promise only if one went async. */
-  private deliver(
-    notification: PglnNotification,
-    subscriptions: readonly Subscription[],
-    from: number,
-  ): Promise<void> | undefined {
-    for (let i = from; i < subscriptions.length; i++) {
-      const subscription = subscriptions[i]!;
-      if (!subscription.receiving) {
-        // Its first sync runs beside the queue: held for it alone. Otherwise it was removed, or
-        // its own resync, queued behind this notification, covers it.
-        if (subscription.held) this.hold(subscription, notification);
-        continue;
-      }
-      if (this.closed) return undefined;
-      const result = this.call(subscription, notification);
-      if (result) return this.awaitHandler(result, subscription, notification, subscriptions, i + 1);
-    }
-    return undefined;
   }
 
   /** Calls a subscription's notification handler; returns its promise if it returned one (failures are reported). */
@@ -435,19 +459,6 @@ export class Channel {
     return telemetry
       ? telemetry.notification(this.name, subscription.spec, payload, notification)
       : subscription.spec.onNotification!(payload, notification);
-  }
-
-  /** Waits for an async handler, then delivers the notification to the handlers after it. */
-  private async awaitHandler(
-    result: PromiseLike<unknown>,
-    subscription: Subscription,
-    notification: PglnNotification,
-    subscriptions: readonly Subscription[],
-    next: number,
-  ): Promise<void> {
-    await this.settleHandler(result, subscription, this.lane);
-    const rest = this.deliver(notification, subscriptions, next);
-    if (rest) await rest;
   }
 
   /** Waits for a handler's promise, reporting a rejection; `run` times it for slow-handler warnings. */

@@ -121,7 +121,9 @@ export interface PglnModuleOptions {
   maxQueuedNotifications?: number;
   /**
    * A handler (notification or out-of-sync) still running after this many ms is logged as slow,
-   * with its name, channel and elapsed time. It is not cancelled.
+   * with its name, channel and elapsed time. It is not cancelled. An async handler is noticed by a
+   * watchdog that ticks every quarter of this: within 1.25 times it, and its time is that much short
+   * (no clock is read per call).
    * @default 5000
    */
   slowHandlerMs?: number;

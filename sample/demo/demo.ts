@@ -11,57 +11,20 @@
  * that its network can fail while the app's pool and the writer reach the server directly.
  */
 import 'reflect-metadata';
-import { Module, type DynamicModule, type LoggerService } from '@nestjs/common';
+import { type LoggerService } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { PglnModule, PglnService, type PglnStateChange } from 'nestjs-pgln';
+import { PglnService, type PglnStateChange } from 'nestjs-pgln';
 import pg from 'pg';
 import { TcpProxy } from '../../test/support/tcp-proxy.js';
 import { startEmbeddedPostgres } from '../../tools/embedded-postgres.js';
-import { DATABASE_POOL, DatabaseModule } from '../src/database/database.module.js';
 import { createSchema } from '../src/database/schema.js';
-import type { Product } from '../src/products/product.js';
 import { ProductCache } from '../src/products/product-cache.service.js';
-import { ProductsModule } from '../src/products/products.module.js';
+import { DemoModule, SETTLE_MS, Writer, print, seedProducts, settle, sleep, until, updateRandomProduct } from './harness.js';
 
 const PRODUCTS = 20;
-/** How long the cache may take to catch up with the table once the writer has paused. */
-const SETTLE_MS = 3000;
 const GIVE_UP_AFTER_MS = 60_000;
 
-const print = (line = '') => void process.stdout.write(`${line}\n`);
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const updates = (count: number) => `${count} update${count === 1 ? '' : 's'}`;
-
-/** Resolves once `condition` holds; throws naming `what` after `timeoutMs`. */
-async function until(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  for (const deadline = Date.now() + timeoutMs; !(await condition()); await sleep(10)) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-  }
-}
-
-/** The sample's pieces, with the LISTEN connection sent through the proxy and a health check every second. */
-@Module({})
-class DemoModule {
-  static through(databaseUrl: string, proxy: TcpProxy): DynamicModule {
-    return {
-      module: DemoModule,
-      imports: [
-        DatabaseModule.forRoot(databaseUrl),
-        PglnModule.forRootAsync({
-          inject: [DATABASE_POOL],
-          useFactory: (pool: pg.Pool) => ({
-            pool,
-            applicationName: 'pgln-demo',
-            listener: { host: '127.0.0.1', port: proxy.port },
-            // A silent connection is noticed within intervalMs + timeoutMs = 2 s.
-            healthCheck: { intervalMs: 1000, timeoutMs: 1000 },
-          }),
-        }),
-        ProductsModule,
-      ],
-    };
-  }
-}
 
 /** The story of the current fault: lines stamped with the time since the fault was injected. */
 class Timeline {
@@ -101,72 +64,14 @@ class StoryLogger implements LoggerService {
   }
 }
 
-/** Changes a random product every 20–50 ms, on a pool of its own; failed updates are counted and the next one tried. */
-class Writer {
-  committed = 0;
-  failed = 0;
-  private running?: Promise<void>;
-  private stopping = false;
-
-  constructor(private readonly pool: pg.Pool) {}
-
-  resume(): void {
-    this.stopping = false;
-    this.running ??= this.loop().finally(() => (this.running = undefined));
-  }
-
-  /** Resolves once the update in flight, if any, has committed or failed. */
-  async pause(): Promise<void> {
-    this.stopping = true;
-    await this.running;
-  }
-
-  private async loop(): Promise<void> {
-    while (!this.stopping) {
-      const random = 'SELECT id FROM products ORDER BY random() LIMIT 1';
-      await this.pool.query(`UPDATE products SET price_cents = price_cents + 1 WHERE id = (${random})`).then(
-        () => void (this.committed += 1),
-        () => void (this.failed += 1),
-      );
-      await sleep(20 + Math.random() * 30);
-    }
-  }
-}
-
-/** Rows where the cache and the table differ, field by field, in words; empty when they are equal. */
-async function differences(db: pg.Pool, cache: ProductCache): Promise<string[]> {
-  const { rows } = await db.query<Product>('SELECT id, name, price_cents AS "priceCents", version FROM products ORDER BY id');
-  const cached = new Map(cache.all().map((product) => [product.id, product]));
-  const found: string[] = [];
-  for (const row of rows) {
-    const held = cached.get(row.id);
-    cached.delete(row.id);
-    if (!held) {
-      found.push(`#${row.id} missing from the cache (table: ${JSON.stringify(row)})`);
-      continue;
-    }
-    const fields = (['name', 'priceCents', 'version'] as const).filter((field) => held[field] !== row[field]);
-    if (fields.length) found.push(`#${row.id} ${fields.map((field) => `${field}: cache ${held[field]}, table ${row[field]}`).join('; ')}`);
-  }
-  for (const extra of cached.values()) found.push(`#${extra.id} in the cache, not in the table`);
-  return found;
-}
-
-/** Compares until the cache equals the table or `SETTLE_MS` have passed; the last differences found. */
-async function settle(db: pg.Pool, cache: ProductCache): Promise<string[]> {
-  for (const deadline = Date.now() + SETTLE_MS; ; await sleep(20)) {
-    const found = await differences(db, cache);
-    if (found.length === 0 || Date.now() > deadline) return found;
-  }
-}
-
 async function main(): Promise<boolean> {
   const server = await startEmbeddedPostgres();
   const proxy = await TcpProxy.forUrl(server.url).start();
   const db = new pg.Pool({ connectionString: server.url, application_name: 'pgln-demo-writer', max: 2, connectionTimeoutMillis: 1000 });
   db.on('error', () => undefined); // idle connections die with the server; the pool replaces them
   const timeline = new Timeline();
-  const writer = new Writer(db);
+  // Changes a random product every 20–50 ms, on a pool of its own; failed updates are counted and the next one tried.
+  const writer = new Writer(() => [updateRandomProduct(db)], [20, 50]);
   let app: Awaited<ReturnType<typeof NestFactory.createApplicationContext>> | undefined;
   const cleanUp = async () => {
     await writer.pause();
@@ -182,11 +87,7 @@ async function main(): Promise<boolean> {
 
   try {
     await createSchema(server.url);
-    await db.query(
-      `INSERT INTO products (name, price_cents) SELECT 'Product ' || i, 100 + i
-       FROM generate_series((SELECT count(*) FROM products) + 1, $1) AS i`,
-      [PRODUCTS],
-    );
+    await seedProducts(db, PRODUCTS);
     print(`PostgreSQL (embedded) on 127.0.0.1:${server.port}; the app's LISTEN connection goes through a TCP proxy on :${proxy.port}`);
     print('startup');
     app = await NestFactory.createApplicationContext(DemoModule.through(server.url, proxy), {

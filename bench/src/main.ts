@@ -1,8 +1,7 @@
 import 'reflect-metadata';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { execSync, fork, type ChildProcess } from 'node:child_process';
-import { mkdirSync, rmSync } from 'node:fs';
+import { fork, type ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cpus } from 'node:os';
@@ -11,6 +10,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { PglnModule, PglnService } from 'nestjs-pgln';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../../tools/embedded-postgres.js';
+import { buildBaseline } from './baseline.js';
 import { BASELINE_REVISION, CONTENDERS, TELEMETRY_CONTENDERS, now, type Contender, type ReceiverMessage, type ReceiverTask } from './protocol.js';
 import { fixed, median, spread, thousands } from './stats.js';
 
@@ -105,23 +105,10 @@ class Receiver {
   }
 }
 
-/**
- * Builds nestjs-pgln as of {@link BASELINE_REVISION} into bench/baseline (ignored by git), from
- * this repository's history, with this checkout's dependencies; returns its entry point's URL.
- */
-function buildBaseline(): string {
-  const root = fileURLToPath(new URL('../../../../', import.meta.url));
-  const dir = join(root, 'bench/baseline');
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  execSync(`git archive ${BASELINE_REVISION} lib tsconfig.json tsconfig.build.json | tar -x -C "${dir}"`, { cwd: root });
-  execSync(`npx tsc -p "${join(dir, 'tsconfig.build.json')}"`, { cwd: root, stdio: 'inherit' });
-  return pathToFileURL(join(dir, 'dist/index.js')).href;
-}
 let baseline: string | undefined;
 
 async function receiver(contender: Contender, mode: ReceiverTask['mode'], channels: string[], expected: number) {
-  if (contender === 'pgln-baseline') baseline ??= buildBaseline();
+  if (contender === 'pgln-baseline') baseline ??= pathToFileURL(join(buildBaseline(), 'index.js')).href;
   const r = new Receiver({
     baseline,
     contender,

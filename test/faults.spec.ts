@@ -5,6 +5,7 @@ import { buildTestApp, createTestApp, proxyForEachTest, throughProxy, type TestA
 import { adminPool, databaseUrl, terminate, unique } from './support/database.js';
 import { recorder } from './support/recorder.js';
 import { TcpProxy } from './support/tcp-proxy.js';
+import { trackTimers } from './support/timers.js';
 import { Inbox, StateLog, deferred, waitFor } from './support/wait.js';
 
 const admin = adminPool();
@@ -19,43 +20,6 @@ async function expectRecovered(t: TestApp, channel: string, received: Inbox<stri
   await waitFor('the listener to be live again', () => t.pgln.state === 'live');
   await t.pgln.notify(channel, payload);
   await waitFor(`"${payload}" to be delivered`, () => received.items.includes(payload));
-}
-
-/**
- * Records the timers (and intervals) created from now on, until `stop()`, and which of them are
- * still pending: nothing may outlive `app.close()`. The module and pg run in this test's context,
- * so they use these globals.
- */
-function trackTimers() {
-  const pending = new Map<unknown, string>();
-  const real = { setTimeout, clearTimeout, setInterval, clearInterval };
-  const describe = (fn: unknown) => String(fn).replace(/\s+/g, ' ').slice(0, 160);
-  globalThis.setTimeout = ((fn: (...args: unknown[]) => void, ms?: number, ...args: unknown[]) => {
-    const timer = real.setTimeout(() => {
-      pending.delete(timer);
-      fn(...args);
-    }, ms);
-    pending.set(timer, describe(fn));
-    return timer;
-  }) as typeof setTimeout;
-  globalThis.setInterval = ((fn: (...args: unknown[]) => void, ms?: number, ...args: unknown[]) => {
-    const timer = real.setInterval(fn, ms, ...args);
-    pending.set(timer, describe(fn));
-    return timer;
-  }) as typeof setInterval;
-  globalThis.clearTimeout = ((timer?: NodeJS.Timeout) => {
-    pending.delete(timer);
-    real.clearTimeout(timer);
-  }) as typeof clearTimeout;
-  globalThis.clearInterval = ((timer?: NodeJS.Timeout) => {
-    pending.delete(timer);
-    real.clearInterval(timer);
-  }) as typeof clearInterval;
-  return {
-    /** Callbacks of the timers still pending. */
-    pending: () => [...pending.values()],
-    stop: () => Object.assign(globalThis, real),
-  };
 }
 
 describe('liveness check', () => {

@@ -78,6 +78,8 @@ export class Writer {
   failed = 0;
   private running?: Promise<void>;
   private stopping = false;
+  /** Ends the wait between two steps early. */
+  private wake?: () => void;
 
   constructor(
     private readonly step: () => Promise<unknown>[],
@@ -92,6 +94,7 @@ export class Writer {
   /** Resolves once the updates in flight, if any, have committed or failed. */
   async pause(): Promise<void> {
     this.stopping = true;
+    this.wake?.();
     await this.running;
   }
 
@@ -102,7 +105,13 @@ export class Writer {
         if (outcome.status === 'fulfilled') this.committed += 1;
         else this.failed += 1;
       }
-      await sleep(min + Math.random() * (max - min));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, min + Math.random() * (max - min));
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
     }
   }
 }

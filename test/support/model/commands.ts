@@ -1,0 +1,263 @@
+import fc from 'fast-check';
+import { CHANNELS, describeSpec, type DecoratedSpec, type Harness, type RuntimeSpec } from './harness.js';
+
+/**
+ * The commands of the model test. Each acts on the running application, then waits until
+ * everything sent has been handled and checks every invariant ({@link Harness.settle}). The
+ * model a command checks its precondition against is the harness itself: which subscribers are
+ * active, which channels a slow handler holds. What each subscriber must have seen is derived
+ * from the recorded timeline by the harness's checks.
+ */
+type Model = Harness;
+
+abstract class Step implements fc.AsyncCommand<Model, Harness> {
+  abstract check(model: Readonly<Model>): boolean;
+  protected abstract act(h: Harness): Promise<void>;
+  abstract toString(): string;
+
+  async run(_model: Model, h: Harness): Promise<void> {
+    await this.act(h);
+    await h.settle();
+  }
+}
+
+const MAX_SUBSCRIBERS = 8;
+const c = (channel: number) => `c${channel}`;
+
+class Listen extends Step {
+  constructor(private readonly spec: RuntimeSpec) {
+    super();
+  }
+  check(m: Readonly<Model>) {
+    return m.subs.filter((sub) => sub.kind !== 'sentinel' && sub.removalStart === undefined).length < MAX_SUBSCRIBERS;
+  }
+  protected async act(h: Harness) {
+    await h.listen(this.spec);
+  }
+  toString() {
+    return `listen(${describeSpec(this.spec)})`;
+  }
+}
+
+class Off extends Step {
+  constructor(private readonly pick: number) {
+    super();
+  }
+  private target(m: Readonly<Model>) {
+    const runtime = m.subs.filter((sub) => sub.kind === 'runtime' && sub.removalStart === undefined);
+    return runtime[this.pick % Math.max(1, runtime.length)];
+  }
+  check(m: Readonly<Model>) {
+    return this.target(m) !== undefined;
+  }
+  protected async act(h: Harness) {
+    await h.off(this.target(h)!);
+  }
+  toString() {
+    return `off(listener #${this.pick})`;
+  }
+}
+
+class Unlisten extends Step {
+  constructor(private readonly channel: number) {
+    super();
+  }
+  check(m: Readonly<Model>) {
+    return m.activeOn(this.channel).length > 0;
+  }
+  protected async act(h: Harness) {
+    await h.unlisten(this.channel);
+  }
+  toString() {
+    return `unlisten(${c(this.channel)})`;
+  }
+}
+
+class Notify extends Step {
+  constructor(
+    private readonly channel: number,
+    private readonly count: number,
+  ) {
+    super();
+  }
+  check() {
+    return true;
+  }
+  protected async act(h: Harness) {
+    h.note(this.toString());
+    for (let i = 0; i < this.count; i++) {
+      await h.send('notify', [this.channel], ([item]) => h.pgln.notify(item!.channel, item!.payload));
+    }
+  }
+  toString() {
+    return `notify(${c(this.channel)} x${this.count})`;
+  }
+}
+
+class NotifyMany extends Step {
+  constructor(private readonly channels: readonly number[]) {
+    super();
+  }
+  check() {
+    return true;
+  }
+  protected async act(h: Harness) {
+    h.note(this.toString());
+    await h.send('notifyMany', this.channels, (items) => h.pgln.notifyMany(items));
+  }
+  toString() {
+    return `notifyMany(${this.channels.map(c).join(',')})`;
+  }
+}
+
+class Transaction extends Step {
+  constructor(
+    private readonly channel: number,
+    private readonly count: number,
+    private readonly commit: boolean,
+  ) {
+    super();
+  }
+  check() {
+    return true;
+  }
+  protected async act(h: Harness) {
+    h.note(this.toString());
+    await h.sendInTransaction(this.commit ? 'transaction' : 'rolled back', this.channel, this.count, this.commit);
+  }
+  toString() {
+    return `notify in a transaction(${c(this.channel)} x${this.count}, ${this.commit ? 'COMMIT' : 'ROLLBACK'})`;
+  }
+}
+
+class Resync extends Step {
+  constructor(private readonly channel: number) {
+    super();
+  }
+  check(m: Readonly<Model>) {
+    return m.activeOn(this.channel).length > 0;
+  }
+  protected async act(h: Harness) {
+    await h.resync(this.channel);
+  }
+  toString() {
+    return `resync(${c(this.channel)})`;
+  }
+}
+
+type FaultKind = 'kill' | 'reset' | 'blackhole' | 'refuse';
+const FAULTS: Record<FaultKind, string> = {
+  kill: 'kill the LISTEN backend',
+  reset: 'reset the connection',
+  blackhole: 'blackhole the connection',
+  refuse: 'reset and refuse connections a while',
+};
+
+class Fault extends Step {
+  constructor(
+    private readonly kind: FaultKind,
+    private readonly whileDown: readonly number[],
+  ) {
+    super();
+  }
+  check() {
+    return true;
+  }
+  protected async act(h: Harness) {
+    await h.fault(this.kind, this.whileDown);
+  }
+  toString() {
+    return `${FAULTS[this.kind]}${this.whileDown.length ? `, notify ${this.whileDown.map(c).join(',')} while down` : ''}`;
+  }
+}
+
+class Block extends Step {
+  constructor(
+    private readonly channel: number,
+    private readonly pick: number,
+  ) {
+    super();
+  }
+  check(m: Readonly<Model>) {
+    return m.activeOn(this.channel).length > 0 && !m.blocked(this.channel);
+  }
+  protected async act(h: Harness) {
+    const subs = h.activeOn(this.channel);
+    await h.block(subs[this.pick % subs.length]!);
+  }
+  toString() {
+    return `slow handler(${c(this.channel)}, subscriber #${this.pick})`;
+  }
+}
+
+class Release extends Step {
+  constructor(private readonly channel: number) {
+    super();
+  }
+  check(m: Readonly<Model>) {
+    return m.gates.some((gate) => gate.channel === this.channel && !gate.released);
+  }
+  protected async act(h: Harness) {
+    h.release(this.channel);
+  }
+  toString() {
+    return `release slow handler(${c(this.channel)})`;
+  }
+}
+
+class Burst extends Step {
+  constructor(
+    private readonly channel: number,
+    private readonly count: number,
+  ) {
+    super();
+  }
+  check(m: Readonly<Model>) {
+    return m.blocked(this.channel);
+  }
+  protected async act(h: Harness) {
+    h.note(this.toString());
+    await h.send('burst', Array.from({ length: this.count }, () => this.channel), (items) => h.pgln.notifyMany(items));
+  }
+  toString() {
+    return `burst(${c(this.channel)} x${this.count}, while held)`;
+  }
+}
+
+const channel = fc.integer({ min: 0, max: CHANNELS - 1 });
+
+const spec: fc.Arbitrary<DecoratedSpec> = fc
+  // Mostly handlers that send during their resync: that is what shows whether the channel is held meanwhile.
+  .record({ channel, outOfSync: fc.boolean(), async: fc.boolean(), sendsInSync: fc.nat(3).map((n) => n < 3) })
+  .map((value) => Object.assign(value, { [fc.toStringMethod]: () => describeSpec(value) }));
+
+/** The decorated providers of a run (present from app creation). */
+export const decoratedProviders = fc.array(spec, { maxLength: 4 });
+
+/**
+ * The command sequences. `replayPath` (printed in a counterexample as `/*replayPath="..."*\/`),
+ * with the seed and path, replays exactly the commands that ran in that counterexample.
+ */
+export function commandSequences(maxCommands: number, replayPath?: string) {
+  return fc.commands(
+    [
+      spec.map((s) => new Listen(s)),
+      spec.map((s) => new Listen(s)),
+      fc.nat(7).map((pick) => new Off(pick)),
+      channel.map((ch) => new Unlisten(ch)),
+      fc.tuple(channel, fc.integer({ min: 1, max: 3 })).map(([ch, n]) => new Notify(ch, n)),
+      fc.array(channel, { minLength: 1, maxLength: 6 }).map((channels) => new NotifyMany(channels)),
+      fc.tuple(channel, fc.integer({ min: 1, max: 3 }), fc.boolean()).map(([ch, n, commit]) => new Transaction(ch, n, commit)),
+      channel.map((ch) => new Resync(ch)),
+      fc
+        .tuple(fc.constantFrom<FaultKind>('kill', 'reset', 'blackhole', 'refuse'), fc.array(channel, { maxLength: 3 }))
+        .map(([kind, whileDown]) => new Fault(kind, whileDown)),
+      fc.tuple(channel, fc.nat(7)).map(([ch, pick]) => new Block(ch, pick)),
+      fc.tuple(channel, fc.nat(7)).map(([ch, pick]) => new Block(ch, pick)),
+      channel.map((ch) => new Release(ch)),
+      fc.tuple(channel, fc.integer({ min: 21, max: 30 })).map(([ch, n]) => new Burst(ch, n)),
+      fc.tuple(channel, fc.integer({ min: 21, max: 30 })).map(([ch, n]) => new Burst(ch, n)),
+    ],
+    { maxCommands, size: 'max', replayPath },
+  );
+}

@@ -20,7 +20,7 @@ import { Harness } from './support/model/harness.js';
  * - PGLN_FUZZ_SEED, PGLN_FUZZ_PATH and PGLN_FUZZ_REPLAY_PATH replay a counterexample: fast-check prints the
  *   seed and path, and the commands' `replayPath="..."` after the shrunk command list.
  * - PGLN_FUZZ_VERBOSE=1 prints what every run did; PGLN_FUZZ_FC_VERBOSE=2 every failing value met while shrinking;
- *   PGLN_FUZZ_TRACE=<file> writes the last passing run's timeline there.
+ *   PGLN_FUZZ_TRACE=<file> writes the last run's timeline there (`%d` in it: every run's, numbered).
  */
 const RUNS = Number(process.env.PGLN_FUZZ_RUNS ?? 50);
 const SEED = process.env.PGLN_FUZZ_SEED ? Number(process.env.PGLN_FUZZ_SEED) : 1_105_411;
@@ -32,6 +32,8 @@ const REPLAY_PATH = process.env.PGLN_FUZZ_REPLAY_PATH || undefined;
 const admin = new pg.Pool({ connectionString: databaseUrl(), application_name: 'pgln-model-admin', max: 4, idleTimeoutMillis: 0 });
 afterAll(() => admin.end());
 
+let runs = 0;
+
 describe('model: random subscribers, notifications, resyncs and faults', () => {
   it(`keeps every guarantee (${RUNS} runs, seed ${SEED})`, async () => {
     await fc.assert(
@@ -42,8 +44,8 @@ describe('model: random subscribers, notifications, resyncs and faults', () => {
           await fc.asyncModelRun(() => ({ model: h, real: h }), commands);
           await h.finish();
           if (process.env.PGLN_FUZZ_VERBOSE) console.log(`run ok:\n  ${h.journal.join('\n  ')}\n  (${h.sent.size} notifications, ${h.tick} events)`);
-          if (process.env.PGLN_FUZZ_TRACE) writeFileSync(process.env.PGLN_FUZZ_TRACE, h.trace.join('\n'));
         } finally {
+          if (process.env.PGLN_FUZZ_TRACE) writeFileSync(process.env.PGLN_FUZZ_TRACE.replace('%d', String(++runs)), h.trace.join('\n'));
           await h.dispose();
         }
       }),

@@ -39,12 +39,28 @@ class Listen extends Step {
   }
 }
 
+/** A listen() whose first resync hangs until released: the channel flows meanwhile, held for it alone. */
+class SlowListen extends Step {
+  constructor(private readonly spec: RuntimeSpec) {
+    super();
+  }
+  check(m: Readonly<Model>) {
+    return m.subs.filter((sub) => sub.kind !== 'sentinel' && sub.removalStart === undefined).length < MAX_SUBSCRIBERS;
+  }
+  protected async act(h: Harness) {
+    await h.slowListen(this.spec);
+  }
+  toString() {
+    return `listen with a hanging first resync(${describeSpec({ ...this.spec, outOfSync: true })})`;
+  }
+}
+
 class Off extends Step {
   constructor(private readonly pick: number) {
     super();
   }
   private target(m: Readonly<Model>) {
-    const runtime = m.subs.filter((sub) => sub.kind === 'runtime' && sub.removalStart === undefined);
+    const runtime = m.subs.filter((sub) => sub.kind === 'runtime' && sub.removalStart === undefined && sub.off);
     return runtime[this.pick % Math.max(1, runtime.length)];
   }
   check(m: Readonly<Model>) {
@@ -157,6 +173,7 @@ class Fault extends Step {
   constructor(
     private readonly kind: FaultKind,
     private readonly whileDown: readonly number[],
+    private readonly listen: RuntimeSpec | undefined,
   ) {
     super();
   }
@@ -164,10 +181,15 @@ class Fault extends Step {
     return true;
   }
   protected async act(h: Harness) {
-    await h.fault(this.kind, this.whileDown);
+    const room = h.subs.filter((sub) => sub.kind !== 'sentinel' && sub.removalStart === undefined).length < MAX_SUBSCRIBERS;
+    await h.fault(this.kind, this.whileDown, room ? this.listen : undefined);
   }
   toString() {
-    return `${FAULTS[this.kind]}${this.whileDown.length ? `, notify ${this.whileDown.map(c).join(',')} while down` : ''}`;
+    const meanwhile = [
+      ...(this.whileDown.length ? [`notify ${this.whileDown.map(c).join(',')}`] : []),
+      ...(this.listen ? [`listen(${describeSpec(this.listen)})`] : []),
+    ];
+    return `${FAULTS[this.kind]}${meanwhile.length ? `, ${meanwhile.join(' and ')} while down` : ''}`; // (no listen when 8 are there)
   }
 }
 
@@ -179,10 +201,10 @@ class Block extends Step {
     super();
   }
   check(m: Readonly<Model>) {
-    return m.activeOn(this.channel).length > 0 && !m.blocked(this.channel);
+    return m.activeOn(this.channel).some((sub) => !m.pending(sub)) && !m.blocked(this.channel);
   }
   protected async act(h: Harness) {
-    const subs = h.activeOn(this.channel);
+    const subs = h.activeOn(this.channel).filter((sub) => !h.pending(sub));
     await h.block(subs[this.pick % subs.length]!);
   }
   toString() {
@@ -195,13 +217,16 @@ class Release extends Step {
     super();
   }
   check(m: Readonly<Model>) {
-    return m.gates.some((gate) => gate.channel === this.channel && !gate.released);
+    return (
+      m.gates.some((gate) => gate.channel === this.channel && !gate.released) ||
+      m.subs.some((sub) => sub.channel === this.channel && sub.syncGate && !sub.syncGate.released)
+    );
   }
   protected async act(h: Harness) {
-    h.release(this.channel);
+    await h.release(this.channel);
   }
   toString() {
-    return `release slow handler(${c(this.channel)})`;
+    return `release what hangs(${c(this.channel)})`;
   }
 }
 
@@ -213,14 +238,14 @@ class Burst extends Step {
     super();
   }
   check(m: Readonly<Model>) {
-    return m.blocked(this.channel);
+    return m.blocked(this.channel) || m.hung(this.channel);
   }
   protected async act(h: Harness) {
     h.note(this.toString());
     await h.send('burst', Array.from({ length: this.count }, () => this.channel), (items) => h.pgln.notifyMany(items));
   }
   toString() {
-    return `burst(${c(this.channel)} x${this.count}, while held)`;
+    return `burst(${c(this.channel)} x${this.count})`;
   }
 }
 
@@ -243,6 +268,7 @@ export function commandSequences(maxCommands: number, replayPath?: string) {
     [
       spec.map((s) => new Listen(s)),
       spec.map((s) => new Listen(s)),
+      spec.map((s) => new SlowListen(s)),
       fc.nat(7).map((pick) => new Off(pick)),
       channel.map((ch) => new Unlisten(ch)),
       fc.tuple(channel, fc.integer({ min: 1, max: 3 })).map(([ch, n]) => new Notify(ch, n)),
@@ -250,8 +276,12 @@ export function commandSequences(maxCommands: number, replayPath?: string) {
       fc.tuple(channel, fc.integer({ min: 1, max: 3 }), fc.boolean()).map(([ch, n, commit]) => new Transaction(ch, n, commit)),
       channel.map((ch) => new Resync(ch)),
       fc
-        .tuple(fc.constantFrom<FaultKind>('kill', 'reset', 'blackhole', 'refuse'), fc.array(channel, { maxLength: 3 }))
-        .map(([kind, whileDown]) => new Fault(kind, whileDown)),
+        .tuple(
+          fc.constantFrom<FaultKind>('kill', 'reset', 'blackhole', 'refuse'),
+          fc.array(channel, { maxLength: 3 }),
+          fc.option(spec, { nil: undefined, freq: 2 }),
+        )
+        .map(([kind, whileDown, listen]) => new Fault(kind, whileDown, listen)),
       fc.tuple(channel, fc.nat(7)).map(([ch, pick]) => new Block(ch, pick)),
       fc.tuple(channel, fc.nat(7)).map(([ch, pick]) => new Block(ch, pick)),
       channel.map((ch) => new Release(ch)),

@@ -19,7 +19,7 @@ import { TcpProxy } from '../../test/support/tcp-proxy.js';
 import { startEmbeddedPostgres } from '../../tools/embedded-postgres.js';
 import { createSchema } from '../src/database/schema.js';
 import { ProductCache } from '../src/products/product-cache.service.js';
-import { DemoModule, SETTLE_MS, Writer, print, seedProducts, settle, sleep, until, updateRandomProduct } from './harness.js';
+import { DemoModule, SETTLE_MS, Writer, print, seedProducts, settle, sleep, until, updateRandomProduct, runToExit } from './harness.js';
 
 const PRODUCTS = 20;
 const GIVE_UP_AFTER_MS = 60_000;
@@ -187,10 +187,4 @@ async function main(): Promise<boolean> {
   }
 }
 
-main().then(
-  (ok) => process.exit(ok ? 0 : 1),
-  (error: unknown) => {
-    print(`demo failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-    process.exit(1);
-  },
-);
+runToExit('demo', main);

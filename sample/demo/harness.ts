@@ -142,3 +142,14 @@ export async function settle(db: pg.Pool, cache: ProductCache, withinMs = SETTLE
     if (found.length === 0 || Date.now() > deadline) return found;
   }
 }
+
+/** Runs a tool's `main` and exits: 0 when it resolves true, 1 when false or when it fails (printed under `name`). */
+export function runToExit(name: string, main: () => Promise<boolean>): void {
+  main().then(
+    (ok) => process.exit(ok ? 0 : 1),
+    (error: unknown) => {
+      print(`${name} failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+      process.exit(1);
+    },
+  );
+}

@@ -30,7 +30,7 @@ import { startEmbeddedPostgres } from '../../tools/embedded-postgres.js';
 import { createSchema } from '../src/database/schema.js';
 import { ProductCache } from '../src/products/product-cache.service.js';
 import { ProductsRepository } from '../src/products/products.repository.js';
-import { DemoModule, Writer, print, seedProducts, settle, sleep, until, updateRandomProduct } from './harness.js';
+import { DemoModule, Writer, print, seedProducts, settle, sleep, until, updateRandomProduct, runToExit } from './harness.js';
 
 const PRODUCTS = 100;
 const BURST = 10;
@@ -259,6 +259,7 @@ async function main(): Promise<boolean> {
       const delay = (ns: number) => Math.max(0, ns / 1e6 - LOOP_RESOLUTION_MS).toFixed(1);
       const loopFigures = `${delay(loop.percentile(50))}/${delay(loop.percentile(99))}/${delay(loop.max)}`;
       loop.disable();
+      proxy.queries.length = 0; // the proxy's log of every statement sent through it, unused here: not the app's memory
       global.gc?.();
       loop.reset();
       loop.enable();
@@ -355,10 +356,4 @@ async function main(): Promise<boolean> {
   }
 }
 
-main().then(
-  (ok) => process.exit(ok ? 0 : 1),
-  (error: unknown) => {
-    print(`soak failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
-    process.exit(1);
-  },
-);
+runToExit('soak', main);

@@ -161,12 +161,17 @@ describe('PglnService.stats()', () => {
     try {
       const channel = unique('runtime');
       const synced = deferred();
+      const syncing = deferred();
       const seen = new Inbox<string>();
       const listening = t.pgln.listen(channel, {
-        onOutOfSync: () => synced.promise,
+        onOutOfSync: () => {
+          syncing.resolve();
+          return synced.promise;
+        },
         onNotification: (payload) => seen.push(payload),
       });
-      await waitFor('LISTEN', () => t.pgln.stats().channels[channel]);
+      // Its out-of-sync handler runs once LISTEN has run (the channel shows in stats() before that).
+      await syncing.promise;
       await send(channel, ['x', 'y']);
       await waitFor('two held', () => t.pgln.stats().channels[channel]!.queued === 2);
       synced.resolve();

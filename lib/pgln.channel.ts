@@ -60,6 +60,13 @@ export class SyncMarker {
 
 type Item = PglnNotification | SyncMarker;
 
+/** A promise and its resolver. */
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
 /** What {@link Channel.callValidated} resolves with when the payload failed the schema: the handler was not called. */
 const REJECTED = Symbol('rejected');
 
@@ -119,6 +126,8 @@ export class Channel {
   /** The subscription whose handler's promise the queue waits for. */
   private awaited?: Subscription;
   private closed = false;
+  /** Resolves when the channel closes. */
+  private readonly stopped = deferred();
   private idle?: { promise: Promise<void>; resolve: () => void };
   /** The handler in progress in the queue. */
   private readonly lane: Run = { since: 0, warned: false };
@@ -139,9 +148,15 @@ export class Channel {
     this.next = this.upcoming = undefined;
   }
 
-  /** No connection: a first sync beside the queue waits for the next connection's LISTEN. */
+  /**
+   * No connection: a first sync beside the queue waits for the next connection's LISTEN, and one
+   * that has read the database already reads it again after that LISTEN, told `'reconnect'`.
+   */
   disconnected(): void {
     this.upcoming ??= new Promise((resolve) => (this.next = resolve));
+    for (const subscription of this.subscriptions) {
+      if (subscription.held && !subscription.synced && subscription.readAfter) subscription.again = 'reconnect';
+    }
   }
 
   add(subscription: Subscription): void {
@@ -211,8 +226,9 @@ export class Channel {
     this.outdate('manual');
     const side = [...this.side.values()];
     const marker = this.sync('manual');
-    await Promise.all([marker.done, ...side]);
-    return marker.ran;
+    // A first sync's handler may outlive the channel: once it is closed, nothing here is waited for.
+    await Promise.race([Promise.all([marker.done, ...side]), this.stopped.promise]);
+    return marker.ran && !this.closed;
   }
 
   /**
@@ -233,11 +249,7 @@ export class Channel {
   settled(): Promise<void> {
     const side = [...this.side.values()];
     if (!this.busy) return side.length ? Promise.all(side).then(() => undefined) : Promise.resolve();
-    this.idle ??= (() => {
-      let resolve!: () => void;
-      const promise = new Promise<void>((r) => (resolve = r));
-      return { promise, resolve };
-    })();
+    this.idle ??= deferred();
     return side.length ? Promise.all([this.idle.promise, ...side]).then(() => undefined) : this.idle.promise;
   }
 
@@ -248,6 +260,7 @@ export class Channel {
   close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
+      this.stopped.resolve();
       this.listening(Promise.resolve(false));
       this.waiting?.resolve();
       this.waiting = undefined;
@@ -301,13 +314,12 @@ export class Channel {
 
   /**
    * What every subscription read from the database so far is outdated: the next resync runs them
-   * all, and a first sync still running runs again (after the current LISTEN).
+   * all, and a first sync that has read already runs again (after the current LISTEN).
    */
   private outdate(reason: OutOfSyncReason): void {
     for (const subscription of this.subscriptions) {
-      if (subscription.held && !subscription.synced && subscription.readAfter) {
-        subscription.again = merge(subscription.again, reason);
-        subscription.readAfter = this.listened;
+      if (subscription.held && !subscription.synced) {
+        if (subscription.readAfter) subscription.again = merge(subscription.again, reason);
       } else {
         subscription.readAfter = undefined;
       }
@@ -500,12 +512,9 @@ export class Channel {
         // It read the database after this LISTEN already: nothing to redo.
         if (subscription.readAfter === marker.listened) continue;
         if (subscription.held && !subscription.synced) {
-          // That first sync still runs. If it read before this LISTEN, it runs again; if it still
-          // waits for this LISTEN, it reads after it anyway.
-          if (subscription.readAfter) {
-            subscription.again = merge(subscription.again, marker.reason);
-            subscription.readAfter = marker.listened;
-          }
+          // That first sync still runs. If it read before this LISTEN, it runs again; if it waits
+          // for a LISTEN, it reads after it anyway.
+          if (subscription.readAfter) subscription.again = merge(subscription.again, marker.reason);
           continue;
         }
         const reason = subscription.synced ? marker.reason : subscription.firstReason;
@@ -521,15 +530,17 @@ export class Channel {
   /** See {@link syncAlone}. */
   private async runAlone(subscription: Subscription, run: Run): Promise<void> {
     try {
-      let listened = this.upcoming ? (await this.upcoming).listened : this.listened;
-      while (!(await listened)) {
-        // That connection died before its LISTEN ran (a new one is then upcoming): wait for the next one's.
-        if (!subscription.active || this.closed || !this.upcoming) return;
-        listened = (await this.upcoming).listened;
-      }
-      subscription.readAfter = listened;
       let reason = subscription.firstReason;
       for (;;) {
+        // Every run reads after the LISTEN of the current (or next) connection.
+        subscription.readAfter = undefined;
+        let listened = this.upcoming ? (await this.upcoming).listened : this.listened;
+        while (!(await listened)) {
+          // That connection died before its LISTEN ran (a new one is then upcoming): wait for the next one's.
+          if (!subscription.active || this.closed || !this.upcoming) return;
+          listened = (await this.upcoming).listened;
+        }
+        subscription.readAfter = listened;
         if (!(await this.outOfSync(subscription, reason, run))) return;
         const held = subscription.held!;
         while (held.length > 0 && !subscription.again && subscription.active && !this.closed) {

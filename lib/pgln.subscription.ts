@@ -36,7 +36,8 @@ export class Subscription {
   skip = 0;
   /**
    * The LISTEN after which its out-of-sync handler last read the database: a resync for the same
-   * LISTEN has nothing to redo. Undefined when unknown, or outdated by an overflow.
+   * LISTEN has nothing to redo. Undefined when unknown, outdated by an overflow, or (in a first
+   * sync) while it waits for the LISTEN it will read after.
    */
   readAfter?: Promise<boolean>;
   /** A resync that came while that first sync ran: it runs again, with this reason, before releasing what it held. */

@@ -272,6 +272,34 @@ describe('PglnService.resync', () => {
     }
   });
 
+  it('rejects when the channel is unlistened while a listener’s first sync runs, whenever that sync ends', async () => {
+    const channel = unique('manual_cut_side');
+    const t = await createTestApp();
+    try {
+      const flowing = new Inbox<string>();
+      await t.pgln.listen(channel, { onNotification: flowing.push });
+      const started = deferred();
+      const gate = deferred();
+      const listening = t.pgln.listen(channel, {
+        onOutOfSync: async () => {
+          started.resolve();
+          await gate.promise;
+        },
+      });
+      listening.catch(() => undefined); // rejects once unlistened, as documented
+      await started.promise;
+      const resync = t.pgln.resync(channel);
+      // Delivered once the queue's part of the resync is done: only that first sync still runs.
+      await t.pgln.notify(channel, 'after');
+      await flowing.until(1);
+      await t.pgln.unlisten(channel);
+      gate.resolve();
+      await expect(resync).rejects.toThrow(`resync("${channel}") did not complete: the channel was unlistened or the application is shutting down.`);
+    } finally {
+      await t.app.close();
+    }
+  });
+
   it('while the connection is down, resolves once the handlers ran after the next LISTEN', async () => {
     const proxy = await TcpProxy.forUrl(databaseUrl()).start();
     const channel = unique('manual_down');
@@ -291,6 +319,52 @@ describe('PglnService.resync', () => {
     } finally {
       await t.app.close();
       await proxy.stop();
+    }
+  });
+});
+
+describe('a listen() whose first sync runs when the connection is lost', () => {
+  it('runs it again after the new LISTEN with reason "reconnect", even when an overflow came first', async () => {
+    const channel = unique('first_sync_lost');
+    const t = await createTestApp({}, { maxQueuedNotifications: 2 });
+    try {
+      // A handler that holds the channel's queue, so that the reconnect's resync waits behind it.
+      const holding = deferred();
+      const hold = deferred();
+      await t.pgln.listen(channel, {
+        onNotification: async (payload: string) => {
+          if (payload !== 'hold') return;
+          holding.resolve();
+          await hold.promise;
+        },
+      });
+      const started = deferred();
+      const gate = deferred();
+      const reasons: string[] = [];
+      const listening = t.pgln.listen(channel, {
+        onOutOfSync: async (event: OutOfSyncEvent) => {
+          reasons.push(event.reason);
+          if (event.reason !== 'listen') return;
+          started.resolve();
+          await gate.promise;
+        },
+      });
+      await started.promise; // its first sync has read the database, and waits
+      await t.pgln.notify(channel, 'hold');
+      await holding.promise;
+      await terminate(admin, `${t.appName}-listener`);
+      await waitFor('the new LISTEN', () => t.pgln.state === 'syncing');
+      // Three notifications overflow the queue (limit 2) before the reconnect's resync could run.
+      await admin.query("SELECT pg_notify($1, '1'), pg_notify($1, '2'), pg_notify($1, '3')", [channel]);
+      await waitFor('the overflow', () => t.pgln.stats().dropped > 0);
+      gate.resolve();
+      await listening;
+      hold.resolve();
+      await waitFor('live', () => t.pgln.state === 'live');
+      // What it read before the loss is stale: it reads once more, told the connection was lost.
+      expect(reasons).toEqual(['listen', 'reconnect']);
+    } finally {
+      await t.app.close();
     }
   });
 });

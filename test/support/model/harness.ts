@@ -142,12 +142,6 @@ const OVERFLOW_DROPPED_TEXT_PLURAL = 'have no out-of-sync handler to recover wit
 
 const immediate = () => new Promise<void>((resolve) => setImmediate(resolve));
 
-/**
- * PGLN_FUZZ_STRICT=1 also holds the module to two points where it departs from its documentation
- * (found by this test; see {@link Harness.checkResyncAfterReconnect} and {@link Harness.mayWait}).
- */
-const STRICT = process.env.PGLN_FUZZ_STRICT === '1';
-
 export class Harness {
   t!: TestApp;
   pgln!: PglnService;
@@ -877,12 +871,7 @@ export class Harness {
         const by = settled > loss ? Math.max(live, settled) : live;
         if (by === Infinity) continue;
         if (sub.removalStart !== undefined && sub.removalStart < by) continue;
-        // Known departure: a listen() whose first resync runs beside a queue held by a slow handler,
-        // when the connection is lost and then the queue overflows, runs it again with reason
-        // 'overflow' only (the overflow marks it read after the new LISTEN, so the queued reconnect
-        // resync skips it): 'reconnect' is lost. It does read again after the new LISTEN.
-        const reasonKnown = STRICT || settled <= loss;
-        if (!sub.syncs.some((s) => s.start > loss && s.start < by && (s.reason === 'reconnect' || !reasonKnown))) {
+        if (!sub.syncs.some((s) => s.start > loss && s.start < by && s.reason === 'reconnect')) {
           this.fail(`${sub.label} has an out-of-sync handler, but it did not run with reason 'reconnect' between the loss (tick ${loss}) and ${by === live ? `'live' (tick ${live})` : `its listen() resolving (tick ${by})`}`, sub);
         }
       }
@@ -915,24 +904,11 @@ export class Harness {
     }
   }
 
-  /**
-   * A resync() may still wait while its channel is held (a slow handler, a hanging first resync),
-   * and also, once the channel was dropped, for a handler of it that still runs: it waits for the
-   * first syncs running beside the queue, even those of a listener removed meanwhile.
-   */
+  /** A resync() may still wait while its channel is held (a slow handler, a hanging first resync). */
   private mayWait(call: PendingResync): boolean {
-    if (this.gens[call.channel] === call.gen && this.held(call.channel)) return true;
-    // Known departure: once its channel was unlistened, resync() still waits for a removed listener's
-    // first resync that runs, then resolves; the JSDoc says it rejects when the channel is
-    // unlistened before the resync ran, and "a handler already running is not waited for".
-    if (STRICT) return false;
-    return this.subs.some(
-      (sub) =>
-        sub.channel === call.channel &&
-        sub.gen === call.gen &&
-        ((sub.syncGate?.started && !sub.syncGate.released) || (sub.gate?.started && !sub.gate.released)),
-    );
+    return this.gens[call.channel] === call.gen && this.held(call.channel);
   }
+
 
   /** resync() resolves after every out-of-sync handler of the channel ran (started after the call); it rejects only if the channel went away. */
   private checkResyncCalls(): void {
@@ -947,7 +923,7 @@ export class Harness {
         continue;
       }
       const droppedBefore = this.subs.some((sub) => sub.channel === call.channel && sub.gen === call.gen && sub.removedAt !== undefined && sub.removedAt < call.settled!.tick && sub.removalStart! > call.call);
-      if (STRICT && gone && droppedBefore && !call.subs.some((sub) => sub.syncs.some((s) => s.start > call.call))) {
+      if (gone && droppedBefore && !call.subs.some((sub) => sub.syncs.some((s) => s.start > call.call))) {
         this.fail(`resync(${this.channelLabel(call.channel)}) resolved (tick ${call.settled.tick}) though its channel was unlistened before any out-of-sync handler ran for it`);
       }
       for (const sub of call.subs) {

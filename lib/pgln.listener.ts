@@ -67,6 +67,12 @@ const MAX_REMEMBERED_BACKENDS = 32;
  */
 export class PglnListener {
   private readonly channels = new Map<string, Channel>();
+  /**
+   * The channel the last notification went to. Notifications come in runs on one channel, and pg
+   * parses each channel name into a new string, which a `Map` must hash: comparing it with the
+   * last name is several times cheaper. Cleared when that channel is dropped.
+   */
+  private lastChannel?: Channel;
   private readonly context: ChannelContext;
   private readonly states: BehaviorSubject<PglnStateChange>;
   /** The connected LISTEN session, if any. */
@@ -282,6 +288,7 @@ export class PglnListener {
 
   private async drop(channel: Channel): Promise<void> {
     this.channels.delete(channel.name);
+    if (this.lastChannel === channel) this.lastChannel = undefined;
     void channel.close();
     // Failing is the session's own business: one that does not answer in time is replaced.
     await this.session?.unlisten(channel.name).catch(noop);
@@ -289,9 +296,14 @@ export class PglnListener {
 
   private readonly dispatch = (message: Notification): void => {
     this.context.turns.begin();
+    let channel = this.lastChannel;
+    if (channel?.name !== message.channel) {
+      channel = this.lastChannel = this.channels.get(message.channel);
+      if (!channel) return;
+    }
     // pg's own object, passed on as is (no copy on the hot path): it has channel, payload (always a
     // string, '' when none was sent) and processId, as PglnNotification says.
-    this.channels.get(message.channel)?.push(message as PglnNotification);
+    channel.push(message as PglnNotification);
   };
 
   private connect(): void {
@@ -540,6 +552,7 @@ export class PglnListener {
     this.firstLive = undefined;
     const channels = [...this.channels.values()];
     this.channels.clear();
+    this.lastChannel = undefined;
     for (const channel of channels) {
       for (const subscription of channel.subscriptions) subscription.deactivate(error);
     }

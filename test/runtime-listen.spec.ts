@@ -97,6 +97,20 @@ describe('PglnService.listen / unlisten at runtime', () => {
     expect(once).toEqual(['1']);
   });
 
+  it('delivers to a channel listened on again after its last listener left', async () => {
+    const channel = unique('again');
+    const first = new Inbox<string>();
+    const off = await t.pgln.listen(channel, { onNotification: first.push });
+    await t.pgln.notify(channel, 'first');
+    await first.until(1);
+    await off();
+    const second = new Inbox<string>();
+    await t.pgln.listen(channel, { onNotification: second.push });
+    await t.pgln.notify(channel, 'second');
+    expect(await second.until(1)).toEqual(['second']);
+    expect(first.items).toEqual(['first']);
+  });
+
   it('delivers nothing queued before a new listener of a busy channel synced: its resync covers it', async () => {
     const channel = unique('runtime');
     const release = deferred();

@@ -25,6 +25,13 @@ const write = process.argv.includes('--write');
 const only = process.argv.find((arg) => arg.startsWith('--only='))?.slice('--only='.length);
 /** `--profile=pgln-sync` runs that contender's receivers under `node --cpu-prof` (profiles in bench/profiles). */
 const profile = process.argv.find((arg) => arg.startsWith('--profile='))?.slice('--profile='.length);
+/** `--contenders=raw-pg,pgln-sync` narrows the delivery scenario of an `--only=delivery` run to those. */
+const picked = process.argv
+  .find((arg) => arg.startsWith('--contenders='))
+  ?.slice('--contenders='.length)
+  .split(',') as Contender[] | undefined;
+const unknownContender = picked?.find((c) => !CONTENDERS.includes(c));
+if (unknownContender) throw new Error(`--contenders: unknown contender "${unknownContender}" (known: ${CONTENDERS.join(', ')})`);
 const ROUNDS = quick ? 1 : 3;
 /** Delivery rates vary most (the server, the sender and the receiver share the cores): more rounds. */
 const DELIVERY_ROUNDS = quick ? 1 : 7;
@@ -298,7 +305,11 @@ if (only && !['delivery', 'latency', 'notify', 'recovery', 'memory', 'telemetry'
 const runs = (scenario: string) => !only || only === scenario;
 if (only) {
   log(`only ${only}${profile ? `, profiling ${profile}` : ''}`);
-  if (runs('delivery')) process.stdout.write(`${JSON.stringify({ one: await deliveryThroughput(1), hundred: await deliveryThroughput(100) })}\n`);
+  if (runs('delivery')) {
+    const one = await deliveryThroughput(1, picked);
+    const hundred = await deliveryThroughput(100, picked);
+    process.stdout.write(`${JSON.stringify({ one, hundred })}\n`);
+  }
   if (runs('latency')) process.stdout.write(`${JSON.stringify(await latency())}\n`);
   if (runs('notify')) process.stdout.write(`${JSON.stringify(await notifyThroughput())}\n`);
   if (runs('recovery')) process.stdout.write(`${JSON.stringify(await recovery())}\n`);

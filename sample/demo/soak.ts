@@ -240,6 +240,11 @@ async function main(): Promise<boolean> {
         () => false,
       );
       faults.push({ kind, backMs: Date.now() - ended });
+      // The proxy keeps the server side of a blackholed connection open and unread, as a partition
+      // does, with whatever the backend had sent in its buffers. Once the listener is back (it has
+      // terminated that backend by then), the flow is torn down, as a keepalive timeout would in
+      // the end: the soak measures the app's memory, not the fault injector's.
+      if (kind === 'blackhole' && back) proxy.releaseOrphans();
       const outcome = back
         ? `live again ${duration(Date.now() - ended)} after it ended`
         : `NOT live again within ${BACK_WITHIN_MS / 1000} s: state ${pgln.state}`;
@@ -265,8 +270,8 @@ async function main(): Promise<boolean> {
       loop.enable();
       const { heapUsed, rss } = process.memoryUsage();
       samples.push({ heap: heapUsed, rss });
-      // The proxy keeps the server side of each connection blackholed before its client closed it,
-      // unread, until it stops (see TcpProxy.orphaned): those sockets are the proxy's, not the app's.
+      // Server sides of blackholed connections still held by the proxy (see TcpProxy.orphaned): the
+      // proxy's sockets, not the app's.
       const resources = process.getActiveResourcesInfo();
       const orphans = proxy.orphaned;
       const handles = tally(resources)

@@ -146,10 +146,20 @@ export class TcpProxy {
     return targets.length;
   }
 
-  async stop(): Promise<void> {
-    this.resetAll();
+  /**
+   * Closes the server sides left open by clients that closed while blackholed ({@link orphaned}),
+   * as a dead flow is torn down in the end (a keepalive timeout, say). Returns how many.
+   */
+  releaseOrphans(): number {
+    const released = this.orphans.size;
     for (const orphan of this.orphans) orphan.destroy();
     this.orphans.clear();
+    return released;
+  }
+
+  async stop(): Promise<void> {
+    this.resetAll();
+    this.releaseOrphans();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 

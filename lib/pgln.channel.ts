@@ -182,8 +182,7 @@ export class Channel {
     if (!this.busy) {
       // Idle means the queue is empty: deliver at once, the common case when handlers keep up.
       this.busy = true;
-      this.begin(notification);
-      this.pump();
+      if (this.deliver(notification, this.subscriptions, 0)) this.pump();
       return;
     }
     this.queue.push(notification);
@@ -334,13 +333,6 @@ export class Channel {
     for (const subscription of subscriptions) this.report(subscription, error);
   }
 
-  /** Starts delivering a notification to the channel's subscriptions as they are now. */
-  private begin(notification: PglnNotification): void {
-    this.current = notification;
-    this.recipients = this.subscriptions;
-    this.nextRecipient = 0;
-  }
-
   /**
    * Does the channel's work in order (the rest of the notification being delivered, then the queued
    * items) synchronously for as long as handlers complete synchronously. A handler that returns a
@@ -350,22 +342,8 @@ export class Channel {
    */
   private pump(): void {
     for (;;) {
-      const notification = this.current;
-      if (notification !== undefined) {
-        const recipients = this.recipients;
-        while (this.nextRecipient < recipients.length && !this.closed) {
-          const subscription = recipients[this.nextRecipient++]!;
-          if (!subscription.receiving) {
-            // Its first sync runs beside the queue: held for it alone. Otherwise it was removed, or
-            // its own resync, queued behind this notification, covers it.
-            if (subscription.held) this.hold(subscription, notification);
-            continue;
-          }
-          const result = this.call(subscription, notification);
-          if (result) return this.suspend(result, subscription);
-        }
-        this.current = undefined;
-      }
+      if (this.current !== undefined && !this.deliver(this.current, this.recipients, this.nextRecipient)) return;
+      this.current = undefined;
       const item = this.shift();
       if (item === undefined) return this.settle();
       if (item instanceof SyncMarker) {
@@ -373,8 +351,35 @@ export class Channel {
         return;
       }
       this.queued--;
-      this.begin(item);
+      // To the channel's subscriptions as they are now.
+      if (!this.deliver(item, this.subscriptions, 0)) return;
     }
+  }
+
+  /**
+   * Calls the handlers of `recipients`, from index `from`, with `notification`. Returns false when
+   * one returned a promise: delivery is suspended (see {@link suspend}), to go on from the next
+   * recipient once it settles.
+   */
+  private deliver(notification: PglnNotification, recipients: readonly Subscription[], from: number): boolean {
+    for (let i = from; i < recipients.length && !this.closed; i++) {
+      const subscription = recipients[i]!;
+      if (!subscription.receiving) {
+        // Its first sync runs beside the queue: held for it alone. Otherwise it was removed, or
+        // its own resync, queued behind this notification, covers it.
+        if (subscription.held) this.hold(subscription, notification);
+        continue;
+      }
+      const result = this.call(subscription, notification);
+      if (result) {
+        this.current = notification;
+        this.recipients = recipients;
+        this.nextRecipient = i + 1;
+        this.suspend(result, subscription);
+        return false;
+      }
+    }
+    return true;
   }
 
   private readonly resume = (): void => this.pump();

@@ -34,6 +34,8 @@ export interface ReceiverTask {
   mode: 'count' | 'latency' | 'recovery' | 'memory';
   channels: string[];
   expected: number;
+  /** `count`: notifications handled before timing starts, so that every contender is measured with its code optimized. */
+  warmup?: number;
   databaseUrl: string;
   applicationName: string;
   /** For `pgln-baseline`: the file URL of that build's entry point. */

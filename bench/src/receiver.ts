@@ -20,16 +20,18 @@ let startNs = 0;
 let startCpu: NodeJS.CpuUsage | undefined;
 const latencies = task.mode === 'latency' ? new Float64Array(task.expected) : undefined;
 
+const warmup = task.warmup ?? 0;
+
 /** The whole per-notification work of the benchmark: count, and stamp the first and last arrival. */
 function onPayload(payload: string): void {
-  if (received === 0) {
+  if (received === warmup) {
     startNs = now();
     startCpu = process.cpuUsage();
   }
   if (latencies) latencies[received] = (now() - Number(payload)) / 1000;
   else if (task.mode === 'recovery') send({ type: 'probe', payload, atNs: now() });
   received += 1;
-  if (received === task.expected) finish();
+  if (received === warmup + task.expected) finish();
 }
 
 function finish(): void {

@@ -3,7 +3,8 @@
  * channel of the current build and one of the baseline build (the module before issue 10's
  * telemetry and issue 11's async path) each take notifications in reads of 100, as pg hands them
  * over from one socket read, into one sync or one async handler that counts them. Prints ns per
- * notification, median of 9 rounds of 500,000 after warming up, both builds in one run.
+ * notification, median of 9 rounds of 500,000 after warming up, both builds in one run; then what
+ * routing a notification to its channel costs (see {@link routing}).
  */
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -43,6 +44,33 @@ async function measure(dist: string, async: boolean): Promise<number[]> {
   return times;
 }
 
+/**
+ * Routing, as the listener does it: pg decodes every channel name into a new string, so finding
+ * its channel means comparing it with the last channel's name and, when that differs, hashing it
+ * for a `Map` lookup. ns per notification on top of decoding the name, median of 9 rounds.
+ */
+function routing(count: number): number[] {
+  const names = Array.from({ length: count }, (_, i) => `bench_17_${i}`);
+  const encoded = names.map((name) => Buffer.from(name));
+  const channels = new Map(names.map((name) => [name, { name, n: 0 }]));
+  let last: { name: string; n: number } | undefined;
+  const route = (name: string) => {
+    if (last?.name !== name) last = channels.get(name)!;
+    return last;
+  };
+  const decodeOnly = (_name: string) => channels.get(names[0]!)!;
+  const time = (find: (name: string) => { n: number }) => {
+    const start = process.hrtime.bigint();
+    for (let i = 0; i < ROUND; i++) {
+      const bytes = encoded[i % count]!;
+      find(bytes.toString('utf8', 0, bytes.length)).n++;
+    }
+    return Number(process.hrtime.bigint() - start) / ROUND;
+  };
+  for (let i = 0; i < 5; i++) time(route) + time(decodeOnly);
+  return Array.from({ length: 9 }, () => time(route) - time(decodeOnly));
+}
+
 const builds = { [BASELINE_REVISION]: buildBaseline(), current: join(ROOT, 'dist') };
 process.stdout.write('| build | handler | ns per notification (median of 9, min–max) |\n| --- | --- | --- |\n');
 for (const async of [false, true]) {
@@ -50,4 +78,10 @@ for (const async of [false, true]) {
     const times = await measure(dist, async);
     process.stdout.write(`| ${name} | ${async ? 'async' : 'sync'} | ${fixed(1)(median(times))} (${spread(times, fixed(1))}) |\n`);
   }
+}
+process.stdout.write('\n| routing by channel name | ns per notification (median of 9, min–max) |\n| --- | --- |\n');
+for (const count of [1, 100]) {
+  const times = routing(count);
+  const what = count === 1 ? '1 channel: the name equals the last one' : '100 channels in turn: a Map lookup every time';
+  process.stdout.write(`| ${what} | ${fixed(1)(median(times))} (${spread(times, fixed(1))}) |\n`);
 }

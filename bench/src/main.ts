@@ -11,6 +11,7 @@ import { PglnModule, PglnService } from 'nestjs-pgln';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../../tools/embedded-postgres.js';
 import { buildBaseline } from './baseline.js';
+import { pairedPath, pathTable } from './path.js';
 import { notificationBlock, Relay } from './relay.js';
 import { BASELINE_REVISION, CONTENDERS, TELEMETRY_CONTENDERS, now, type Contender, type ReceiverMessage, type ReceiverTask } from './protocol.js';
 import { fixed, median, spread, thousands } from './stats.js';
@@ -22,7 +23,7 @@ import { fixed, median, spread, thousands } from './stats.js';
  */
 const quick = process.argv.includes('--quick');
 const write = process.argv.includes('--write');
-/** `--only=delivery` runs one scenario (delivery, latency, notify, recovery, memory), for profiling. */
+/** `--only=delivery` runs one scenario (delivery, latency, notify, recovery, memory, telemetry, path), for profiling. */
 const only = process.argv.find((arg) => arg.startsWith('--only='))?.slice('--only='.length);
 /** `--profile=pgln-sync` runs that contender's receivers under `node --cpu-prof` (profiles in bench/profiles). */
 const profile = process.argv.find((arg) => arg.startsWith('--profile='))?.slice('--profile='.length);
@@ -319,7 +320,7 @@ async function memory() {
 
 // ---------------------------------------------------------------- run and report
 log(`nestjs-pgln benchmark: PostgreSQL ${serverVersion}, Node ${process.version}, ${cpus().length} cores${quick ? ' (quick)' : ''}`);
-if (only && !['delivery', 'latency', 'notify', 'recovery', 'memory', 'telemetry'].includes(only)) throw new Error(`--only=${only}: unknown scenario`);
+if (only && !['delivery', 'latency', 'notify', 'recovery', 'memory', 'telemetry', 'path'].includes(only)) throw new Error(`--only=${only}: unknown scenario`);
 const runs = (scenario: string) => !only || only === scenario;
 if (only) {
   log(`only ${only}${profile ? `, profiling ${profile}` : ''}`);
@@ -333,6 +334,7 @@ if (only) {
   if (runs('recovery')) process.stdout.write(`${JSON.stringify(await recovery())}\n`);
   if (runs('memory')) process.stdout.write(`${JSON.stringify(await memory())}\n`);
   if (runs('telemetry')) process.stdout.write(`${JSON.stringify(await deliveryThroughput(1, TELEMETRY_CONTENDERS))}\n`);
+  if (runs('path')) process.stdout.write(`${pathTable(pairedPath(databaseUrl))}\n`);
   await admin.end();
   await relay.stop();
   await embedded?.destroy();
@@ -354,6 +356,8 @@ log('5. memory');
 const mem = await memory();
 log('6. telemetry cost, delivery on 1 channel');
 const telemetry = await deliveryThroughput(1, TELEMETRY_CONTENDERS);
+log('7. the receive path alone, paired by round');
+const paths = pairedPath(databaseUrl);
 await admin.end();
 await relay.stop();
 await embedded?.destroy();
@@ -460,6 +464,19 @@ table(
   ]),
 );
 
+lines.push(
+  '### 7. The receive path alone (`npm run bench:path`): 200,000 notifications pushed into each receiver’s socket, paired by round',
+  '',
+  'A bare pg.Client and two Nest applications with nestjs-pgln (sync and async handler) in one process, each reading the',
+  'same bytes in turn, round after round: no syscalls, server or sender. Each ratio compares rounds a fraction of a',
+  'second apart in the same process, which cancels this machine’s changes of speed; without syscalls, what the module',
+  'adds weighs more than it does end to end. 6 processes of 15 rounds.',
+  '',
+  pathTable(paths),
+  '',
+);
+const pathRatio = (channels: number, variant: string) => median(paths.find((p) => p.channels === channels && p.variant === variant)!.ratios);
+
 const recoveryMedian = (name: string) => {
   const values = recoveries[name]!;
   return values.every((v) => v !== null) ? median(values as number[]) : null;
@@ -475,9 +492,13 @@ const targets: [string, string, boolean][] = [
     const d = count === 1 ? delivery1 : delivery100;
     const sync = verdict(d, 'pgln-sync', 'rate');
     const async = verdict(d, 'pgln-async', 'rate');
+    const pathSync = pathRatio(count, 'pgln-sync');
+    const pathAsync = pathRatio(count, 'pgln-async');
     return [
-      [`delivery, ${count} channel(s), sync handler, >= 0.95 x raw pg (per round)`, `${fixed(2)(sync)} x`, sync >= 0.95],
-      [`delivery, ${count} channel(s), async handler, >= 0.8 x raw pg (per round)`, `${fixed(2)(async)} x`, async >= 0.8],
+      [`delivery, ${count} channel(s), sync handler, >= 0.95 x raw pg (scenario 1, per round)`, `${fixed(2)(sync)} x`, sync >= 0.95],
+      [`delivery, ${count} channel(s), async handler, >= 0.8 x raw pg (scenario 1, per round)`, `${fixed(2)(async)} x`, async >= 0.8],
+      [`receive path, ${count} channel(s), sync handler, >= 0.95 x raw pg (scenario 7, paired)`, `${fixed(2)(pathSync)} x`, pathSync >= 0.95],
+      [`receive path, ${count} channel(s), async handler, >= 0.8 x raw pg (scenario 7, paired)`, `${fixed(2)(pathAsync)} x`, pathAsync >= 0.8],
     ];
   }),
   [
@@ -518,6 +539,7 @@ const figures = {
   async_delivery_ratio_vs_raw_pg_100_channels: Number(fixed(2)(verdict(delivery100, 'pgln-async', 'rate'))),
   cpu_ratio_vs_raw_pg_100_channels: Number(fixed(2)(verdict(delivery100, 'pgln-sync', 'cpu'))),
   server_delivery_ratio_vs_raw_pg: Number(fixed(2)(verdict(deliveryServer, 'pgln-sync', 'rate'))),
+  path_ratio_vs_raw_pg: Object.fromEntries(paths.filter((p) => p.variant !== 'raw-pg').map((p) => [`${p.variant}_${p.channels}`, Number(fixed(2)(median(p.ratios)))])),
   server_delivery_per_s: Object.fromEntries(CONTENDERS.map((c) => [c, Math.round(median(deliveryServer[c].rate))])),
   delivery_per_s: Object.fromEntries(CONTENDERS.map((c) => [c, { one: Math.round(median(delivery1[c].rate)), hundred: Math.round(median(delivery100[c].rate)) }])),
   cpu_us_per_notification: Object.fromEntries(CONTENDERS.map((c) => [c, Number(fixed(3)(median(delivery1[c].cpuUs)))])),

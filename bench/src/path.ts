@@ -12,14 +12,12 @@
  * pairing cancels that. It is the strict measure: without syscalls, what the module adds weighs
  * more than it does end to end. PROCESSES processes of ROUNDS rounds, on 1 channel and on 100.
  */
-import 'reflect-metadata';
-import { Injectable, Module } from '@nestjs/common';
-import { NestFactory } from '@nestjs/core';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { OnNotification, OnOutOfSync, PglnModule, PglnService } from 'nestjs-pgln';
+import { PglnService } from 'nestjs-pgln';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../../tools/embedded-postgres.js';
+import { startPglnApp } from './pgln-app.js';
 import { notificationBlock } from './relay.js';
 import { fixed, median, spread } from './stats.js';
 
@@ -55,19 +53,7 @@ async function pglnReceiver(url: string, channels: string[], async: boolean): Pr
     count += payload.length;
   };
   const handler = async ? async (payload: string) => onPayload(payload) : (payload: string) => onPayload(payload);
-  class PathReceiver {
-    receive(payload: string) {
-      return handler(payload);
-    }
-    resync() {}
-  }
-  const descriptor = (key: 'receive' | 'resync') => Object.getOwnPropertyDescriptor(PathReceiver.prototype, key)!;
-  for (const channel of channels) OnNotification(channel)(PathReceiver.prototype, 'receive', descriptor('receive'));
-  OnOutOfSync(channels[0]!)(PathReceiver.prototype, 'resync', descriptor('resync'));
-  Injectable()(PathReceiver);
-  @Module({ imports: [PglnModule.forRoot({ connectionString: url, applicationName: `path-${async ? 'async' : 'sync'}` })], providers: [PathReceiver] })
-  class PathModule {}
-  const app = await NestFactory.createApplicationContext(PathModule, { logger: false });
+  const app = await startPglnApp(channels, handler, { connectionString: url, applicationName: `path-${async ? 'async' : 'sync'}` });
   // The LISTEN session's socket: internals, read only here.
   type Internals = { listener: { session: { client: { connection: { stream: Receiver['socket'] } } } } };
   const socket = (app.get(PglnService) as unknown as Internals).listener.session.client.connection.stream;

@@ -1,10 +1,9 @@
 import 'reflect-metadata';
-import { Injectable, Module } from '@nestjs/common';
-import { NestFactory } from '@nestjs/core';
 import * as current from 'nestjs-pgln';
 import pg from 'pg';
 import pgListen from 'pg-listen';
 import postgres from 'postgres';
+import { startPglnApp } from './pgln-app.js';
 import { now, type ReceiverMessage, type ReceiverTask } from './protocol.js';
 
 /**
@@ -121,25 +120,8 @@ async function registerSdk(): Promise<void> {
 }
 
 async function startPgln(async: boolean, telemetry?: { traces: boolean; metrics: boolean }, lib: typeof current = current): Promise<void> {
-  const { OnNotification, OnOutOfSync, PglnModule } = lib;
   const handler = async ? async (payload: string) => onPayload(payload) : (payload: string) => onPayload(payload);
-  class Receiver {
-    receive(payload: string) {
-      return handler(payload);
-    }
-    resync() {}
-  }
-  // What `@OnNotification(channel)` on `receive` for every channel, and `@OnOutOfSync`, amount to.
-  const descriptor = (key: 'receive' | 'resync') => Object.getOwnPropertyDescriptor(Receiver.prototype, key)!;
-  for (const channel of task.channels) OnNotification(channel)(Receiver.prototype, 'receive', descriptor('receive'));
-  OnOutOfSync(task.channels[0]!)(Receiver.prototype, 'resync', descriptor('resync'));
-  Injectable()(Receiver);
-  @Module({
-    imports: [PglnModule.forRoot({ connectionString: task.databaseUrl, applicationName: task.applicationName, telemetry })],
-    providers: [Receiver],
-  })
-  class BenchModule {}
-  await NestFactory.createApplicationContext(BenchModule, { logger: false });
+  await startPglnApp(task.channels, handler, { connectionString: task.databaseUrl, applicationName: task.applicationName, telemetry }, lib);
 }
 
 const starters = {

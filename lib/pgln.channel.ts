@@ -126,8 +126,8 @@ export class Channel {
   /** The subscription whose handler's promise the queue waits for. */
   private awaited?: Subscription;
   private closed = false;
-  /** Resolves when the channel closes. */
-  private readonly stopped = deferred();
+  /** Called once when the channel closes: {@link resync} calls that must not wait any longer. */
+  private readonly onClose = new Set<() => void>();
   private idle?: { promise: Promise<void>; resolve: () => void };
   /** The handler in progress in the queue. */
   private readonly lane: Run = { since: 0, warned: false };
@@ -225,8 +225,15 @@ export class Channel {
     this.outdate('manual');
     const side = [...this.side.values()];
     const marker = this.sync('manual');
-    // A first sync's handler may outlive the channel: once it is closed, nothing here is waited for.
-    await Promise.race([Promise.all([marker.done, ...side]), this.stopped.promise]);
+    if (side.length === 0) {
+      await marker.done; // done at close too
+    } else {
+      // A first sync's handler may outlive the channel: once it is closed, it is not waited for.
+      let stop!: () => void;
+      const closed = new Promise<void>((resolve) => this.onClose.add((stop = resolve)));
+      await Promise.race([Promise.all([marker.done, ...side]), closed]);
+      this.onClose.delete(stop);
+    }
     return marker.ran && !this.closed;
   }
 
@@ -259,7 +266,7 @@ export class Channel {
   close(): Promise<void> {
     if (!this.closed) {
       this.closed = true;
-      this.stopped.resolve();
+      for (const stop of this.onClose) stop();
       this.listening(Promise.resolve(false));
       this.waiting?.resolve();
       this.waiting = undefined;

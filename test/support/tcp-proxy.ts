@@ -39,7 +39,7 @@ export class TcpProxy {
   readonly queries: string[] = [];
   /**
    * Server-side sockets of connections whose client closed while blackholed: as with a dropped
-   * flow, the server never learns, and its backend lives on until {@link stop}.
+   * flow, the server never learns, and its backend lives on until {@link releaseOrphans} or {@link stop}.
    */
   private readonly orphans = new Set<Socket>();
 
@@ -148,13 +148,11 @@ export class TcpProxy {
 
   /**
    * Closes the server sides left open by clients that closed while blackholed ({@link orphaned}),
-   * as a dead flow is torn down in the end (a keepalive timeout, say). Returns how many.
+   * as a dead flow is torn down in the end (a keepalive timeout, say).
    */
-  releaseOrphans(): number {
-    const released = this.orphans.size;
+  releaseOrphans(): void {
     for (const orphan of this.orphans) orphan.destroy();
     this.orphans.clear();
-    return released;
   }
 
   async stop(): Promise<void> {

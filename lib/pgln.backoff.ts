@@ -1,4 +1,3 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { PglnBackoffOptions } from './interfaces/index.js';
 
 /**
@@ -18,8 +17,22 @@ export class Backoff {
     return Math.floor(this.random() * cap);
   }
 
-  /** Waits before attempt number `attempt`; rejects with an AbortError as soon as `signal` aborts. */
+  /**
+   * Waits before attempt number `attempt`; rejects with `signal`'s reason as soon as it aborts,
+   * and its timer is gone then. (A global timer, which tests can see, unlike `timers/promises`'.)
+   */
   wait(attempt: number, signal: AbortSignal): Promise<void> {
-    return sleep(this.delay(attempt), undefined, { signal });
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) return reject(signal.reason);
+      const abort = () => {
+        clearTimeout(timer);
+        reject(signal.reason);
+      };
+      const timer = setTimeout(() => {
+        signal.removeEventListener('abort', abort);
+        resolve();
+      }, this.delay(attempt));
+      signal.addEventListener('abort', abort, { once: true });
+    });
   }
 }

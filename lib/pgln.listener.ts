@@ -1,8 +1,7 @@
 import type { Logger } from '@nestjs/common';
-import pg from 'pg';
-import type { ClientConfig, Notification } from 'pg';
+import type { Notification } from 'pg';
 import { BehaviorSubject, type Observable } from 'rxjs';
-import { PglnClosedError, PglnConnectionError, PglnError, PglnTimeoutError } from './errors/index.js';
+import { PglnChannelError, PglnClosedError, PglnConnectionError, PglnError, PglnTimeoutError } from './errors/index.js';
 import type { OutOfSyncReason, PglnChannelStats, PglnNotification, PglnState, PglnStateChange, PglnStats } from './interfaces/index.js';
 import { Backoff } from './pgln.backoff.js';
 import { Channel, type ChannelContext } from './pgln.channel.js';
@@ -12,6 +11,7 @@ import {
   ATTEMPT_FAILED,
   CHANNELS_MISSING,
   CLOSED,
+  LISTEN_REFUSED,
   LISTENER_POOLED,
   NO_ANSWER,
   NOT_LISTENING,
@@ -25,7 +25,7 @@ import {
   UNLISTENED,
 } from './pgln.messages.js';
 import type { ResolvedPglnOptions } from './pgln.options.js';
-import { isServerError } from './pgln.connection.js';
+import { keepsConnection, notifyOnce } from './pgln.connection.js';
 import { QueueUsage } from './pgln.queue-usage.js';
 import { ListenSession, type BackendIdentity } from './pgln.session.js';
 import { Subscription, type SubscriptionSpec } from './pgln.subscription.js';
@@ -37,18 +37,6 @@ const noop = () => undefined;
 
 /** A connection live for at least this long counts as stable: losing it, the first attempt is immediate. */
 const STABLE_AFTER_MS = 1_000;
-
-/** Sends one notification on a short-lived connection of its own, closed whatever happens. */
-async function sendOnce(config: ClientConfig, channel: string, payload: string): Promise<void> {
-  const client = new pg.Client(config);
-  client.on('error', noop);
-  try {
-    await client.connect();
-    await client.query('SELECT pg_notify($1, $2)', [channel, payload]);
-  } finally {
-    client.end().catch(noop);
-  }
-}
 
 /** Most backends of lost sessions kept for termination (a connection that keeps failing makes one each time). */
 const MAX_REMEMBERED_BACKENDS = 32;
@@ -107,6 +95,8 @@ export class PglnListener {
   private readonly queueUsage: QueueUsage;
   private lastHealthCheck?: { at: Date; roundTripMs: number };
   private reconnects = 0;
+  /** Aborted when shutdown begins: what runs beside the session (the startup probe's connection) stops at once. */
+  private readonly shutdownSignal = new AbortController();
 
   constructor(
     /** The instance's name, for stats. */
@@ -287,11 +277,16 @@ export class PglnListener {
   }
 
   private async drop(channel: Channel): Promise<void> {
+    this.forget(channel);
+    // Failing is the session's own business: one that does not answer in time is replaced.
+    await this.session?.unlisten(channel.name).catch(noop);
+  }
+
+  /** Stops delivering to a channel and no longer LISTENs on it on new connections. */
+  private forget(channel: Channel): void {
     this.channels.delete(channel.name);
     if (this.lastChannel === channel) this.lastChannel = undefined;
     void channel.close();
-    // Failing is the session's own business: one that does not answer in time is replaced.
-    await this.session?.unlisten(channel.name).catch(noop);
   }
 
   private readonly dispatch = (message: Notification): void => {
@@ -362,7 +357,7 @@ export class PglnListener {
       // (named apart, so that pg_stat_activity never shows two listeners).
       const probe = { ...listener, application_name: `${listener.application_name}-probe` };
       receives = await session.receivesFromOthers((channel, payload) =>
-        withTimeout(sendOnce(probe, channel, payload), healthCheck.timeoutMs, () =>
+        notifyOnce(probe, channel, payload, healthCheck.timeoutMs, this.shutdownSignal.signal, () =>
           new PglnTimeoutError(NO_ANSWER('The probe notification', healthCheck.timeoutMs)),
         ),
       );
@@ -383,18 +378,33 @@ export class PglnListener {
   }
 
   /**
-   * LISTENs on `channels` in one round trip. Resolves true once it ran; false if it failed, in
-   * which case the session is replaced: it must hold every wanted channel. Callers queue their
-   * resyncs on the result before any notification can arrive.
+   * LISTENs on `channels`. Resolves true once it ran; false if the session failed, in which case it
+   * is replaced: it must hold every wanted channel. A channel the server refuses (while the session
+   * lives on) is dropped, rejecting its subscriptions, before this resolves: the others go on.
+   * Callers queue their resyncs on the result before any notification can arrive.
    */
   private listen(session: ListenSession, channels: Channel[]): Promise<boolean> {
     return session.listen(channels.map((channel) => channel.name)).then(
-      () => true,
+      (refused) => {
+        for (const [name, error] of refused) this.refuse(name, error);
+        return true;
+      },
       (error: Error) => {
         this.lost(session, error);
         return false;
       },
     );
+  }
+
+  /** The server refused to LISTEN on a channel: its subscriptions fail with a {@link PglnChannelError}, the channel goes. */
+  private refuse(name: string, cause: Error): void {
+    const channel = this.channels.get(name);
+    if (!channel) return;
+    const handlers = channel.subscriptions.map((subscription) => subscription.spec.name);
+    const error = new PglnChannelError(LISTEN_REFUSED(name, describeError(cause), handlers), name, { cause });
+    this.logger.error(error.message);
+    for (const subscription of channel.subscriptions) subscription.deactivate(error);
+    this.forget(channel);
   }
 
   private scheduleHealthCheck(session: ListenSession): void {
@@ -432,7 +442,8 @@ export class PglnListener {
       const terminated = await session.terminate(backends);
       if (terminated.length > 0) this.logger.warn(PREVIOUS_TERMINATED(terminated));
     } catch (error) {
-      if (isServerError(error)) {
+      if (keepsConnection(error)) {
+        // The server refused (a role without pg_signal_backend, say); a FATAL means our session ended.
         if (!this.terminateFailed) this.logger.warn(TERMINATE_FAILED(describeError(error)));
         this.terminateFailed = true;
       } else {
@@ -543,6 +554,7 @@ export class PglnListener {
   }
 
   private async shutdown(reason: string, cause?: Error): Promise<void> {
+    this.shutdownSignal.abort();
     this.cancelRetry?.();
     for (const timer of [this.healthTimer, this.startupTimer]) clearTimeout(timer);
     clearInterval(this.watchdog);

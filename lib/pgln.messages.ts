@@ -135,6 +135,10 @@ export const NO_ANSWER = (what: string, timeoutMs: number) =>
 export const CHANNELS_MISSING = (channels: string[]) =>
   `the LISTEN session no longer listens on ${channels.map((channel) => preview(channel)).join(', ')}`;
 
+export const LISTEN_REFUSED = (channel: string, reason: string, handlers: string[]) =>
+  `Cannot LISTEN on ${preview(channel)}: the server refused it: ${reason}; ${handlers.join(', ')} ` +
+  `${handlers.length === 1 ? 'is' : 'are'} removed and will not be called. The other channels are not affected.`;
+
 export const UNLISTENED = (channel: string) =>
   `Stopped listening on ${preview(channel)} before this listener was in sync (unlisten() was called).`;
 
@@ -171,12 +175,13 @@ export const TERMINATE_FAILED = (reason: string) =>
 export const NOTIFY_TIMEOUT = (what: string, timeoutMs: number) =>
   `${what} got no answer within notifyTimeoutMs (${timeoutMs} ms); it may or may not have been sent`;
 
+/** `within` names the limit that ran out: `notifyTimeoutMs (300 ms)`, or the pool's own connect timeout. */
 export const NOTIFY_NO_CONNECTION = (
   what: string,
-  timeoutMs: number,
+  within: string,
   pool: { totalCount: number; idleCount: number; waitingCount: number; options?: { max?: number } },
 ) =>
-  `${what} got no connection from the pool within notifyTimeoutMs (${timeoutMs} ms), so nothing was sent ` +
+  `${what} got no connection from the pool within ${within}, so nothing was sent ` +
   `(pool: ${pool.totalCount} of max ${pool.options?.max ?? '?'} connections open, ${pool.idleCount} idle, ` +
   `${pool.waitingCount} callers waiting)`;
 
@@ -186,6 +191,9 @@ export const NOTIFY_POOL_STUCK = (what: string, owed: number) =>
 
 export const NOTIFY_MANY_NOT_ARRAY = (type: string) =>
   `notifyMany() takes an array of { channel, payload }, got ${type}.`;
+
+export const NOTIFY_MANY_ITEM_INVALID = (index: number, type: string) =>
+  `notifyMany(): item ${index} must be an object { channel, payload }, got ${type}.`;
 
 export const HEALTH_DOWN_AFTER_INVALID = (given: string) =>
   `PglnHealthIndicator.isHealthy: downAfterMs must be a number >= 0 (ms; default 30000), got ${given}`;

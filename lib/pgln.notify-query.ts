@@ -9,7 +9,7 @@ import type {
   PglnQueryable,
 } from './interfaces/index.js';
 import { channelName, isChannelDefinition } from './pgln.define-channel.js';
-import { EXECUTOR_INVALID, NOTIFY_MANY_NOT_ARRAY, SCHEMA_ASYNC } from './pgln.messages.js';
+import { EXECUTOR_INVALID, NOTIFY_MANY_ITEM_INVALID, NOTIFY_MANY_NOT_ARRAY, SCHEMA_ASYNC } from './pgln.messages.js';
 import { isPromiseLike } from './pgln.promises.js';
 import { validatePayload } from './pgln.schema.js';
 import { encodePayload } from './pgln.validation.js';
@@ -44,7 +44,10 @@ export function encodeNotifications(items: readonly PglnOutgoingNotification[]):
   if (!Array.isArray(items)) throw new PglnError(NOTIFY_MANY_NOT_ARRAY(typeof items));
   const encoded: (Encoded | Promise<Encoded>)[] = [];
   try {
-    for (const { channel, payload } of items) encoded.push(encodeNotification(channel, payload));
+    for (const [index, item] of items.entries()) {
+      if (item === null || typeof item !== 'object') throw new PglnError(NOTIFY_MANY_ITEM_INVALID(index, item === null ? 'null' : typeof item));
+      encoded.push(encodeNotification(item.channel, item.payload));
+    }
   } catch (error) {
     // An earlier item's asynchronous validation is not wanted any more: keep its rejection handled.
     for (const item of encoded) if (isPromiseLike(item)) item.then(undefined, () => undefined);
@@ -92,6 +95,12 @@ export async function run(executor: PglnExecutor, { text, values }: PglnNotifyQu
 
 /** Names the channels of a batch for an error about it. */
 export function describeChannels(notifications: readonly PglnOutgoingNotification[]): string {
-  const names = new Set(Array.isArray(notifications) ? notifications.map(({ channel }) => (typeof channel === 'string' ? channel : channel.name)) : []);
+  const names = new Set<string>();
+  for (const item of Array.isArray(notifications) ? notifications : []) {
+    // Any value may be there: the items are checked after this, when they are encoded.
+    const channel = (item as Partial<PglnOutgoingNotification> | null)?.channel;
+    const name: unknown = typeof channel === 'string' ? channel : channel?.name;
+    if (typeof name === 'string') names.add(name);
+  }
   return [...names].join(', ');
 }

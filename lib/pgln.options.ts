@@ -5,13 +5,14 @@ import type { PglnBackoffOptions, PglnHealthCheckOptions, PglnModuleOptions, Pgl
 import { PglnOptionsError } from './errors/index.js';
 import { DEFAULT_CONNECTION } from './pgln.constants.js';
 import { OPTIONS_INVALID } from './pgln.messages.js';
+import { OwnedPool } from './pgln.owned-pool.js';
 
 /** Module options checked and completed with defaults. */
 export interface ResolvedPglnOptions {
   /** The pool `notify` sends through. */
   readonly pool: Pool;
-  /** Whether the module created `pool` (and so ends it at shutdown). */
-  readonly ownsPool: boolean;
+  /** The same pool when the module created it (and so ends it at shutdown); undefined for the application's own. */
+  readonly owned?: OwnedPool;
   /** Configuration of the dedicated LISTEN connection. */
   readonly listener: ClientConfig;
   readonly backoff: Required<PglnBackoffOptions>;
@@ -38,16 +39,30 @@ const DEFAULTS = {
   telemetry: { traces: true, metrics: true },
   /** TCP keepalive of the LISTEN connection: first probe after this much idle time. */
   keepAliveInitialDelayMs: 10_000,
-  /** For the pool the module creates: how long `notify` may wait for a connection. */
-  poolConnectionTimeoutMs: 10_000,
 } as const;
 
 /** The longest delay a Node.js timer honours (2^31 - 1 ms); a longer one fires after 1 ms. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-function isPool(value: unknown): value is Pool {
+/** Whether `value` can open connections and query: a pg.Pool, or a pg.Client (which is no pool). */
+function isQueryable(value: unknown): value is Pool {
   const pool = value as Partial<Pool> | null;
   return !!pool && typeof pool.query === 'function' && typeof pool.connect === 'function' && typeof pool.end === 'function';
+}
+
+/** A pg.Pool (of any copy of pg): it counts its connections, which a pg.Client does not. */
+function isPool(value: unknown): value is Pool {
+  return isQueryable(value) && typeof (value as Partial<Pool>).totalCount === 'number';
+}
+
+/**
+ * `value` without its keys whose value is `undefined`: an option given as `undefined` (a config
+ * value that is not set, say) takes its default, as if it were not given. Spread over the
+ * defaults, it would replace them with `undefined`, which pg reads as "no timeout".
+ */
+function defined<T extends object>(value: T | undefined): T {
+  if (!value || typeof value !== 'object' || isQueryable(value)) return value as T;
+  return Object.fromEntries(Object.entries(value).filter(([, entry]) => entry !== undefined)) as T;
 }
 
 function describe(value: unknown): string {
@@ -85,26 +100,31 @@ function describeTarget(config: ClientConfig): string {
  * Checks module options, reports every problem at once in a {@link PglnOptionsError}, and fills in
  * the defaults. Creates the pool when the options give a connection string or a `PoolConfig`.
  */
-export function resolveOptions(options: PglnModuleOptions | undefined, name: string = DEFAULT_CONNECTION): ResolvedPglnOptions {
-  if (!options || typeof options !== 'object') {
+export function resolveOptions(given: PglnModuleOptions | undefined, name: string = DEFAULT_CONNECTION): ResolvedPglnOptions {
+  if (!given || typeof given !== 'object') {
     throw new PglnOptionsError(OPTIONS_INVALID(['options must be an object, e.g. { connectionString }']));
   }
+  const options = defined(given);
   const defaultName = name === DEFAULT_CONNECTION ? DEFAULTS.applicationName : `${DEFAULTS.applicationName}-${name}`;
-  const { connectionString, pool, listener = {}, applicationName = defaultName } = options;
-  const backoff = { ...DEFAULTS.reconnect, ...options.reconnect };
-  const healthCheck = { ...DEFAULTS.healthCheck, ...options.healthCheck };
+  const { connectionString, applicationName = defaultName } = options;
+  const pool = defined(options.pool);
+  const listener = options.listener === undefined ? {} : defined(options.listener);
+  const backoff = { ...DEFAULTS.reconnect, ...defined(options.reconnect) };
+  const healthCheck = { ...DEFAULTS.healthCheck, ...defined(options.healthCheck) };
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? DEFAULTS.shutdownTimeoutMs;
   const startupTimeoutMs = options.startupTimeoutMs ?? DEFAULTS.startupTimeoutMs;
   const maxQueuedNotifications = options.maxQueuedNotifications ?? DEFAULTS.maxQueuedNotifications;
   const slowHandlerMs = options.slowHandlerMs ?? DEFAULTS.slowHandlerMs;
   const notifyTimeoutMs = options.notifyTimeoutMs ?? DEFAULTS.notifyTimeoutMs;
-  const telemetry = { ...DEFAULTS.telemetry, ...options.telemetry };
+  const telemetry = { ...DEFAULTS.telemetry, ...defined(options.telemetry) };
 
   const problems: string[] = [];
   const check = (ok: boolean, problem: string) => void (ok || problems.push(problem));
-  const duration = (name: string, value: unknown, min: 0 | 1 = 1) => {
+  /** A time in ms: a whole timer's worth (>= 1, or >= 0 where 0 turns it off), and one Node.js can wait. */
+  const duration = (name: string, value: unknown, min: 0 | 1 = 1, belowOne = 'timers count whole milliseconds') => {
     const ok = typeof value === 'number' && (min === 0 ? value >= 0 : value > 0);
     check(ok, `${name} must be a number ${min === 0 ? '>= 0' : '> 0'} (ms), got ${describe(value)}`);
+    check(!ok || min === 0 || (value as number) >= 1, `${name} must be at least 1 (ms), got ${describe(value)}: ${belowOne}`);
     // Node.js runs a timer of a longer delay after 1 ms.
     check(!ok || (value as number) <= MAX_TIMER_MS, `${name} must be at most ${MAX_TIMER_MS} ms (about 24.8 days, the longest timer Node.js keeps), got ${describe(value)}`);
   };
@@ -126,6 +146,11 @@ export function resolveOptions(options: PglnModuleOptions | undefined, name: str
     `pool must be a pg.Pool or a PoolConfig object, got ${describeSettings(pool)}`,
   );
   check(
+    !isQueryable(pool) || isPool(pool),
+    'pool must be a pg.Pool or a PoolConfig object, got a pg.Client: one connection cannot send notifications ' +
+      'side by side and is never replaced once it fails. Give a pg.Pool, or a PoolConfig for the module to create one.',
+  );
+  check(
     listener !== null && typeof listener === 'object',
     `listener must be a pg ClientConfig object, got ${describeSettings(listener)}`,
   );
@@ -133,11 +158,7 @@ export function resolveOptions(options: PglnModuleOptions | undefined, name: str
     typeof applicationName === 'string' && applicationName.trim() !== '',
     `applicationName must be a non-empty string, got ${describe(applicationName)}`,
   );
-  duration('reconnect.initialDelayMs', backoff.initialDelayMs);
-  check(
-    !(backoff.initialDelayMs > 0 && backoff.initialDelayMs < 1),
-    `reconnect.initialDelayMs must be at least 1 (ms), got ${describe(backoff.initialDelayMs)}: below it every delay rounds to 0, a retry loop without pause`,
-  );
+  duration('reconnect.initialDelayMs', backoff.initialDelayMs, 1, 'below it every delay rounds to 0, a retry loop without pause');
   duration('reconnect.maxDelayMs', backoff.maxDelayMs);
   check(
     !(backoff.maxDelayMs < backoff.initialDelayMs),
@@ -165,22 +186,26 @@ export function resolveOptions(options: PglnModuleOptions | undefined, name: str
   for (const signal of ['traces', 'metrics'] as const) {
     check(typeof telemetry[signal] === 'boolean', `telemetry.${signal} must be true or false, got ${describe(telemetry[signal])}`);
   }
-  // pg's own timers, in the settings the module passes on: 0 turns them off, except the LISTEN
-  // connection's connect timeout, which bounds a reconnect to a half-open server.
+  // pg's own timers, in the settings the module passes on: 0 turns them off, except the connect
+  // timeouts of the LISTEN connection (it bounds a reconnect to a half-open server) and of the
+  // module's pool (a connection attempt without one may never end, and ending the pool waits for it).
   const pgTimers: [string, unknown, string[]][] = [
     ['listener', listener, ['connectionTimeoutMillis', 'query_timeout']],
-    ['pool', isPool(pool) ? undefined : pool, ['connectionTimeoutMillis', 'idleTimeoutMillis', 'query_timeout']],
+    ['pool', isQueryable(pool) ? undefined : pool, ['connectionTimeoutMillis', 'idleTimeoutMillis', 'query_timeout']],
   ];
   for (const [where, config, keys] of pgTimers) {
     if (!config || typeof config !== 'object') continue;
     for (const key of keys) {
       const value = (config as Record<string, unknown>)[key];
-      if (value !== undefined) duration(`${where}.${key}`, value, where === 'listener' && key === 'connectionTimeoutMillis' ? 1 : 0);
+      if (value === undefined) continue;
+      if (key === 'connectionTimeoutMillis' && value === 0) {
+        check(false, `${where}.connectionTimeoutMillis must be a number > 0 (ms), got 0: 0 means no limit, and a connection attempt to a server that does not answer would then never end`);
+      } else duration(`${where}.${key}`, value, key === 'connectionTimeoutMillis' ? 1 : 0);
     }
   }
   if (problems.length > 0) throw new PglnOptionsError(OPTIONS_INVALID(problems));
 
-  const userPool = isPool(pool) ? pool : undefined;
+  const userPool = isQueryable(pool) ? pool : undefined;
   const base: ClientConfig = userPool
     ? { ...(userPool as Pool & { options?: ClientConfig }).options }
     : pool
@@ -200,11 +225,11 @@ export function resolveOptions(options: PglnModuleOptions | undefined, name: str
     throw new PglnOptionsError(OPTIONS_INVALID([`connectionString cannot be parsed: ${(error as Error).message}`]));
   }
   listenerConfig.application_name = listener.application_name ?? `${applicationName}-listener`;
+  // Its connect timeout is notify's: the pool stops trying when notify stops waiting.
+  const owned = userPool ? undefined : new OwnedPool({ application_name: applicationName, connectionTimeoutMillis: notifyTimeoutMs, ...base });
   return {
-    pool:
-      userPool ??
-      new pg.Pool({ application_name: applicationName, connectionTimeoutMillis: DEFAULTS.poolConnectionTimeoutMs, ...base }),
-    ownsPool: !userPool,
+    pool: userPool ?? owned!.pool,
+    owned,
     listener: listenerConfig,
     backoff,
     healthCheck,

@@ -26,7 +26,7 @@ import { DEFAULT_CONNECTION, PGLN_CONNECTION_NAME } from './pgln.constants.js';
 import { PglnExplorer } from './pgln.explorer.js';
 import { PglnListener } from './pgln.listener.js';
 import { loadTelemetry } from './pgln.telemetry.js';
-import { destroyConnection, isServerError } from './pgln.connection.js';
+import { destroyConnection, keepsConnection } from './pgln.connection.js';
 import { channelName, isChannelDefinition } from './pgln.define-channel.js';
 import {
   LISTEN_HANDLER_NOT_FUNCTION,
@@ -50,6 +50,13 @@ import {
   toNotifyManyQuery,
   toNotifyQuery,
 } from './pgln.notify-query.js';
+
+/** pg-pool's errors when its own `connectionTimeoutMillis` ran out: waiting for a connection, or opening one. */
+const POOL_TIMEOUT = /^(timeout exceeded when trying to connect|Connection terminated due to connection timeout)$/;
+
+function isPoolTimeout(error: unknown): boolean {
+  return error instanceof Error && !(error instanceof PglnTimeoutError) && POOL_TIMEOUT.test(error.message);
+}
 
 /** The least time a notify query is given once it has a connection (less when notifyTimeoutMs is small). */
 const MIN_QUERY_MS = 1_000;
@@ -75,7 +82,7 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
     this.logger = new Logger(name === DEFAULT_CONNECTION ? PglnService.name : `${PglnService.name}(${name})`);
     this.options = resolveOptions(options, name);
     this.listener = new PglnListener(name, this.options, this.logger);
-    if (this.options.ownsPool) {
+    if (this.options.owned) {
       // An idle pooled client whose connection dies emits 'error' on the pool; unheard, it would crash the app.
       this.options.pool.on('error', (error) => this.logger.warn(POOL_CLIENT_ERROR(error.message)));
     }
@@ -194,7 +201,7 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
     const floor = Math.min(notifyTimeoutMs / 2, MIN_QUERY_MS);
     if (deadline - Date.now() < floor) {
       client.release();
-      throw new PglnTimeoutError(NOTIFY_NO_CONNECTION(what(), notifyTimeoutMs, pool));
+      throw new PglnTimeoutError(NOTIFY_NO_CONNECTION(what(), `notifyTimeoutMs (${notifyTimeoutMs} ms)`, pool));
     }
     // pg-pool stops listening for errors of a connection it hands out: unheard, one would crash the process.
     let broken = false;
@@ -207,13 +214,13 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
       });
       client.release();
     } catch (error) {
-      if (broken || !isServerError(error)) {
-        // Failed, or hung (a half-open socket never answers): destroyed rather than reused.
+      if (broken || !keepsConnection(error)) {
+        // Failed, hung (a half-open socket never answers), or ended by the server (FATAL):
+        // destroyed rather than reused.
         client.release(error as Error);
         destroyConnection(client);
       } else {
-        // The server answered with an error (a full notification queue, say): pg-pool keeps the
-        // connection if its session lives on.
+        // The server answered with an error (a full notification queue, say): the session lives on.
         client.release();
       }
       throw error;
@@ -232,16 +239,22 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
     const limit = (pool as Pool & { options?: { max?: number } }).options?.max ?? 10;
     if (this.owed >= limit) throw new PglnTimeoutError(NOTIFY_POOL_STUCK(what(), this.owed));
     const checkout = pool.connect();
-    return withTimeout(checkout, notifyTimeoutMs, () => {
+    const late = withTimeout(checkout, notifyTimeoutMs, () => {
       this.owed++;
       checkout.then(
-        (late) => {
+        (client) => {
           this.owed--;
-          late.release();
+          client.release();
         },
         () => this.owed--,
       );
-      return new PglnTimeoutError(NOTIFY_NO_CONNECTION(what(), notifyTimeoutMs, pool));
+      return new PglnTimeoutError(NOTIFY_NO_CONNECTION(what(), `notifyTimeoutMs (${notifyTimeoutMs} ms)`, pool));
+    });
+    return late.catch((error: unknown) => {
+      // pg-pool's own connect timeout came first: the same outcome, said as such.
+      if (!isPoolTimeout(error)) throw error;
+      const poolTimeoutMs = (pool as Pool & { options?: { connectionTimeoutMillis?: number } }).options?.connectionTimeoutMillis ?? 0;
+      throw new PglnTimeoutError(NOTIFY_NO_CONNECTION(what(), `its connectionTimeoutMillis (${poolTimeoutMs} ms)`, pool), { cause: error });
     });
   }
 
@@ -343,8 +356,12 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
     await this.listener.close();
   }
 
-  /** @internal Ends the pool if the module created it (after other modules had their chance to notify). */
+  /**
+   * @internal Ends the pool if the module created it (after other modules had their chance to
+   * notify): a notification in flight gets `notifyTimeoutMs`, connections `healthCheck.timeoutMs`
+   * to close, then what is left is destroyed.
+   */
   async onApplicationShutdown(): Promise<void> {
-    if (this.options.ownsPool) await this.options.pool.end();
+    await this.options.owned?.end(this.options.notifyTimeoutMs, this.options.healthCheck.timeoutMs);
   }
 }

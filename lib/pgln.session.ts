@@ -2,11 +2,20 @@ import { randomInt, randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { Client, ClientConfig, Notification, QueryResultRow } from 'pg';
 import { PglnTimeoutError } from './errors/index.js';
-import { destroyConnection } from './pgln.connection.js';
+import { destroyConnection, keepsConnection } from './pgln.connection.js';
 import { NO_ANSWER } from './pgln.messages.js';
 import { withTimeout } from './pgln.promises.js';
 
 const noop = () => undefined;
+
+/**
+ * Whether a failed LISTEN was refused for its name, on a session that lives on: SQLSTATE class 22
+ * (data exception: 22P05, a character the database's encoding lacks) or 42 (a name it rejects).
+ * Anything else (a standby in recovery, a lost connection) is the session's failure.
+ */
+function refusesName(error: unknown): boolean {
+  return keepsConnection(error) && /^(22|42)/.test((error as { code: string }).code);
+}
 
 /**
  * Who a session's backend is: its PID, and an advisory lock only this session holds (two random
@@ -51,6 +60,8 @@ export class ListenSession {
   /** Its backend, once connected. */
   identity?: BackendIdentity;
   private ended = false;
+  /** Ends the wait of {@link receivesFromOthers}: the session is gone, nothing will arrive any more. */
+  private stopProbe?: () => void;
 
   constructor(
     config: ClientConfig,
@@ -84,10 +95,30 @@ export class ListenSession {
     }
   }
 
-  /** LISTENs on every name in one round trip. */
-  async listen(names: readonly string[]): Promise<void> {
-    if (names.length === 0) return;
-    await this.query(names.map((name) => `LISTEN ${this.client.escapeIdentifier(name)}`).join('; '), 'LISTEN');
+  /**
+   * LISTENs on every name, in one round trip unless the server refuses one. Resolves with the
+   * names the server refused, each with its error (a name the database's encoding cannot hold,
+   * say); it listens on all the others. Rejects when the session failed.
+   */
+  async listen(names: readonly string[]): Promise<Map<string, Error>> {
+    const refused = new Map<string, Error>();
+    try {
+      if (names.length > 0) await this.query(names.map((name) => this.listenStatement(name)).join('; '), 'LISTEN');
+      return refused;
+    } catch (error) {
+      if (!refusesName(error)) throw error;
+      if (names.length === 1) return refused.set(names[0]!, error as Error);
+    }
+    // The statements ran as one transaction, so none took effect: one at a time, to tell which.
+    for (const name of names) {
+      try {
+        await this.query(this.listenStatement(name), 'LISTEN');
+      } catch (error) {
+        if (!refusesName(error)) throw error;
+        refused.set(name, error as Error);
+      }
+    }
+    return refused;
   }
 
   /** UNLISTENs one channel. */
@@ -133,7 +164,7 @@ export class ListenSession {
     const token = randomUUID();
     let arrived = false;
     let resolve!: () => void;
-    const received = new Promise<void>((r) => (resolve = r));
+    const received = new Promise<void>((r) => (resolve = this.stopProbe = r));
     const onNotification = (message: Notification) => {
       if (message.channel !== channel || message.payload !== token) return;
       arrived = true;
@@ -149,6 +180,7 @@ export class ListenSession {
       if (!arrived) await this.query('SELECT 1', 'Probe');
       return arrived;
     } finally {
+      this.stopProbe = undefined;
       this.client.removeListener('notification', onNotification);
       await this.unlisten(channel).catch(noop);
     }
@@ -167,8 +199,13 @@ export class ListenSession {
   /** Drops the connection at once, without telling the owner. */
   destroy(): void {
     this.ended = true;
+    this.stopProbe?.();
     this.client.removeListener('notification', this.events.notification);
     destroyConnection(this.client);
+  }
+
+  private listenStatement(name: string): string {
+    return `LISTEN ${this.client.escapeIdentifier(name)}`;
   }
 
   private query<R extends QueryResultRow = QueryResultRow>(sql: string, what: string, values?: unknown[]) {

@@ -4,6 +4,7 @@ import {
   OnNotification,
   OnOutOfSync,
   PglnChannelError,
+  PglnError,
   PglnOptionsError,
   PglnPayloadError,
   type PglnModuleOptions,
@@ -131,12 +132,41 @@ describe('options: rejected when the module is created, every problem listed', (
     ['a huge idle timeout for the pool', () => ({ pool: { connectionString: url(), idleTimeoutMillis: 2 ** 32 } }), /pool.idleTimeoutMillis must be at most 2147483647 ms/],
     ['a queue usage warning given as a percentage', () => ({ connectionString: url(), healthCheck: { queueUsageWarning: 50 } }), /healthCheck.queueUsageWarning must be a fraction > 0 and <= 1 \(0.5 warns at half full\), got 50/],
     ['an empty applicationName', () => ({ connectionString: url(), applicationName: '' }), /applicationName must be a non-empty string/],
+    ['no connect timeout for the module’s pool (its attempt to reach a dead server would never end)', () => ({ pool: { connectionString: url(), connectionTimeoutMillis: 0 } }), /pool.connectionTimeoutMillis must be a number > 0 \(ms\), got 0: 0 means no limit/],
+    ['a pg.Client given as pool (one connection, never replaced once it fails)', () => ({ pool: new pg.Client({ connectionString: url() }) as never }), /pool must be a pg.Pool or a PoolConfig object, got a pg.Client/],
+    ['a sub-millisecond health-check interval', () => ({ connectionString: url(), healthCheck: { intervalMs: 0.5 } }), /healthCheck.intervalMs must be at least 1 \(ms\), got 0.5/],
+    ['a sub-millisecond health-check timeout', () => ({ connectionString: url(), healthCheck: { timeoutMs: 0.01 } }), /healthCheck.timeoutMs must be at least 1 \(ms\), got 0.01/],
+    ['a sub-millisecond notify timeout', () => ({ connectionString: url(), notifyTimeoutMs: 0.5 }), /notifyTimeoutMs must be at least 1 \(ms\), got 0.5/],
   ];
 
   it.each(OPTIONS)('%s', (_, options, message) => {
     expect(() => resolveOptions(options() as PglnModuleOptions)).toThrow(PglnOptionsError);
     expect(() => resolveOptions(options() as PglnModuleOptions)).toThrow(message);
     expect(() => resolveOptions(options() as PglnModuleOptions)).not.toThrow(/s3cret/);
+  });
+
+  it('an option given as undefined takes its default, at every level (a config value that is not set, say)', () => {
+    const withoutPool = ({ pool: _, owned: __, ...rest }: ReturnType<typeof resolveOptions>) => rest;
+    const defaults = resolveOptions({ connectionString: url() });
+    const given = resolveOptions({
+      connectionString: url(),
+      applicationName: undefined,
+      notifyTimeoutMs: undefined,
+      shutdownTimeoutMs: undefined,
+      startupTimeoutMs: undefined,
+      maxQueuedNotifications: undefined,
+      slowHandlerMs: undefined,
+      reconnect: { initialDelayMs: undefined, maxDelayMs: undefined },
+      healthCheck: { intervalMs: undefined, timeoutMs: undefined, queueUsageWarning: undefined },
+      telemetry: { traces: undefined, metrics: undefined },
+      listener: { connectionTimeoutMillis: undefined, keepAlive: undefined, application_name: undefined },
+    });
+    expect(withoutPool(given)).toEqual(withoutPool(defaults));
+    expect(given.listener.connectionTimeoutMillis).toBe(5_000);
+    const pool = resolveOptions({ pool: { connectionString: url(), connectionTimeoutMillis: undefined, max: undefined } }).pool;
+    // The pool's connect timeout defaults to notifyTimeoutMs; pg-pool's own default for max.
+    expect((pool as pg.Pool & { options: pg.PoolConfig }).options).toMatchObject({ connectionTimeoutMillis: 10_000, max: 10 });
+    return Promise.all([defaults.pool.end(), given.pool.end(), pool.end()]);
   });
 
   it('lists every problem in one error', () => {
@@ -190,6 +220,13 @@ describe('bad input against a running listener', () => {
     expect(t.pgln.state).toBe('live');
     await t.pgln.notify(channel, `after ${name}`);
     await waitForPayload(raw, `after ${name}`);
+  });
+
+  it.each([null, 'text', 42])('notifyMany rejects an item that is not { channel, payload } (%p) with a PglnError naming it', async (item) => {
+    const failure = await t.pgln.notifyMany([{ channel, payload: 'fine' }, item as never]).then(() => undefined, (error: unknown) => error);
+    expect(failure).toBeInstanceOf(PglnError);
+    expect((failure as Error).message).toBe(`notifyMany(): item 1 must be an object { channel, payload }, got ${item === null ? 'null' : typeof item}.`);
+    expect(() => t.pgln.notifyManyQuery([item as never])).toThrow(PglnError);
   });
 
   it.each(BAD_PAYLOADS)('notify rejects a payload with %s, and delivery goes on', async (name, bad, message) => {

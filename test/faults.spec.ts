@@ -103,6 +103,30 @@ describe('reconnect attempts', () => {
   });
 });
 
+describe('reconnect attempts over a dead network', () => {
+  it('time out and are retried even with listener.connectionTimeoutMillis given as undefined (a config value not set)', async () => {
+    const channel = unique('dead_network');
+    const Recorder = recorder(channel);
+    const t = await createTestApp(
+      { providers: [Recorder] },
+      { listener: { ...throughProxy(proxy).listener, connectionTimeoutMillis: undefined }, healthCheck: { timeoutMs: 200 } },
+    );
+    try {
+      proxy.blackhole(true);
+      proxy.resetAll();
+      // Held by the dead network, each attempt must still end: pg without a timeout would wait forever.
+      await waitFor('a reconnect attempt to time out', () =>
+        t.logs.messages('warn').some((line) => /^Cannot connect to .* \(attempt 1\): .*timeout/i.test(line)),
+      );
+      proxy.blackhole(false);
+      await waitFor('the listener to be live again', () => t.pgln.state === 'live');
+      expect(t.get(Recorder).reasons).toEqual(['connect', 'reconnect']);
+    } finally {
+      await t.app.close();
+    }
+  });
+});
+
 describe('lifecycle edges', () => {
   it('closes during the backoff between two refused attempts, leaving no timer or socket', async () => {
     const tracked = trackTimers();
@@ -159,7 +183,7 @@ describe('lifecycle edges', () => {
     expect(events.items).toEqual(['resync:start', 'resync:end', 'closed']);
   });
 
-  it('closes while a failing out-of-sync handler waits to be retried', async () => {
+  it('closes while a failing out-of-sync handler waits to be retried, without waiting for the retry', async () => {
     const channel = unique('retrying');
     const failures = new Inbox<string>();
     @Injectable()
@@ -172,11 +196,27 @@ describe('lifecycle edges', () => {
         }
       }
     }
-    const t = await createTestApp({ providers: [Failing] }, { ...throughProxy(proxy), reconnect: { initialDelayMs: 60_000, maxDelayMs: 60_000 } });
-    proxy.resetAll();
-    await failures.until(1);
-    await t.app.close(); // would wait out a backoff of up to a minute if the retry were not aborted
-    expect(t.pgln.state).toBe('closed');
+    // Every backoff delay close to its cap, a minute: the retry certainly falls after close.
+    const random = Math.random;
+    Math.random = () => 0.999;
+    let t: TestApp;
+    try {
+      t = await createTestApp({ providers: [Failing] }, { ...throughProxy(proxy), reconnect: { initialDelayMs: 60_000, maxDelayMs: 60_000 } });
+    } finally {
+      Math.random = random;
+    }
+    const tracked = trackTimers();
+    try {
+      proxy.resetAll();
+      await failures.until(1);
+      await t.app.close();
+      // Not waited for (shutdownTimeoutMs would have run out), and its timer is gone.
+      expect(t.logs.messages('warn').filter((line) => line.startsWith('Handlers still running'))).toEqual([]);
+      expect(tracked.pending()).toEqual([]);
+      expect(failures.items).toEqual(['failed']);
+    } finally {
+      tracked.stop();
+    }
   });
 
   it('accepts listen() during a reconnect and resolves it once the connection is back', async () => {
@@ -269,7 +309,7 @@ describe('notify while the database is unreachable', () => {
     await waitFor('the proxied sockets to close', () => proxy.openSockets === 0);
   });
 
-  it('rejects with the driver error, queues nothing, and works again afterwards', async () => {
+  it('rejects with the driver error, or a PglnTimeoutError when the pool’s own connect timeout ran out, queues nothing, and works again afterwards', async () => {
     const channel = unique('notify');
     const Recorder = recorder(channel);
     const t = await createTestApp(
@@ -289,7 +329,10 @@ describe('notify while the database is unreachable', () => {
       const attempts = Array.from({ length: 20 }, (_, i) => t.pgln.notify(channel, `hung ${i}`));
       const results = await Promise.allSettled(attempts);
       expect(results.every((result) => result.status === 'rejected')).toBe(true);
-      expect(String((results[0] as PromiseRejectedResult).reason)).toMatch(/Connection terminated due to connection timeout/);
+      const first = (results[0] as PromiseRejectedResult).reason as Error;
+      expect(first).toBeInstanceOf(PglnTimeoutError);
+      expect(first.message).toMatch(/got no connection from the pool within its connectionTimeoutMillis \(300 ms\), so nothing was sent/);
+      expect(String(first.cause)).toMatch(/Connection terminated due to connection timeout/);
 
       proxy.blackhole(false);
       await expectRecovered(t, channel, t.get(Recorder).received, 'back');

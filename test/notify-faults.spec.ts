@@ -134,3 +134,113 @@ describe('a server error does not cost the connection', () => {
     }
   });
 });
+
+describe('a pooled connection the server terminates while a notification is in flight (FATAL 57P01)', () => {
+  const schema = unique('notify_slow');
+  beforeAll(() =>
+    // pg_notify that takes its time when asked to, so that the test can terminate its backend meanwhile.
+    admin.query(`
+      CREATE SCHEMA ${schema};
+      CREATE FUNCTION ${schema}.pg_notify(channel text, payload text) RETURNS void LANGUAGE plpgsql AS $$
+      BEGIN
+        IF payload = 'slow' THEN PERFORM pg_sleep(30); END IF;
+        PERFORM pg_catalog.pg_notify(channel, payload);
+      END $$;`),
+  );
+  afterAll(() => admin.query(`DROP SCHEMA ${schema} CASCADE`));
+
+  /** Terminates the backend of `applicationName` that runs the slow pg_notify, once it does. */
+  async function terminateSlowNotify(applicationName: string): Promise<void> {
+    const pid = await waitFor('the slow notify to run', async () => {
+      const { rows } = await admin.query<{ pid: number }>(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND state = 'active' AND query LIKE '%pg_notify%'",
+        [applicationName],
+      );
+      return rows[0]?.pid;
+    });
+    await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+  }
+
+  const POOLS: [string, (applicationName: string) => { options: Partial<PglnModuleOptions>; pool?: pg.Pool }][] = [
+    [
+      'the module’s pool',
+      (applicationName) => ({
+        options: { pool: { connectionString: databaseUrl(), max: 1, application_name: applicationName, options: `-c search_path=${schema},pg_catalog` } },
+      }),
+    ],
+    [
+      // Without an 'error' listener, as the README allows: a dead idle connection would crash the process.
+      'a pool of the application’s',
+      (applicationName) => {
+        const pool = new pg.Pool({ connectionString: databaseUrl(), max: 1, application_name: applicationName, options: `-c search_path=${schema},pg_catalog` });
+        return { options: { pool }, pool };
+      },
+    ],
+  ];
+
+  describe.each(POOLS)('with %s', (_, makePool) => {
+    it.each(SENDS)('%s rejects with it, the connection is destroyed rather than reused, and the notify waiting for it is sent', async (__, send) => {
+      const applicationName = unique('fatal');
+      const { options, pool } = makePool(applicationName);
+      const channel = unique('fatal');
+      const t = await createTestApp({}, { ...options, applicationName });
+      try {
+        const received = new Inbox<string>();
+        await t.pgln.listen(channel, { onNotification: received.push });
+        const terminated = send(t, channel, 'slow');
+        const waiting = send(t, channel, 'next'); // the pool's one connection is busy: it waits for it
+        await terminateSlowNotify(applicationName);
+        await expect(terminated).rejects.toMatchObject({ code: '57P01' });
+        if (pool) {
+          // Not handed back to the pool, where its socket's close would be an 'error' nobody listens to.
+          expect(pool.totalCount).toBeLessThanOrEqual(1);
+          expect(pool.idleCount).toBe(0);
+        }
+        await waiting;
+        expect(await received.until(1)).toEqual(['next']);
+      } finally {
+        await t.app.close();
+        await pool?.end();
+      }
+    });
+  });
+
+  it('an application pool with nothing waiting loses the connection at once, and the process lives on', async () => {
+    const applicationName = unique('fatal_idle');
+    const pool = new pg.Pool({ connectionString: databaseUrl(), max: 1, application_name: applicationName, options: `-c search_path=${schema},pg_catalog` });
+    const channel = unique('fatal_idle');
+    const t = await createTestApp({}, { pool, applicationName });
+    try {
+      const received = new Inbox<string>();
+      await t.pgln.listen(channel, { onNotification: received.push });
+      const terminated = t.pgln.notify(channel, 'slow');
+      await terminateSlowNotify(applicationName);
+      await expect(terminated).rejects.toMatchObject({ code: '57P01', severity: 'FATAL' });
+      expect({ total: pool.totalCount, idle: pool.idleCount }).toEqual({ total: 0, idle: 0 });
+      await t.pgln.notify(channel, 'after');
+      expect(await received.until(1)).toEqual(['after']);
+    } finally {
+      await t.app.close();
+      await pool.end();
+    }
+  });
+});
+
+describe("the pool's own connection timeout", () => {
+  it.each(SENDS)('%s rejects with a PglnTimeoutError naming it when it fires before notifyTimeoutMs', async (_, send) => {
+    const t = await createTestApp({}, {
+      pool: { connectionString: proxy.url(databaseUrl()), connectionTimeoutMillis: 100 },
+      listener: directListener(),
+      notifyTimeoutMs: 5_000,
+    });
+    try {
+      proxy.blackhole(true);
+      const failure = await send(t, unique('pool_timer'), 'x').then(() => undefined, (error: Error) => error);
+      expect(failure).toBeInstanceOf(PglnTimeoutError);
+      expect(failure?.message).toMatch(/got no connection from the pool within its connectionTimeoutMillis \(100 ms\), so nothing was sent/);
+    } finally {
+      proxy.blackhole(false);
+      await t.app.close();
+    }
+  });
+});

@@ -28,6 +28,8 @@ export class TcpProxy {
   private readonly pairs = new Set<Pair>();
   private refusing = false;
   private blackholed = false;
+  /** Connections past this many accepted ones are held as while blackholed (see {@link holdAfter}). */
+  private holdFrom = Number.POSITIVE_INFINITY;
   private latencyMs = 0;
   /** Connections accepted and forwarded so far. */
   accepted = 0;
@@ -42,6 +44,8 @@ export class TcpProxy {
    * flow, the server never learns, and its backend lives on until {@link releaseOrphans} or {@link stop}.
    */
   private readonly orphans = new Set<Socket>();
+  /** Client sockets whose client closed its side over a dead network: never answered, until {@link stop}. */
+  private readonly halfClosed = new Set<Socket>();
 
   constructor(
     private upstreamHost: string,
@@ -88,7 +92,8 @@ export class TcpProxy {
   }
 
   async start(): Promise<this> {
-    this.server = createServer((client) => this.accept(client));
+    // Half-open allowed: a client that closes its side while blackholed gets no FIN back, as over a dead network.
+    this.server = createServer({ allowHalfOpen: true }, (client) => this.accept(client));
     await new Promise<void>((resolve) => this.server!.listen(0, '127.0.0.1', resolve));
     return this;
   }
@@ -105,6 +110,15 @@ export class TcpProxy {
    */
   blackhole(blackholed: boolean): void {
     this.blackholed = blackholed;
+  }
+
+  /**
+   * Forwards the next `count` new connections, then holds every later one open without ever
+   * reaching the server (as {@link blackhole} does to new connections), while the forwarded
+   * ones go on: a second connection that hangs beside a healthy first one.
+   */
+  holdAfter(count: number): void {
+    this.holdFrom = this.accepted + count;
   }
 
   /** Delays every forwarded chunk by `ms`, keeping order. */
@@ -158,6 +172,7 @@ export class TcpProxy {
   async stop(): Promise<void> {
     this.resetAll();
     this.releaseOrphans();
+    for (const client of this.halfClosed) client.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 
@@ -170,8 +185,8 @@ export class TcpProxy {
     }
     const pair: Pair = { client, pending: Buffer.alloc(0), idle: false, swallow: 0, sent: Buffer.alloc(0), startupSeen: false };
     this.pairs.add(pair);
-    client.on('close', () => {
-      this.pairs.delete(pair);
+    const gone = () => {
+      if (!this.pairs.delete(pair)) return;
       const { upstream } = pair;
       if (!upstream || upstream.destroyed) return;
       // Blackholed, the close never reaches the server: its side stays open and unread, as after a
@@ -181,8 +196,16 @@ export class TcpProxy {
         this.orphans.add(upstream);
         upstream.once('close', () => this.orphans.delete(upstream));
       } else upstream.destroy();
+    };
+    client.on('close', gone);
+    client.on('end', () => {
+      if (pair.upstream && !this.blackholed) return void pair.upstream.end();
+      // Over a dead network no FIN goes back: a client that only ended its side waits on, half-closed.
+      this.halfClosed.add(client);
+      client.once('close', () => this.halfClosed.delete(client));
+      gone();
     });
-    if (this.blackholed) {
+    if (this.blackholed || this.accepted >= this.holdFrom) {
       this.held += 1;
       client.resume(); // read and discard, so that the proxy notices when the client gives up
       return;

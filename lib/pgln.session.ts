@@ -18,13 +18,19 @@ function refusesName(error: unknown): boolean {
 }
 
 /**
- * Who a session's backend is: its PID, and an advisory lock only this session holds (two random
- * keys). A PID reused later, or a backend a session-mode pooler hands to another client after
- * `DISCARD ALL` (which releases advisory locks), is never taken for it.
+ * Who a session's backend is, so that a later session can terminate it and nothing else: its PID,
+ * an advisory lock only this session holds (two random keys), its `application_name`, and the
+ * `marker` comment that starts every statement the session sends. A PID reused later, or a backend
+ * a session-mode pooler hands to another client, is never taken for it: `DISCARD ALL` releases
+ * the lock, and a pooler that does not reset sessions (PgBouncer with an empty
+ * `server_reset_query`) sets the next client's `application_name` on it, or that client's first
+ * statement replaces the last one `pg_stat_activity` shows.
  */
 export interface BackendIdentity {
   readonly pid: number;
   readonly keys: readonly [number, number];
+  readonly applicationName: string;
+  readonly marker: string;
 }
 
 /** What the health check reads from the session in one round trip. */
@@ -59,6 +65,9 @@ export class ListenSession {
   private tail: Promise<unknown> = Promise.resolve();
   /** Its backend, once connected. */
   identity?: BackendIdentity;
+  /** The advisory lock's keys, and the comment that starts every statement (see {@link BackendIdentity}). */
+  private readonly keys = [randomInt(2 ** 31), randomInt(2 ** 31)] as const;
+  private readonly marker = `/* pgln ${this.keys[0]}-${this.keys[1]} */`;
   private ended = false;
   /** Ends the wait of {@link receivesFromOthers}: the session is gone, nothing will arrive any more. */
   private stopProbe?: () => void;
@@ -81,13 +90,13 @@ export class ListenSession {
   async connect(): Promise<void> {
     try {
       await this.client.connect();
-      const keys = [randomInt(2 ** 31), randomInt(2 ** 31)] as const;
-      const { rows } = await this.query<{ pid: number }>(
-        'SELECT pg_backend_pid() AS pid, pg_try_advisory_lock($1::int, $2::int) AS locked',
+      const { keys } = this;
+      const { rows } = await this.query<{ pid: number; name: string }>(
+        "SELECT pg_backend_pid() AS pid, current_setting('application_name') AS name, pg_try_advisory_lock($1::int, $2::int) AS locked",
         'Identify',
         [...keys],
       );
-      this.identity = { pid: rows[0]!.pid, keys };
+      this.identity = { pid: rows[0]!.pid, keys, applicationName: rows[0]!.name, marker: this.marker };
     } catch (error) {
       this.ended = true;
       destroyConnection(this.client);
@@ -142,13 +151,21 @@ export class ListenSession {
    */
   async terminate(backends: readonly BackendIdentity[]): Promise<number[]> {
     // In the select list, not the WHERE clause: only rows that matched are ever terminated. A
-    // backend matches while it holds the advisory lock its session took, and is never this one.
+    // backend matches while it holds the advisory lock its session took, still has that session's
+    // application_name, last ran a statement of that session's, and is never this one.
     const { rows } = await this.query<{ pid: number; terminated: boolean }>(
-      'SELECT l.pid, pg_terminate_backend(l.pid) AS terminated FROM pg_locks l ' +
-        "WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted AND l.pid <> pg_backend_pid() " +
-        'AND (l.pid, l.classid, l.objid) IN (SELECT * FROM unnest($1::int[], $2::int[]::oid[], $3::int[]::oid[]))',
+      'SELECT l.pid, pg_terminate_backend(l.pid) AS terminated FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid ' +
+        "JOIN unnest($1::int[], $2::int[]::oid[], $3::int[]::oid[], $4::text[], $5::text[]) AS b(pid, key1, key2, name, marker) " +
+        'ON b.pid = l.pid AND b.key1 = l.classid AND b.key2 = l.objid AND b.name = a.application_name ' +
+        "AND starts_with(a.query, b.marker) WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted AND l.pid <> pg_backend_pid()",
       'Terminate',
-      [backends.map((backend) => backend.pid), backends.map((backend) => backend.keys[0]), backends.map((backend) => backend.keys[1])],
+      [
+        backends.map((backend) => backend.pid),
+        backends.map((backend) => backend.keys[0]),
+        backends.map((backend) => backend.keys[1]),
+        backends.map((backend) => backend.applicationName),
+        backends.map((backend) => backend.marker),
+      ],
     );
     return rows.filter((row) => row.terminated).map((row) => row.pid);
   }
@@ -210,8 +227,9 @@ export class ListenSession {
 
   private query<R extends QueryResultRow = QueryResultRow>(sql: string, what: string, values?: unknown[]) {
     const { timeoutMs } = this;
+    const text = `${this.marker} ${sql}`;
     const send = () =>
-      withTimeout(this.client.query<R>(sql, values), timeoutMs, () => {
+      withTimeout(this.client.query<R>(text, values), timeoutMs, () => {
         const error = new PglnTimeoutError(NO_ANSWER(what, timeoutMs));
         this.lose(error);
         return error;

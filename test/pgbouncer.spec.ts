@@ -156,6 +156,54 @@ withPgBouncer('a listener behind a session-mode PgBouncer that loses its client 
   });
 });
 
+withPgBouncer('a session-mode PgBouncer that does not reset sessions (server_reset_query empty)', () => {
+  it.each([
+    ['that names itself', 'another-app'],
+    ['that sends no application_name', undefined],
+  ])('hands our lost listener’s backend, our advisory lock still held, to another client %s: it is not terminated', async (_, applicationName) => {
+    const bouncer = await PgBouncer.start(databaseUrl(), 'session', ['server_reset_query =']);
+    const proxy = await new TcpProxy('127.0.0.1', bouncer.port).start();
+    const other = new pg.Client({ connectionString: bouncer.url(), application_name: applicationName });
+    other.on('error', () => undefined);
+    try {
+      const t = await createTestApp(
+        { providers: [recorder(unique('no_reset'))] },
+        { listener: { host: '127.0.0.1', port: proxy.port }, healthCheck: { intervalMs: 100, timeoutMs: 300 } },
+      );
+      try {
+        type Server = { remote_pid: number; state: string; application_name: string };
+        const servers = () => bouncer.admin<Server>('SHOW SERVERS');
+        const listener = (await servers()).find((server) => server.application_name === `${t.appName}-listener`)!;
+        // The listener's side goes dead; PgBouncer learns of it only once the flow is torn down.
+        proxy.blackhole(true);
+        await waitFor('the lost session to be noticed', () => t.pgln.state === 'reconnecting');
+        proxy.releaseOrphans();
+        await waitFor('PgBouncer to take that server connection back', async () =>
+          (await servers()).some((server) => server.remote_pid === listener.remote_pid && server.state === 'idle'),
+        );
+        await other.connect();
+        const { rows } = await other.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+        expect(rows[0]!.pid).toBe(listener.remote_pid); // the same backend, our lock still on it
+        proxy.blackhole(false);
+        await waitFor('the listener to be live again', () => t.pgln.state === 'live');
+        // Once a health check went out after the termination query, that query has been answered.
+        await waitFor('a health check after the termination query', () => {
+          const terminate = proxy.queries.findIndex((sql) => sql.includes('pg_terminate_backend'));
+          return terminate >= 0 && proxy.queries.slice(terminate).some((sql) => sql.includes('pg_listening_channels'));
+        });
+        await expect(other.query('SELECT 1')).resolves.toBeDefined();
+        expect(t.logs.messages('warn').filter((line) => line.startsWith('Terminated the backend'))).toEqual([]);
+      } finally {
+        await t.app.close();
+      }
+    } finally {
+      await other.end().catch(() => undefined);
+      await proxy.stop();
+      await bouncer.stop();
+    }
+  });
+});
+
 withPgBouncer('notify through a transaction-mode PgBouncer, listen direct', () => {
   it('keeps a copy equal to the table through RECONNECT, KILL, PAUSE/RESUME and a PgBouncer crash', async () => {
     const bouncer = await PgBouncer.start(databaseUrl(), 'transaction');

@@ -32,14 +32,19 @@ export class PgBouncer {
     upstreamUrl: string,
     readonly poolMode: 'transaction' | 'session',
     readonly port: number,
+    /** More `pgbouncer.ini` settings, `key = value` lines of its `[pgbouncer]` section. */
+    private readonly settings: readonly string[],
   ) {
     this.upstream = new URL(upstreamUrl);
     this.dir = mkdtempSync(join(tmpdir(), 'pgln-pgbouncer-'));
   }
 
-  /** Starts PgBouncer in `poolMode` on a free port, every database forwarded to the server of `upstreamUrl`. */
-  static async start(upstreamUrl: string, poolMode: 'transaction' | 'session'): Promise<PgBouncer> {
-    const bouncer = new PgBouncer(upstreamUrl, poolMode, await freePort());
+  /**
+   * Starts PgBouncer in `poolMode` on a free port, every database forwarded to the server of
+   * `upstreamUrl`; `settings` are more `key = value` lines for its configuration.
+   */
+  static async start(upstreamUrl: string, poolMode: 'transaction' | 'session', settings: readonly string[] = []): Promise<PgBouncer> {
+    const bouncer = new PgBouncer(upstreamUrl, poolMode, await freePort(), settings);
     bouncer.writeConfig();
     await bouncer.run();
     return bouncer;
@@ -108,6 +113,7 @@ export class PgBouncer {
       'ignore_startup_parameters = extra_float_digits,options',
       `logfile = ${join(this.dir, 'pgbouncer.log')}`,
       `pidfile = ${join(this.dir, 'pgbouncer.pid')}`,
+      ...this.settings,
     ].join('\n');
     writeFileSync(join(this.dir, 'pgbouncer.ini'), `${ini}\n`, { mode: 0o600 });
   }

@@ -1,5 +1,10 @@
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 
+/** `sql` without the comment it may start with (the LISTEN session marks its statements so). */
+function withoutComment(sql: string): string {
+  return sql.replace(/^\/\*.*?\*\/ /s, '');
+}
+
 /** One client connection and its upstream, with the state the proxy needs to inject a query. */
 interface Pair {
   client: Socket;
@@ -37,7 +42,7 @@ export class TcpProxy {
   refused = 0;
   /** Connections accepted while blackholed, held open and never forwarded. */
   held = 0;
-  /** The SQL text of every statement clients sent through the proxy, in order. */
+  /** The SQL text of every statement clients sent through the proxy, in order, without a leading comment. */
   readonly queries: string[] = [];
   /**
    * Server-side sockets of connections whose client closed while blackholed: as with a dropped
@@ -259,8 +264,8 @@ export class TcpProxy {
       if (pair.sent.length - offset < 1 + length) break;
       const type = String.fromCharCode(pair.sent[offset]!);
       const body = pair.sent.subarray(offset + 5, offset + 1 + length);
-      if (type === 'Q') this.queries.push(body.toString('utf8', 0, body.length - 1));
-      if (type === 'P') this.queries.push(body.toString('utf8', body.indexOf(0) + 1, body.indexOf(0, body.indexOf(0) + 1)));
+      if (type === 'Q') this.queries.push(withoutComment(body.toString('utf8', 0, body.length - 1)));
+      if (type === 'P') this.queries.push(withoutComment(body.toString('utf8', body.indexOf(0) + 1, body.indexOf(0, body.indexOf(0) + 1))));
       offset += 1 + length;
     }
     pair.sent = pair.sent.subarray(offset);

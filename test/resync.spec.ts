@@ -286,7 +286,11 @@ describe('PglnService.resync', () => {
           await gate.promise;
         },
       });
-      listening.catch(() => undefined); // rejects once unlistened, as documented
+      // Rejects once unlistened, as documented (checked below; caught now so it is never unhandled meanwhile).
+      const listened = listening.then(
+        () => undefined,
+        (error: unknown) => error,
+      );
       await started.promise;
       const resync = t.pgln.resync(channel);
       // Delivered once the queue's part of the resync is done: only that first sync still runs.
@@ -295,6 +299,7 @@ describe('PglnService.resync', () => {
       await t.pgln.unlisten(channel);
       gate.resolve();
       await expect(resync).rejects.toThrow(`resync("${channel}") did not complete: the channel was unlistened or the application is shutting down.`);
+      expect(String(await listened)).toMatch(`Stopped listening on "${channel}" before this listener was in sync (unlisten() was called).`);
     } finally {
       await t.app.close();
     }

@@ -85,7 +85,19 @@ describe('sample app', () => {
 
   it('reloads the cache on POST /products/resync, repairing a change nobody announced', async () => {
     // A silent write, as a buggy batch job would make: the trigger is told the app notifies, and nobody does.
-    await admin.query("BEGIN; SELECT set_config('sample.app_notifies', 'on', true); UPDATE products SET price_cents = 1 WHERE id = 1; COMMIT");
+    const listener = new pg.Client({ connectionString: databaseUrl() });
+    const heard = new Inbox<string>();
+    listener.on('notification', (message) => heard.push(`${message.channel}:${message.payload}`));
+    await listener.connect();
+    try {
+      await listener.query('LISTEN products; LISTEN silent_write_marker');
+      await admin.query("BEGIN; SELECT set_config('sample.app_notifies', 'on', true); UPDATE products SET price_cents = 1 WHERE id = 1; COMMIT");
+      // Notifications come in commit order: had the write been announced, it would come before this marker.
+      await admin.query("SELECT pg_notify('silent_write_marker', 'after the write')");
+      expect(await heard.until(1)).toEqual(['silent_write_marker:after the write']);
+    } finally {
+      await listener.end();
+    }
     expect((await get('/products/1')).body.priceCents).not.toBe(1);
     const response = await send('POST', '/products/resync');
     expect(response.status).toBe(200);

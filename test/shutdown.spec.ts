@@ -121,7 +121,7 @@ describe('app.close() stays bounded, and leaves no socket, whatever the network 
     expect(recording.open()).toBe(1);
     proxy.blackhole(true);
     await t.app.close();
-    await waitFor('the pooled connection’s socket to be closed', () => recording.open() === 0, { timeoutMs: 2_000 });
+    await waitFor('the pooled connection’s socket to be closed', () => recording.open() === 0);
   });
 
   it('ends while the pool’s connection attempt hangs, however long the pool would wait for it', async () => {
@@ -139,7 +139,7 @@ describe('app.close() stays bounded, and leaves no socket, whatever the network 
     await expect(t.pgln.notify(unique('dead_connect'), 'x')).rejects.toBeInstanceOf(PglnTimeoutError);
     expect(proxy.held).toBe(1);
     await t.app.close(); // pg-pool's end() alone waits for the attempt: 60 s
-    await waitFor('the attempt’s socket to be closed', () => recording.open() === 0, { timeoutMs: 2_000 });
+    await waitFor('the attempt’s socket to be closed', () => recording.open() === 0);
   });
 
   it('during the startup probe: its connection goes too, and no timer is left', async () => {
@@ -147,7 +147,7 @@ describe('app.close() stays bounded, and leaves no socket, whatever the network 
     proxy.holdAfter(1);
     const built = await buildTestApp(
       { providers: [recorder(unique('probed'))] },
-      { ...throughProxy(proxy), healthCheck: { timeoutMs: 20_000 } },
+      { ...throughProxy(proxy), healthCheck: { timeoutMs: 60_000 } },
     );
     const tracked = trackTimers();
     try {
@@ -158,7 +158,7 @@ describe('app.close() stays bounded, and leaves no socket, whatever the network 
       await waitFor('the probe’s connection to hang', () => proxy.held === 1);
       await built.app.close();
       expect(await init).toBeInstanceOf(PglnClosedError);
-      await waitFor('every socket to be closed', () => proxy.openSockets === 0, { timeoutMs: 2_000 });
+      await waitFor('every socket to be closed', () => proxy.openSockets === 0);
       expect(tracked.pending()).toEqual([]);
     } finally {
       tracked.stop();

@@ -3,8 +3,8 @@ import { OnOutOfSync, PglnConnectionError, PglnOptionsError, PglnService } from 
 import { resolveOptions } from '../lib/pgln.options.js';
 import { buildTestApp, createTestApp, initFailure, throughProxy } from './support/app.js';
 import pg from 'pg';
-import { startEmbeddedPostgres } from '../tools/embedded-postgres.js';
 import { adminPool, databaseUrl, terminate, unique } from './support/database.js';
+import { LocalServer } from './support/replication.js';
 import { TcpProxy } from './support/tcp-proxy.js';
 import { StateLog, deferred, waitFor } from './support/wait.js';
 
@@ -196,9 +196,9 @@ describe('startup lasts until the first time every channel is in sync', () => {
 });
 
 describe('retryable at any time', () => {
-  // A real hot standby needs a server the test owns: it starts an embedded one of its own.
+  // A real hot standby needs a server of its own: the version under test (see LocalServer).
   it('a standby in recovery, which refuses LISTEN, is retried with backoff until it is promoted', async () => {
-    const server = await startEmbeddedPostgres();
+    const server = await LocalServer.primary();
     try {
       await server.stop();
       await server.startAsStandby();

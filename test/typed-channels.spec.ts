@@ -37,10 +37,11 @@ describe('a channel defined with a type only', () => {
     @Injectable()
     class Catalog {
       readonly changes = new Inbox<ProductChange>();
+      readonly channels: string[] = [];
       readonly reasons: string[] = [];
       @OnNotification(Products)
       apply(change: ProductChange, notification: PglnNotification) {
-        expect(notification.channel).toBe(Products.name);
+        this.channels.push(notification.channel);
         this.changes.push(change);
       }
       @OnOutOfSync(Products)
@@ -55,6 +56,7 @@ describe('a channel defined with a type only', () => {
       await t.pgln.listen(Products, { onNotification: (change) => listened.push(change) });
       await t.pgln.notify(Products, { id: 1, price: 9.5 });
       expect(await catalog.changes.until(1)).toEqual([{ id: 1, price: 9.5 }]);
+      expect(catalog.channels).toEqual([Products.name]);
       expect(await listened.until(1)).toEqual([{ id: 1, price: 9.5 }]);
       expect(catalog.reasons).toEqual(['connect']);
       expect(t.logs.messages('log')).toContain(`Catalog.apply {notification, json} -> ${Products.name}`);

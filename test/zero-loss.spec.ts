@@ -1,9 +1,9 @@
 import { Injectable } from '@nestjs/common';
 import pg from 'pg';
 import { OnNotification, OnOutOfSync } from '../lib/index.js';
-import { startEmbeddedPostgres, type EmbeddedServer } from '../tools/embedded-postgres.js';
 import { createTestApp, throughProxy, type TestApp } from './support/app.js';
-import { databaseUrl, ownsServer, terminate, unique } from './support/database.js';
+import { terminate, unique } from './support/database.js';
+import { LocalServer } from './support/replication.js';
 import { createProductsTable, dropProductsTable, readTable, type ProductChange } from './support/products.js';
 import { TcpProxy } from './support/tcp-proxy.js';
 import { StateLog, waitFor } from './support/wait.js';
@@ -70,7 +70,7 @@ class Writer {
  * produce hits the LISTEN connection in turn.
  */
 describe('zero loss', () => {
-  let server: EmbeddedServer | undefined;
+  let server: LocalServer;
   let url: string;
   let db: pg.Pool;
   let proxy: TcpProxy;
@@ -80,14 +80,14 @@ describe('zero loss', () => {
   let writer: Writer | undefined;
 
   beforeAll(async () => {
-    // A server restart needs a server the test owns: in embedded mode it starts one of its own.
-    server = ownsServer() ? await startEmbeddedPostgres() : undefined;
-    url = server?.url ?? databaseUrl();
+    // A server restart needs a server of its own: the version under test (see LocalServer).
+    server = await LocalServer.primary();
+    url = server.url;
     db = new pg.Pool({ connectionString: url, max: 4, application_name: 'zero-loss-writer' });
     db.on('error', () => undefined); // idle clients die with the server restart
     await createProductsTable(db, table, channel, ROWS);
     proxy = await TcpProxy.forUrl(url).start();
-  });
+  }, 120_000);
 
   afterAll(async () => {
     await writer?.stop();
@@ -214,16 +214,12 @@ describe('zero loss', () => {
       },
       () => proxy.refuse(false),
     );
-    if (server) {
-      // Nothing can be written while the server is down; the writer resumes as it comes back.
-      await outage(
-        () => server!.stop(),
-        () => server!.start(),
-        { writesWhileDown: false },
-      );
-    } else {
-      console.log('zero-loss: server restart skipped: PGLN_TEST_DATABASE_URL points at a server the tests do not own');
-    }
+    // Nothing can be written while the server is down; the writer resumes as it comes back.
+    await outage(
+      () => server.stop(),
+      () => server.start(),
+      { writesWhileDown: false },
+    );
     const afterFaults = w.writes;
     await waitFor('writes after the last fault', () => w.writes >= afterFaults + 100, { timeoutMs: 20_000 });
     await writer.stop();
@@ -234,7 +230,7 @@ describe('zero loss', () => {
     expect(copy.resyncs).toBe(resyncs);
 
     const disconnects = states.count('reconnecting');
-    expect(disconnects).toBe(server ? 5 : 4);
+    expect(disconnects).toBe(5);
     expect(copy.rows).toEqual(table_);
     expect(copy.deliveredDuringResync).toBe(0);
     expect(copy.resyncs).toBe(disconnects + 1);

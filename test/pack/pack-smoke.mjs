@@ -54,12 +54,17 @@ try {
     '@nestjs/terminus@^11', `pg@${versions.pg}`, `reflect-metadata@${versions['reflect-metadata']}`, `rxjs@${versions.rxjs}`], cjs);
   const cjsResult = JSON.parse(run('node', ['consumer.cjs'], cjs, { DATABASE_URL }));
   const healthy = cjsResult.health?.status === 200 && cjsResult.health.body?.info?.pgln?.status === 'up';
-  if (!cjsResult.nest.startsWith('11.') || !cjsResult.terminus.startsWith('11.') || cjsResult.payload !== 'from commonjs' || !healthy) {
+  // Reconnecting, within the grace: up (Terminus 11 has no "degraded"), saying so; past it (downAfterMs 0): down.
+  const { grace, strict } = cjsResult.during ?? {};
+  const graceUp = grace?.status === 200 && grace.body?.info?.pgln?.status === 'up' && grace.body.info.pgln.state === 'reconnecting';
+  const strictDown = strict?.status === 503 && strict.body?.error?.pgln?.status === 'down';
+  if (!cjsResult.nest.startsWith('11.') || !cjsResult.terminus.startsWith('11.') || cjsResult.payload !== 'from commonjs' || !healthy || !graceUp || !strictDown) {
     throw new Error(`NestJS 11 consumer printed ${JSON.stringify(cjsResult)}`);
   }
   console.log(
     `pack smoke: NestJS ${cjsResult.nest} (CommonJS) app works with the packed module, without @opentelemetry/api; ` +
-      `Terminus ${cjsResult.terminus} /health answers 200 with pgln up`,
+      `Terminus ${cjsResult.terminus} /health answers 200 with pgln up when live, 200 with pgln up while reconnecting ` +
+      'within the grace, and 503 with pgln down past it',
   );
 } finally {
   await embedded?.destroy();

@@ -7,9 +7,6 @@ export function databaseUrl(): string {
   return url;
 }
 
-/** True when the tests started the server themselves (and so may stop and restart it). */
-export const ownsServer = () => process.env.PGLN_TEST_EMBEDDED === '1';
-
 let counter = 0;
 
 /**

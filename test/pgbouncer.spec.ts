@@ -177,6 +177,7 @@ withPgBouncer('a session-mode PgBouncer that does not reset sessions (server_res
         // The listener's side goes dead; PgBouncer learns of it only once the flow is torn down.
         proxy.blackhole(true);
         await waitFor('the lost session to be noticed', () => t.pgln.state === 'reconnecting');
+        await waitFor('the proxy to see the listener’s side closed', () => proxy.orphaned === 1);
         proxy.releaseOrphans();
         await waitFor('PgBouncer to take that server connection back', async () =>
           (await servers()).some((server) => server.remote_pid === listener.remote_pid && server.state === 'idle'),

@@ -7,11 +7,22 @@ export class Counts implements PglnCounts {
   handlerFailures = 0;
   invalidPayloads = 0;
   dropped = 0;
+  skippedBySnapshot = 0;
+  withoutTransactionId = 0;
   readonly resyncs: Record<OutOfSyncReason, number> = { connect: 0, reconnect: 0, listen: 0, overflow: 0, manual: 0 };
 
   /** A copy that later counting does not change. */
   snapshot(): PglnCounts {
-    const { received, delivered, handlerFailures, invalidPayloads, dropped } = this;
-    return { received, delivered, handlerFailures, invalidPayloads, dropped, resyncs: { ...this.resyncs } };
+    const { received, delivered, handlerFailures, invalidPayloads, dropped, skippedBySnapshot, withoutTransactionId } = this;
+    return {
+      received,
+      delivered,
+      handlerFailures,
+      invalidPayloads,
+      dropped,
+      skippedBySnapshot,
+      withoutTransactionId,
+      resyncs: { ...this.resyncs },
+    };
   }
 }

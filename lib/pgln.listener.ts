@@ -4,7 +4,9 @@ import { BehaviorSubject, type Observable } from 'rxjs';
 import { PglnChannelError, PglnClosedError, PglnConnectionError, PglnError, PglnTimeoutError } from './errors/index.js';
 import type { OutOfSyncReason, PglnChannelStats, PglnNotification, PglnState, PglnStateChange, PglnStats } from './interfaces/index.js';
 import { Backoff } from './pgln.backoff.js';
-import { Channel, type ChannelContext } from './pgln.channel.js';
+import { Channel } from './channel/channel.js';
+import type { ChannelContext } from './channel/channel-context.js';
+import { Subscriber } from './channel/subscriber.js';
 import { describeError, isFatalAtStartup } from './pgln.connection-errors.js';
 import { Counts } from './pgln.counts.js';
 import {
@@ -28,7 +30,7 @@ import type { ResolvedPglnOptions } from './pgln.options.js';
 import { keepsConnection, notifyOnce } from './pgln.connection.js';
 import { QueueUsage } from './pgln.queue-usage.js';
 import { ListenSession, type BackendIdentity } from './pgln.session.js';
-import { Subscription, type SubscriptionSpec } from './pgln.subscription.js';
+import type { SubscriptionSpec } from './pgln.subscription.js';
 import { withTimeout } from './pgln.promises.js';
 import type { Telemetry } from './pgln.telemetry.js';
 import { TurnTimer } from './pgln.turn-timer.js';
@@ -47,11 +49,13 @@ const MAX_REMEMBERED_BACKENDS = 32;
  *
  *   idle -> connecting -> syncing -> live -> reconnecting -> syncing -> live ... -> closed
  *
- * `syncing` starts once LISTEN has run: on every (re)connect a resync is queued on each channel
- * *before* LISTEN is sent, so whatever arrives after LISTEN is held behind the out-of-sync
- * handlers and delivered after them. While connected, a health check asks the session for
- * `pg_listening_channels()`; no answer in time, or a channel missing, replaces the session.
- * The session's own queries live in {@link ListenSession}.
+ * `syncing` starts once LISTEN has run on a new connection, `live` once every subscriber is in
+ * sync (and the first connection proved it hears others): a subscriber that falls behind later (an
+ * overflow, `resync()`) takes it back to `syncing` until it has read again. Each connection is an
+ * epoch; its LISTEN tells every channel, whose subscribers then read again if their last read
+ * followed an older one (see `lib/channel/sync-state.ts`). While connected, a health check asks the
+ * session for `pg_listening_channels()`; no answer in time, or a channel missing, replaces the
+ * session. The session's own queries live in {@link ListenSession}.
  */
 export class PglnListener {
   private readonly channels = new Map<string, Channel>();
@@ -95,6 +99,10 @@ export class PglnListener {
   private readonly queueUsage: QueueUsage;
   private lastHealthCheck?: { at: Date; roundTripMs: number };
   private reconnects = 0;
+  /** Numbers the connections (see {@link Channel.listening}). */
+  private epoch = 0;
+  /** Subscribers that must be in sync before the listener is live, and are not (see {@link ChannelContext.sync}). */
+  private readonly behind = new Set<Subscriber>();
   /** Aborted when shutdown begins: what runs beside the session (the startup probe's connection) stops at once. */
   private readonly shutdownSignal = new AbortController();
 
@@ -112,6 +120,15 @@ export class PglnListener {
       turns: new TurnTimer(options.slowHandlerMs, (elapsed, handlers) =>
         logger.warn(SLOW_SYNC_HANDLERS(handlers, elapsed, options.slowHandlerMs)),
       ),
+      sync: {
+        behind: (subscriber) => {
+          this.behind.add(subscriber as Subscriber);
+          this.settleState();
+        },
+        caughtUp: (subscriber) => {
+          if (this.behind.delete(subscriber as Subscriber)) this.settleState();
+        },
+      },
     };
     this.queueUsage = new QueueUsage(options.healthCheck.queueUsageWarning, logger);
     this.states = new BehaviorSubject<PglnStateChange>({
@@ -149,8 +166,9 @@ export class PglnListener {
       queued += depth;
       channels[channel.name] = {
         ...channel.counts.snapshot(),
-        subscriptions: channel.subscriptions.length,
+        subscriptions: channel.subscribers.length,
         queued: depth,
+        inSync: channel.inSync,
         lastResync: channel.lastResync,
       };
     }
@@ -187,82 +205,76 @@ export class PglnListener {
   }
 
   /**
-   * Registers handlers. When connected, new channels are LISTENed at once, in one round trip. A
-   * `listen()` (`firstReason` `'listen'`) gets its first resync beside the channel's queue (see
-   * {@link Channel.syncAlone}), after LISTEN on the current or next connection: the call may come
-   * from a handler of that channel. Decorated handlers are resynced through the queue. Whatever is
-   * not synced now is synced by the next connection's resync.
+   * Registers handlers: the registrations of one owner on one channel make one subscriber, whose
+   * first read is given `firstReason`. When connected, new channels are LISTENed at once, in one
+   * round trip; otherwise the next connection LISTENs. Each subscriber reads once LISTEN has run,
+   * on its own, so a `listen()` made from a handler of the same channel never waits for it.
    */
-  subscribe(
-    entries: readonly { channel: string; spec: SubscriptionSpec }[],
-    firstReason: OutOfSyncReason,
-  ): Subscription[] {
+  subscribe(entries: readonly { channel: string; spec: SubscriptionSpec }[], firstReason: OutOfSyncReason): Subscriber[] {
     if (this.closing) throw new PglnClosedError(CLOSED(`listen on "${entries[0]?.channel}"`));
+    // Channel, then owner, in registration order.
+    const groups = new Map<string, Map<object, SubscriptionSpec[]>>();
+    for (const { channel, spec } of entries) {
+      const owners = groups.get(channel) ?? groups.set(channel, new Map()).get(channel)!;
+      owners.set(spec.owner, [...(owners.get(spec.owner) ?? []), spec]);
+    }
     const fresh: Channel[] = [];
-    const added = entries.map(({ channel, spec }) => {
-      const subscription = new Subscription(channel, spec, firstReason);
-      let target = this.channels.get(channel);
-      if (!target) {
-        target = new Channel(channel, this.context);
-        this.channels.set(channel, target);
-        fresh.push(target);
+    const added: Subscriber[] = [];
+    for (const [name, owners] of groups) {
+      let channel = this.channels.get(name);
+      if (!channel) {
+        channel = new Channel(name, this.context);
+        this.channels.set(name, channel);
+        fresh.push(channel);
       }
-      target.add(subscription);
-      return subscription;
-    });
-    const { session } = this;
-    const listened = session && this.listen(session, fresh);
-    if (listened) for (const channel of fresh) channel.listening(listened);
-    if (firstReason === 'listen') {
-      // One listen() call: one subscription that holds all of its owner's handlers.
-      for (const subscription of added) {
-        const channel = this.channels.get(subscription.channel)!;
-        if (listened || !fresh.includes(channel)) channel.syncAlone(subscription);
-      }
-    } else if (session) {
-      // Decorated handlers: a provider's handlers of a channel are several subscriptions, which one
-      // resync must bring in sync together. Bootstrap runs in no handler, so it may wait in the queue.
-      for (const channel of new Set(added.map((subscription) => this.channels.get(subscription.channel)!))) {
-        channel.sync(firstReason, channel.listened);
+      for (const specs of owners.values()) {
+        const subscriber = new Subscriber(channel, specs, firstReason);
+        channel.add(subscriber);
+        added.push(subscriber);
       }
     }
-    // Otherwise the next connection LISTENs and resyncs.
+    const { session } = this;
+    if (session && fresh.length > 0) {
+      const ran = this.listen(session, fresh);
+      for (const channel of fresh) channel.listening({ epoch: this.epoch, ran });
+    }
     return added;
   }
 
   /**
-   * Removes one subscription (UNLISTENing when it was its channel's last). None of its handlers
-   * is called once this resolves; one already running is not waited for, so a handler may
-   * remove itself.
+   * Removes one subscriber (UNLISTENing when it was its channel's last). None of its handlers is
+   * called once this resolves; one already running is not waited for, so a handler may remove itself.
    */
-  async unsubscribe(subscription: Subscription): Promise<void> {
-    const channel = this.channels.get(subscription.channel);
-    if (!subscription.active || !channel) return;
-    subscription.deactivate(new PglnError(UNLISTENED(subscription.channel)));
-    channel.remove(subscription);
-    if (channel.subscriptions.length === 0) await this.drop(channel);
+  async unsubscribe(subscriber: Subscriber): Promise<void> {
+    const { channel } = subscriber;
+    if (!subscriber.active || this.channels.get(channel.name) !== channel) return;
+    subscriber.remove(new PglnError(UNLISTENED(channel.name)));
+    channel.remove(subscriber);
+    if (channel.subscribers.length === 0) await this.drop(channel);
   }
 
-  /** Removes every subscription of a channel and UNLISTENs it; same guarantee as {@link unsubscribe}. */
+  /** Removes every subscriber of a channel and UNLISTENs it; same guarantee as {@link unsubscribe}. */
   async unlisten(name: string): Promise<void> {
     const channel = this.channels.get(name);
-    if (!channel) return;
-    for (const subscription of channel.subscriptions) subscription.deactivate(new PglnError(UNLISTENED(name)));
-    await this.drop(channel);
+    if (channel) await this.drop(channel);
   }
 
   /**
-   * Runs a channel's out-of-sync handlers now (reason `'manual'`), its notifications held
-   * meanwhile; resolves once they have completed. While disconnected, it waits for the next
+   * Runs a channel's out-of-sync handlers now (reason `'manual'`), each subscriber's notifications
+   * held meanwhile; resolves once they have completed. While disconnected, they run after the next
    * connection's LISTEN.
+   *
+   * @throws PglnClosedError when the application shuts down first
+   * @throws PglnError when nothing listens on the channel, or it is unlistened first
    */
   async resync(name: string): Promise<void> {
     if (this.closing) throw new PglnClosedError(CLOSED(`resync ${JSON.stringify(name)}`));
     const channel = this.channels.get(name);
     if (!channel) throw new PglnError(NOT_LISTENING(name));
-    // False when its connection died before LISTEN ran: then the next connection's answers this call.
-    while (!(await channel.resync())) {
-      if (this.closing || this.channels.get(name) !== channel) throw new PglnError(RESYNC_ABANDONED(name));
+    try {
+      await channel.resync();
+    } catch {
+      throw this.closing ? new PglnClosedError(CLOSED(`resync ${JSON.stringify(name)}`)) : new PglnError(RESYNC_ABANDONED(name));
     }
   }
 
@@ -277,16 +289,16 @@ export class PglnListener {
   }
 
   private async drop(channel: Channel): Promise<void> {
-    this.forget(channel);
+    this.forget(channel, new PglnError(UNLISTENED(channel.name)));
     // Failing is the session's own business: one that does not answer in time is replaced.
     await this.session?.unlisten(channel.name).catch(noop);
   }
 
-  /** Stops delivering to a channel and no longer LISTENs on it on new connections. */
-  private forget(channel: Channel): void {
+  /** Stops delivering to a channel, its subscribers removed with `error`, and no longer LISTENs on it on new connections. */
+  private forget(channel: Channel, error: Error): void {
     this.channels.delete(channel.name);
     if (this.lastChannel === channel) this.lastChannel = undefined;
-    void channel.close();
+    void channel.close(error);
   }
 
   private readonly dispatch = (message: Notification): void => {
@@ -317,29 +329,41 @@ export class PglnListener {
     this.connecting = undefined;
     if (this.closing) return session.destroy();
     this.session = session;
+    const epoch = ++this.epoch;
     const channels = [...this.channels.values()];
-    const listened = this.listen(session, channels);
-    const reason = this.listenedBefore ? 'reconnect' : 'connect';
-    const markers = channels.map((channel) => channel.sync(reason, listened));
-    void listened.then((ok) => {
+    const ran = this.listen(session, channels);
+    // Before any notification can arrive: a subscriber whose last read followed an older LISTEN reads again.
+    for (const channel of channels) channel.listening({ epoch, ran });
+    void ran.then((ok) => {
       if (!ok || this.session !== session || this.closing) return;
       if (this.listenedBefore) this.reconnects++;
       this.listenedBefore = true;
       clearTimeout(this.startupTimer);
-      this.transition('syncing', `listening on ${channels.length} channel(s), running out-of-sync handlers`);
+      this.transition('syncing', `listening on ${this.channels.size} channel(s), running out-of-sync handlers`);
       this.scheduleHealthCheck(session);
-      const verified = this.receivesChecked ? undefined : this.checkReceives(session);
-      void Promise.all([...markers.map((marker) => marker.done), verified]).then(() => {
-        // Closing resolves pending markers too: that is no reason to go live.
-        if (this.session !== session || this.closing) return;
-        this.liveSince = Date.now();
-        this.failedAttempts = 0;
-        this.transition('live', `${this.channels.size} channel(s) in sync`);
-        this.firstLive?.resolve();
-        this.firstLive = undefined;
-        void this.terminatePrevious(session);
-      });
+      if (!this.receivesChecked) void this.checkReceives(session).then(() => this.settleState());
+      this.settleState();
     });
+  }
+
+  /**
+   * Goes `live` once LISTEN has run on the session, the first one proved it hears others, and no
+   * subscriber is behind; back to `syncing` when one falls behind.
+   */
+  private settleState(): void {
+    if (this.closing || !this.session) return;
+    if (this.state === 'syncing' && this.behind.size === 0 && this.receivesChecked) {
+      this.liveSince = Date.now();
+      this.failedAttempts = 0;
+      this.transition('live', `${this.channels.size} channel(s) in sync`);
+      this.firstLive?.resolve();
+      this.firstLive = undefined;
+      void this.terminatePrevious(this.session);
+    } else if (this.state === 'live' && this.behind.size > 0) {
+      const [first] = this.behind;
+      const reason = first!.state.kind === 'due' || first!.state.kind === 'reading' ? first!.state.reason : 'manual';
+      this.transition('syncing', `${first!.name} on ${JSON.stringify(first!.channel.name)} resyncs (${reason})`);
+    }
   }
 
   /**
@@ -400,11 +424,10 @@ export class PglnListener {
   private refuse(name: string, cause: Error): void {
     const channel = this.channels.get(name);
     if (!channel) return;
-    const handlers = channel.subscriptions.map((subscription) => subscription.spec.name);
+    const handlers = channel.subscribers.map((subscriber) => subscriber.name);
     const error = new PglnChannelError(LISTEN_REFUSED(name, describeError(cause), handlers), name, { cause });
     this.logger.error(error.message);
-    for (const subscription of channel.subscriptions) subscription.deactivate(error);
-    this.forget(channel);
+    this.forget(channel, error);
   }
 
   private scheduleHealthCheck(session: ListenSession): void {
@@ -565,10 +588,7 @@ export class PglnListener {
     const channels = [...this.channels.values()];
     this.channels.clear();
     this.lastChannel = undefined;
-    for (const channel of channels) {
-      for (const subscription of channel.subscriptions) subscription.deactivate(error);
-    }
-    await this.waitForHandlers(channels.map((channel) => channel.close()));
+    await this.waitForHandlers(channels.map((channel) => channel.close(error)));
     const { session, connecting } = this;
     this.session = undefined;
     connecting?.destroy();

@@ -100,14 +100,19 @@ export const LISTEN_HANDLER_NOT_FUNCTION = (channel: string, key: string, type: 
 export const POOL_CLIENT_ERROR = (message: string) =>
   `An idle connection of the notify pool failed (${message}); the pool replaces it on next use.`;
 
-export const OVERFLOW_RESYNC = (channel: string, dropped: number, limit: number) =>
-  `Channel ${preview(channel)}: ${dropped} notifications were waiting, more than maxQueuedNotifications (${limit}); ` +
-  "dropped them and queued its out-of-sync handlers (reason 'overflow') to cover them.";
+export const OVERFLOW_RESYNC = (channel: string, subscriber: string, dropped: number, limit: number) =>
+  `Channel ${preview(channel)}: ${dropped} notifications were waiting for ${subscriber}, more than maxQueuedNotifications ` +
+  `(${limit}); dropped them and queued its out-of-sync handler (reason 'overflow') to cover them.`;
 
-export const OVERFLOW_DROPPED = (channel: string, dropped: number, limit: number, handlers: string[]) =>
-  `Channel ${preview(channel)}: dropped ${dropped} notifications, more than maxQueuedNotifications (${limit}) were waiting, ` +
-  `and ${handlers.join(', ')} ${handlers.length === 1 ? 'has' : 'have'} no out-of-sync handler to recover with. ` +
+export const OVERFLOW_DROPPED = (channel: string, dropped: number, limit: number, subscriber: string) =>
+  `Channel ${preview(channel)}: dropped ${dropped} notifications, more than maxQueuedNotifications (${limit}) were waiting for ` +
+  `${subscriber}, which has no out-of-sync handler to recover with. ` +
   'Add an @OnOutOfSync handler (or onOutOfSync), or make handlers faster.';
+
+export const SNAPSHOT_UNREADABLE = (result: string) =>
+  `event.snapshot(executor) read no snapshot: the executor answered ${result}. Give it something that returns rows ` +
+  '(a pg client, a TypeORM EntityManager or QueryRunner, Prisma\'s $queryRawUnsafe, not $executeRawUnsafe), running ' +
+  "the reload's transaction.";
 
 export const SLOW_HANDLER = (handler: string, channel: string, elapsedMs: number, thresholdMs: number) =>
   `${handler} on channel ${preview(channel)} has been running for ${elapsedMs} ms (slowHandlerMs: ${thresholdMs}); ` +
@@ -136,8 +141,8 @@ export const CHANNELS_MISSING = (channels: string[]) =>
   `the LISTEN session no longer listens on ${channels.map((channel) => preview(channel)).join(', ')}`;
 
 export const LISTEN_REFUSED = (channel: string, reason: string, handlers: string[]) =>
-  `Cannot LISTEN on ${preview(channel)}: the server refused it: ${reason}; ${handlers.join(', ')} ` +
-  `${handlers.length === 1 ? 'is' : 'are'} removed and will not be called. The other channels are not affected.`;
+  `Cannot LISTEN on ${preview(channel)}: the server refused it: ${reason}; its handlers are removed and will not be ` +
+  `called (${handlers.join('; ')}). The other channels are not affected.`;
 
 export const UNLISTENED = (channel: string) =>
   `Stopped listening on ${preview(channel)} before this listener was in sync (unlisten() was called).`;

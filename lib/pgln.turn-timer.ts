@@ -1,5 +1,4 @@
 import { preview } from './pgln.messages.js';
-import type { Subscription } from './pgln.subscription.js';
 
 /**
  * Times synchronous handlers per read of notifications from the socket, not per call: a clock
@@ -12,9 +11,9 @@ import type { Subscription } from './pgln.subscription.js';
 export class TurnTimer {
   private open = false;
   private startedAt = 0;
-  private last?: Subscription;
+  private last?: string;
   /** The handlers run in this read (at most 5), and their channels: described only if reported. */
-  private readonly ran: Subscription[] = [];
+  private readonly ran: string[] = [];
   private readonly on: string[] = [];
 
   constructor(
@@ -31,12 +30,12 @@ export class TurnTimer {
     queueMicrotask(this.close);
   }
 
-  /** Notes that `subscription`'s handler is about to run on `channel`, for the report. */
-  note(subscription: Subscription, channel: string): void {
-    if (this.open && subscription !== this.last) {
-      this.last = subscription;
+  /** Notes that the handler `name` is about to run on `channel`, for the report. */
+  note(name: string, channel: string): void {
+    if (this.open && name !== this.last) {
+      this.last = name;
       if (this.ran.length < 5) {
-        this.ran.push(subscription);
+        this.ran.push(name);
         this.on.push(channel);
       }
     }
@@ -45,7 +44,7 @@ export class TurnTimer {
   private readonly close = (): void => {
     const elapsed = Date.now() - this.startedAt;
     if (elapsed >= this.thresholdMs) {
-      const handlers = this.ran.map((subscription, i) => `${subscription.spec.name} on channel ${preview(this.on[i]!)}`);
+      const handlers = this.ran.map((name, i) => `${name} on channel ${preview(this.on[i]!)}`);
       this.report(elapsed, [...new Set(handlers)]);
     }
     this.open = false;

@@ -94,7 +94,7 @@ describe('a channel the server refuses to LISTEN on', () => {
     const failure = await initFailure(built);
     expect(failure).toBeInstanceOf(PglnChannelError);
     expect((failure as Error).message).toMatch(
-      new RegExp(`^Cannot LISTEN on "${REFUSED}": the server refused it: .*${SERVER_MESSAGE.source}.*; Recorder\\.resync, Recorder\\.receive are removed and will not be called`),
+      new RegExp(`^Cannot LISTEN on "${REFUSED}": the server refused it: .*${SERVER_MESSAGE.source}.*; its handlers are removed and will not be called \\(Recorder\\.resync, Recorder\\.receive\\)`),
     );
   });
 });

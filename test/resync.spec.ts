@@ -4,7 +4,7 @@ import { createTestApp } from './support/app.js';
 import { adminPool, backends, databaseUrl, terminate, unique } from './support/database.js';
 import { createProductsTable, dropProductsTable, productCacheFor, readTable } from './support/products.js';
 import { TcpProxy } from './support/tcp-proxy.js';
-import { Inbox, deferred, waitFor } from './support/wait.js';
+import { Inbox, StateLog, deferred, waitFor } from './support/wait.js';
 
 const admin = adminPool();
 afterAll(() => admin.end());
@@ -333,19 +333,10 @@ describe('a listen() whose first sync runs when the connection is lost', () => {
     const channel = unique('first_sync_lost');
     const t = await createTestApp({}, { maxQueuedNotifications: 2 });
     try {
-      // A handler that holds the channel's queue, so that the reconnect's resync waits behind it.
-      const holding = deferred();
-      const hold = deferred();
-      await t.pgln.listen(channel, {
-        onNotification: async (payload: string) => {
-          if (payload !== 'hold') return;
-          holding.resolve();
-          await hold.promise;
-        },
-      });
       const started = deferred();
       const gate = deferred();
       const reasons: string[] = [];
+      const received: string[] = [];
       const listening = t.pgln.listen(channel, {
         onOutOfSync: async (event: OutOfSyncEvent) => {
           reasons.push(event.reason);
@@ -353,21 +344,24 @@ describe('a listen() whose first sync runs when the connection is lost', () => {
           started.resolve();
           await gate.promise;
         },
+        onNotification: (payload: string) => void received.push(payload),
       });
       await started.promise; // its first sync has read the database, and waits
-      await t.pgln.notify(channel, 'hold');
-      await holding.promise;
+      const states = new StateLog(t.pgln);
       await terminate(admin, `${t.appName}-listener`);
-      await waitFor('the new LISTEN', () => t.pgln.state === 'syncing');
-      // Three notifications overflow the queue (limit 2) before the reconnect's resync could run.
+      await states.reach('syncing');
+      // Three notifications overflow its queue (limit 2) while that first sync still runs.
       await admin.query("SELECT pg_notify($1, '1'), pg_notify($1, '2'), pg_notify($1, '3')", [channel]);
       await waitFor('the overflow', () => t.pgln.stats().dropped > 0);
       gate.resolve();
       await listening;
-      hold.resolve();
       await waitFor('live', () => t.pgln.state === 'live');
       // What it read before the loss is stale: it reads once more, told the connection was lost.
       expect(reasons).toEqual(['listen', 'reconnect']);
+      // And what arrived before that read began is not given to it afterwards.
+      await t.pgln.notify(channel, 'after');
+      await waitFor('"after"', () => received.includes('after'));
+      expect(received).toEqual(['after']);
     } finally {
       await t.app.close();
     }

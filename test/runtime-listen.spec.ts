@@ -231,32 +231,35 @@ describe('PglnService.listen: handlers, and waits that must not wait on themselv
     expect(await outer.until(2)).toEqual(['start', 'after']);
   });
 
-  it('releases the channel at once when a listener whose resync waits to be retried is removed', async () => {
+  it('holds only itself while its resync waits to be retried, and once removed is never called again', async () => {
     const channel = unique('off_while_retrying');
     const gate = deferred();
     const flowing = new Inbox<string>();
     const failures = new Inbox<Error>();
-    await t.pgln.listen(channel, {
-      onNotification: async (payload: string) => {
-        if (payload === '1') await gate.promise;
-        flowing.push(payload);
-      },
-    });
+    const stuck: string[] = [];
+    await t.pgln.listen(channel, { onNotification: flowing.push });
     const off = await t.pgln.listen(channel, {
+      onNotification: async (payload: string) => {
+        stuck.push(payload);
+        if (payload === '1') await gate.promise;
+      },
       onOutOfSync: (event: OutOfSyncEvent) => {
         if (event.reason === 'overflow') throw new Error('the table is locked');
       },
       onError: failures.push,
     });
-    // '1' blocks the channel; '2', '3', '4' overflow its queue (limit 2): an 'overflow' resync is queued.
+    // '1' blocks this listener; '2', '3', '4' overflow its queue (limit 2): an 'overflow' resync is due.
     await admin.query("SELECT pg_notify($1, '1'), pg_notify($1, '2'), pg_notify($1, '3'), pg_notify($1, '4')", [channel]);
     await waitFor('the overflow', () => t.logs.messages('warn').some((line) => line.includes('maxQueuedNotifications')));
+    // The other listener of the channel is not held by it.
+    expect(await flowing.until(4)).toEqual(['1', '2', '3', '4']);
     gate.resolve();
     await failures.until(1); // failed once; its retry waits up to a minute
     await off();
     await t.pgln.notify(channel, 'after');
-    await flowing.until(2);
-    expect(flowing.items).toEqual(['1', 'after']);
+    await flowing.until(5);
+    expect(flowing.items).toEqual(['1', '2', '3', '4', 'after']);
+    expect(stuck).toEqual(['1']);
   });
 });
 

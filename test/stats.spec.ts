@@ -67,9 +67,13 @@ describe('PglnService.stats()', () => {
         handlerFailures: 0,
         invalidPayloads: 0,
         dropped: 0,
+        skippedBySnapshot: 0,
+        withoutTransactionId: 0,
         resyncs: { ...noResyncs, connect: 1 },
-        subscriptions: 2,
+        // Handlers' reload and apply: one subscriber.
+        subscriptions: 1,
         queued: 0,
+        inSync: true,
         lastResync: { handler: 'Handlers.reload', reason: 'connect', at: expect.any(Date), durationMs: expect.any(Number) },
       });
 

@@ -1,3 +1,5 @@
+import type { PglnExecutor } from './pgln-notify.interface.js';
+
 /** A notification as PostgreSQL delivered it. */
 export interface PglnNotification {
   /** The channel it was sent on, exactly as given to NOTIFY / pg_notify. */
@@ -24,4 +26,18 @@ export interface OutOfSyncEvent {
   readonly channel: string;
   /** Why the handler runs now. */
   readonly reason: OutOfSyncReason;
+  /**
+   * Records the snapshot of the transaction the reload reads in (`pg_current_snapshot()`, read
+   * through `executor`): from then on, this provider's (or this `listen()`'s) handlers skip every
+   * notification of an exactly-once channel whose sending transaction that snapshot saw, since the
+   * reload applied it already (`stats()` counts them as `skippedBySnapshot`). Call it inside the
+   * reload's transaction, which must be REPEATABLE READ (one snapshot for all its reads), or be a
+   * single statement. `executor` is anything `notify` accepts that returns rows: a pg client, a
+   * TypeORM `EntityManager` or `QueryRunner`, `(text, values) => tx.$queryRawUnsafe(text, ...values)`
+   * for Prisma, a Kysely or Drizzle executor. Without it nothing is skipped. Only the successful
+   * attempt's snapshot counts.
+   *
+   * @throws PglnError when the executor's answer holds no snapshot
+   */
+  readonly snapshot: (executor: PglnExecutor) => Promise<void>;
 }

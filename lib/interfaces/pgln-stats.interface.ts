@@ -15,24 +15,39 @@ export interface PglnCounts {
   /** Payloads a handler did not get because they were not JSON or failed the channel's schema (once per handler). */
   readonly invalidPayloads: number;
   /**
-   * Notifications dropped because a queue grew past `maxQueuedNotifications`, counted per queue: the
-   * channel's, or the one held for a `listen()` whose first out-of-sync handler runs (each holds a
-   * copy of its own, so one notification dropped from two such queues counts twice).
+   * Notifications dropped because a subscriber's queue grew past `maxQueuedNotifications`, counted
+   * per subscriber (a provider, or a `listen()`): each queues a copy of its own, so one notification
+   * dropped from two queues counts twice.
    */
   readonly dropped: number;
+  /**
+   * Notifications of exactly-once channels a subscriber skipped because its reload's snapshot saw
+   * their transaction (see `OutOfSyncEvent.snapshot`), counted per subscriber.
+   */
+  readonly skippedBySnapshot: number;
+  /**
+   * Notifications of exactly-once channels that came without their sender's transaction id (a
+   * foreign sender): delivered as on any channel, never skipped. Counted per handler.
+   */
+  readonly withoutTransactionId: number;
   /** Out-of-sync handler runs that completed, by reason. */
   readonly resyncs: Readonly<Record<OutOfSyncReason, number>>;
 }
 
 /** One listened channel in {@link PglnStats}. */
 export interface PglnChannelStats extends PglnCounts {
-  /** Handlers registered on it (a `listen()` call counts once). */
+  /** Its subscribers: each provider with handlers on it counts once, and each `listen()` call. */
   readonly subscriptions: number;
   /**
-   * Notifications waiting, counted per queue as {@link PglnCounts.dropped} is: queued behind a
-   * running handler or resync, or held for a `listen()` whose first out-of-sync handler runs.
+   * Notifications waiting, counted per subscriber as {@link PglnCounts.dropped} is: queued behind its
+   * running handler, or held while its out-of-sync handler runs.
    */
   readonly queued: number;
+  /**
+   * False while one of its subscribers has an out-of-sync run due or running (after a reconnect,
+   * an overflow, `resync()`, or a first sync), its notifications held meanwhile.
+   */
+  readonly inSync: boolean;
   /** The last out-of-sync handler run that completed. */
   readonly lastResync?: {
     readonly handler: string;

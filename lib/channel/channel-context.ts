@@ -1,0 +1,33 @@
+import type { Logger } from '@nestjs/common';
+import type { Backoff } from '../pgln.backoff.js';
+import type { Counts } from '../pgln.counts.js';
+import type { Telemetry } from '../pgln.telemetry.js';
+import type { TurnTimer } from '../pgln.turn-timer.js';
+
+/** What the listener tells it about subscribers that fell behind and caught up (see {@link ChannelContext.behind}). */
+export interface SyncWatch {
+  /** `subscriber` is out of sync: a read is due or runs. */
+  behind(subscriber: object): void;
+  /** `subscriber` is in sync again (or gone). */
+  caughtUp(subscriber: object): void;
+}
+
+/** What the channels of one instance share with the listener that owns them. */
+export interface ChannelContext {
+  readonly logger: Logger;
+  /** Paces the retries of a failing out-of-sync handler. */
+  readonly backoff: Backoff;
+  /** The most notifications one subscriber may have waiting. */
+  readonly maxQueuedNotifications: number;
+  /** Reports synchronous handlers that block the event loop (see {@link TurnTimer}). */
+  readonly turns: TurnTimer;
+  /** Spans and duration histograms, once loaded and only when an OpenTelemetry SDK is there. */
+  telemetry?: Telemetry;
+  /** The instance's counts, every channel's included, even after it is dropped. */
+  readonly totals: Counts;
+  /**
+   * Subscribers that were in sync (or must be before bootstrap ends) and are not: the listener is
+   * live only while there is none.
+   */
+  readonly sync: SyncWatch;
+}

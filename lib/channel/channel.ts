@@ -1,0 +1,120 @@
+import type { PglnNotification } from '../interfaces/index.js';
+import { Counts } from '../pgln.counts.js';
+import { deferred, untilAborted } from '../pgln.promises.js';
+import type { ChannelContext } from './channel-context.js';
+import type { LastResync } from './out-of-sync-handlers.js';
+import { Reporting } from './reporting.js';
+import type { Subscriber } from './subscriber.js';
+
+/** One LISTEN of a channel: on which connection (its epoch), and whether it ran. */
+export interface Listen {
+  /** Numbers the connections: a later connection's LISTEN has a higher epoch (see {@link SyncState}). */
+  readonly epoch: number;
+  /** Resolves true once LISTEN ran; false if its connection died first. */
+  readonly ran: Promise<boolean>;
+}
+
+/**
+ * One LISTENed channel: its subscribers, the LISTEN of the current connection, and the position of
+ * the last notification that arrived. Every notification goes to every subscriber, which delivers
+ * it or queues it (see {@link Subscriber}).
+ */
+export class Channel {
+  /** Replaced, never mutated, so a delivery in progress keeps a stable list. */
+  subscribers: readonly Subscriber[] = [];
+  /** What happened on this channel since it was created (see `PglnService.stats()`); the totals count it too. */
+  readonly counts = new Counts();
+  readonly reporting: Reporting;
+  /** The last out-of-sync handler run that completed. */
+  lastResync?: LastResync;
+  /** How many notifications arrived so far: the position of the last one. */
+  position = 0;
+  /** The LISTEN of the current connection; undefined while there is none. */
+  private listen?: Listen;
+  /** While there is no connection: resolves with the next connection's LISTEN. */
+  private upcoming?: { promise: Promise<Listen>; resolve: (listen: Listen) => void };
+  private closed = false;
+
+  constructor(
+    readonly name: string,
+    readonly context: ChannelContext,
+  ) {
+    this.reporting = new Reporting(name, this.counts, context);
+  }
+
+  /** Notifications waiting, counted per subscriber. */
+  get depth(): number {
+    let depth = 0;
+    for (const subscriber of this.subscribers) depth += subscriber.queued;
+    return depth;
+  }
+
+  /** Whether every subscriber is in sync (none has a read due or running). */
+  get inSync(): boolean {
+    return this.subscribers.every((subscriber) => subscriber.state.kind === 'live');
+  }
+
+  /** Delivers a notification to every subscriber, which numbers it by its arrival. */
+  push(notification: PglnNotification): void {
+    if (this.closed) return;
+    const position = ++this.position;
+    this.counts.received++;
+    this.context.totals.received++;
+    const { subscribers } = this;
+    for (let i = 0; i < subscribers.length; i++) subscribers[i]!.push(notification, position);
+  }
+
+  /** LISTEN for this channel is (being) sent on a new connection: reads that followed an older one are outdated. */
+  listening(listen: Listen): void {
+    this.listen = listen;
+    this.upcoming?.resolve(listen);
+    this.upcoming = undefined;
+    for (const subscriber of this.subscribers) subscriber.listening(listen.epoch);
+  }
+
+  /** The connection is lost: reads wait for the next one's LISTEN. */
+  disconnected(): void {
+    this.listen = undefined;
+  }
+
+  /** The LISTEN of the current connection, or else of the next one; undefined if `signal` aborts first. */
+  nextListen(signal: AbortSignal): Promise<Listen | undefined> {
+    if (this.listen) return Promise.resolve(this.listen);
+    this.upcoming ??= deferred<Listen>();
+    return untilAborted(this.upcoming.promise, signal);
+  }
+
+  add(subscriber: Subscriber): void {
+    this.subscribers = [...this.subscribers, subscriber];
+  }
+
+  remove(subscriber: Subscriber): void {
+    this.subscribers = this.subscribers.filter((s) => s !== subscriber);
+  }
+
+  /**
+   * Every subscriber reads again (reason `'manual'`). Resolves once each has completed a read that
+   * began after this call; rejects if one is removed first.
+   */
+  async resync(): Promise<void> {
+    await Promise.all(this.subscribers.map((subscriber) => subscriber.resync()));
+  }
+
+  /**
+   * Stops the channel: its subscribers are removed (rejecting what waits for them with `error`) and
+   * no handler starts any more. Resolves when the handlers in progress (if any) have finished.
+   */
+  close(error: Error): Promise<void> {
+    const subscribers = this.subscribers;
+    if (!this.closed) {
+      this.closed = true;
+      for (const subscriber of subscribers) subscriber.remove(error);
+    }
+    return Promise.all(subscribers.map((subscriber) => subscriber.settled())).then(() => undefined);
+  }
+
+  /** Logs, once each, handlers that have been running for `thresholdMs` or more. */
+  checkSlow(now: number, thresholdMs: number): void {
+    for (const subscriber of this.subscribers) subscriber.run.check(now, thresholdMs, this.context.logger, this.name);
+  }
+}

@@ -92,9 +92,9 @@ export class PglnExplorer {
         continue;
       }
       const bound = instance[key]!.bind(instance);
-      for (const { channel, connection, json, schema } of notifications ?? []) {
-        const kind = schema ? 'notification, json, schema' : json ? 'notification, json' : 'notification';
-        const spec = { name, owner: instance, json, schema, onNotification: bound };
+      for (const { channel, connection, json, schema, exactlyOnce } of notifications ?? []) {
+        const kind = ['notification', ...(json ? ['json'] : []), ...(schema ? ['schema'] : []), ...(exactlyOnce ? ['exactly once'] : [])].join(', ');
+        const spec = { name, owner: instance, json, schema, exactlyOnce, onNotification: bound };
         found.push({ channel, connection, decorator: '@OnNotification', kind, spec });
       }
       for (const { channel, connection } of resyncs ?? []) {

@@ -22,9 +22,10 @@ export const CHANNEL_NOT_WELL_FORMED = (channel: string) =>
 export const CHANNEL_HAS_NUL = (channel: string) =>
   `Channel name ${preview(channel)} contains a NUL character, which PostgreSQL identifiers cannot hold.`;
 
-export const PAYLOAD_TOO_LARGE = (channel: string, bytes: number) =>
-  `Payload for channel ${preview(channel)} is ${bytes} bytes in UTF-8; pg_notify accepts at most ${MAX_PAYLOAD_BYTES} bytes. ` +
-  'Send a key and let the receiver read the row instead.';
+export const PAYLOAD_TOO_LARGE = (channel: string, bytes: number, reserved = 0) =>
+  `Payload for channel ${preview(channel)} is ${bytes} bytes in UTF-8; pg_notify accepts at most ${MAX_PAYLOAD_BYTES} bytes` +
+  (reserved ? `, of which the exactly-once envelope takes ${reserved} (so at most ${MAX_PAYLOAD_BYTES - reserved} for the payload)` : '') +
+  '. Send a key and let the receiver read the row instead.';
 
 export const PAYLOAD_HAS_NUL = (channel: string) =>
   `Payload for channel ${preview(channel)} contains a NUL character, which PostgreSQL text cannot hold.`;
@@ -52,6 +53,9 @@ export const NOT_LISTENING = (channel: string) =>
 
 export const RESYNC_ABANDONED = (channel: string) =>
   `resync(${preview(channel)}) did not complete: the channel was unlistened or the application is shutting down.`;
+
+export const EXACTLY_ONCE_NOT_BOOLEAN = (channel: string, type: string) =>
+  `defineChannel(${preview(channel)}): exactlyOnce must be true or false, got ${type}.`;
 
 export const SCHEMA_NOT_STANDARD = (channel: string) =>
   `defineChannel(${preview(channel)}): schema must be a Standard Schema (an object with ['~standard'].validate, ` +

@@ -13,14 +13,21 @@ import { EXECUTOR_INVALID, NOTIFY_MANY_ITEM_INVALID, NOTIFY_MANY_NOT_ARRAY, SCHE
 import { isPromiseLike } from './pgln.promises.js';
 import { validatePayload } from './pgln.schema.js';
 import { encodePayload } from './pgln.validation.js';
+import { ENVELOPE_BYTES, envelope } from './channel/exactly-once.js';
 
 export const NOTIFY_SQL = 'SELECT pg_notify($1, $2)';
+/** For an exactly-once channel: the server wraps the payload with the sending transaction's id. */
+export const NOTIFY_ONCE_SQL = `SELECT pg_notify($1, ${envelope('$2')})`;
 // unnest keeps the order of the arrays, so the notifications are queued (and delivered) in order.
 export const NOTIFY_MANY_SQL =
   'SELECT pg_notify(n.channel, n.payload) FROM unnest($1::text[], $2::text[]) AS n(channel, payload)';
+/** With at least one exactly-once channel among them: those are wrapped, the others sent as they are. */
+export const NOTIFY_MANY_ONCE_SQL =
+  `SELECT pg_notify(n.channel, CASE WHEN n.once THEN ${envelope('n.payload')} ELSE n.payload END) ` +
+  'FROM unnest($1::text[], $2::text[], $3::boolean[]) AS n(channel, payload, once)';
 
-/** A channel name and the payload text pg_notify gets. */
-type Encoded = [name: string, text: string];
+/** A channel name, the payload text pg_notify gets, and whether the exactly-once envelope wraps it. */
+type Encoded = [name: string, text: string, once: boolean];
 
 /**
  * Validates and encodes one notification: plain names as `encodePayload` says, definitions as
@@ -28,8 +35,9 @@ type Encoded = [name: string, text: string];
  */
 export function encodeNotification(channel: string | PglnChannel, payload: unknown): Encoded | Promise<Encoded> {
   const name = channelName(channel);
-  if (!isChannelDefinition(channel)) return [name, encodePayload(name, payload)];
-  const encoded: Encoded = [name, encodePayload(name, payload, true)];
+  if (!isChannelDefinition(channel)) return [name, encodePayload(name, payload), false];
+  const once = channel.exactlyOnce === true;
+  const encoded: Encoded = [name, encodePayload(name, payload, true, once ? ENVELOPE_BYTES : 0), once];
   if (!channel.schema) return encoded;
   // The schema checks what receivers will parse (a Date, say, arrives as a string), not the value given.
   const checked = validatePayload(channel.schema, name, JSON.parse(encoded[1]), 'Payload for');
@@ -62,13 +70,16 @@ export function encodeNotifications(items: readonly PglnOutgoingNotification[]):
 }
 
 /** The statement that sends one notification. */
-export function toNotifyQuery([name, text]: Encoded): PglnNotifyQuery {
-  return { text: NOTIFY_SQL, values: [name, text] };
+export function toNotifyQuery([name, text, once]: Encoded): PglnNotifyQuery {
+  return { text: once ? NOTIFY_ONCE_SQL : NOTIFY_SQL, values: [name, text] };
 }
 
 /** The statement that sends many notifications, in order. */
 export function toNotifyManyQuery(encoded: readonly Encoded[]): PglnNotifyManyQuery {
-  return { text: NOTIFY_MANY_SQL, values: [encoded.map(([name]) => name), encoded.map(([, text]) => text)] };
+  const names = encoded.map(([name]) => name);
+  const texts = encoded.map(([, text]) => text);
+  if (!encoded.some(([, , once]) => once)) return { text: NOTIFY_MANY_SQL, values: [names, texts] };
+  return { text: NOTIFY_MANY_ONCE_SQL, values: [names, texts, encoded.map(([, , once]) => once)] };
 }
 
 /** For the synchronous query builders: an asynchronous schema cannot be waited for there. */

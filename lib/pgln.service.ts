@@ -303,6 +303,7 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
             onError: onError?.bind(handlers),
             json: definition ? true : (handlers.json ?? false),
             schema: definition?.schema,
+            exactlyOnce: definition?.exactlyOnce,
           },
         },
       ],

@@ -34,9 +34,10 @@ export function assertChannel(channel: unknown): asserts channel is string {
  * Turns a notify payload into the text pg_notify receives: strings as they are, `undefined` as
  * the empty payload, anything else JSON-encoded (everything, with `json`: a defined channel's
  * payloads). Throws a {@link PglnPayloadError} when the result is 8000 bytes or more, holds a
- * NUL or a lone surrogate, or cannot be encoded.
+ * NUL or a lone surrogate, or cannot be encoded. `reserved`: bytes the statement adds around the
+ * payload (the exactly-once envelope), which count against the limit.
  */
-export function encodePayload(channel: string, payload: unknown, json = false): string {
+export function encodePayload(channel: string, payload: unknown, json = false, reserved = 0): string {
   let text: string | undefined;
   if (typeof payload === 'string' && !json) text = payload;
   else if (payload === undefined && !json) return '';
@@ -53,9 +54,9 @@ export function encodePayload(channel: string, payload: unknown, json = false): 
     }
   }
   // Cheap bound first: a string of n UTF-16 units takes between n and 3n bytes in UTF-8.
-  if (text.length * 3 > MAX_PAYLOAD_BYTES) {
+  if (text.length * 3 + reserved > MAX_PAYLOAD_BYTES) {
     const bytes = Buffer.byteLength(text, 'utf8');
-    if (bytes > MAX_PAYLOAD_BYTES) throw new PglnPayloadError(PAYLOAD_TOO_LARGE(channel, bytes), channel);
+    if (bytes + reserved > MAX_PAYLOAD_BYTES) throw new PglnPayloadError(PAYLOAD_TOO_LARGE(channel, bytes, reserved), channel);
   }
   if (text.includes('\0')) throw new PglnPayloadError(PAYLOAD_HAS_NUL(channel), channel);
   if (!text.isWellFormed()) throw new PglnPayloadError(PAYLOAD_NOT_WELL_FORMED(channel), channel);

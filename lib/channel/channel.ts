@@ -94,10 +94,11 @@ export class Channel {
 
   /**
    * Every subscriber reads again (reason `'manual'`). Resolves once each has completed a read that
-   * began after this call; rejects if one is removed first.
+   * began after this call (or was removed); rejects if the channel closed first.
    */
   async resync(): Promise<void> {
     await Promise.all(this.subscribers.map((subscriber) => subscriber.resync()));
+    if (this.closed) throw new Error(`channel ${this.name} closed`);
   }
 
   /**

@@ -19,7 +19,6 @@ interface ReadWaiter {
   /** Reads begun when they asked: the read they wait for is a later one. */
   readonly after: number;
   readonly resolve: () => void;
-  readonly reject: (error: Error) => void;
 }
 
 /**
@@ -125,18 +124,18 @@ export class Subscriber {
 
   /**
    * Reads again (reason `'manual'`), as after a reconnect. Resolves once a read that began after
-   * this call has completed; rejects if it is removed first.
+   * this call has completed, or once it is removed (there is nothing left to bring in sync).
    */
   resync(): Promise<void> {
     if (this.outOfSync.length === 0 || !this.active) return Promise.resolve();
-    const done = new Promise<void>((resolve, reject) => this.waiters.push({ after: this.reads, resolve, reject }));
+    const done = new Promise<void>((resolve) => this.waiters.push({ after: this.reads, resolve }));
     this.due('manual');
     return done;
   }
 
   /**
    * Removes it: none of its handlers is called again (one running finishes on its own), its
-   * `ready` and pending {@link resync} calls reject with `error`.
+   * `ready` rejects with `error`, and pending {@link resync} calls resolve.
    */
   remove(error: Error): void {
     if (!this.active) return;
@@ -145,7 +144,7 @@ export class Subscriber {
     this.current = undefined;
     this.channel.context.sync.caughtUp(this);
     this.settleReady(error);
-    for (const waiter of this.waiters.splice(0)) waiter.reject(error);
+    for (const waiter of this.waiters.splice(0)) waiter.resolve();
     this.removal.abort();
   }
 

@@ -45,7 +45,13 @@ export function OnNotification(channel: string, options?: OnNotificationOptions)
 export function OnNotification(channel: string | PglnChannel, options: OnNotificationOptions = {}): MethodDecorator {
   if (isChannelDefinition(channel)) {
     const connection = connectionOption(channel.name, options);
-    return prependMetadata<OnNotificationMetadata>(ON_NOTIFICATION_METADATA, { channel: channel.name, connection, json: true, schema: channel.schema });
+    return prependMetadata<OnNotificationMetadata>(ON_NOTIFICATION_METADATA, {
+      channel: channel.name,
+      connection,
+      json: true,
+      schema: channel.schema,
+      exactlyOnce: channel.exactlyOnce,
+    });
   }
   assertChannel(channel);
   const connection = connectionOption(channel, options);

@@ -11,6 +11,8 @@ export interface OnNotificationMetadata {
   readonly json: boolean;
   /** The schema of a channel defined with `defineChannel`. */
   readonly schema?: StandardSchemaV1;
+  /** A channel defined `exactlyOnce`: payloads come in the envelope with the sender's transaction id. */
+  readonly exactlyOnce?: boolean;
 }
 
 /** Registration stored by `@OnOutOfSync`. */

@@ -11,6 +11,11 @@ export interface PglnChannel<TOutput = unknown, TInput = TOutput> {
   readonly name: string;
   /** A Standard Schema (zod 4, valibot, arktype, ...) that payloads must pass, sent and received. */
   readonly schema?: StandardSchemaV1<TInput, TOutput>;
+  /**
+   * Every notification carries its sending transaction's id, so that a subscriber whose reload
+   * recorded its snapshot (`OutOfSyncEvent.snapshot`) skips what that reload already read.
+   */
+  readonly exactlyOnce?: boolean;
   /** Carries the payload types; never set at runtime. */
   readonly '~types'?: { readonly input: TInput; readonly output: TOutput };
 }

@@ -20,8 +20,11 @@ export interface PglnNotifyQuery {
 /** Many notifications in one statement, in order: `pg_notify` over `unnest($1::text[], $2::text[])`. */
 export interface PglnNotifyManyQuery {
   readonly text: string;
-  /** Channel names and payload texts, index by index. */
-  readonly values: [string[], string[]];
+  /**
+   * Channel names and payload texts, index by index; with an exactly-once channel among them, a
+   * third array says which are wrapped with the sending transaction's id.
+   */
+  readonly values: [string[], string[], boolean[]?];
 }
 
 /**

@@ -102,7 +102,7 @@ class Notify extends Step {
   protected async act(h: Harness) {
     h.note(this.toString());
     for (let i = 0; i < this.count; i++) {
-      await h.send('notify', [this.channel], ([item]) => h.pgln.notify(item!.channel, item!.payload));
+      await h.send('notify', [this.channel], { how: 'notify' });
     }
   }
   toString() {
@@ -119,7 +119,7 @@ class NotifyMany extends Step {
   }
   protected async act(h: Harness) {
     h.note(this.toString());
-    await h.send('notifyMany', this.channels, (items) => h.pgln.notifyMany(items));
+    await h.send('notifyMany', this.channels);
   }
   toString() {
     return `notifyMany(${this.channels.map(c).join(',')})`;
@@ -139,7 +139,8 @@ class Transaction extends Step {
   }
   protected async act(h: Harness) {
     h.note(this.toString());
-    await h.sendInTransaction(this.commit ? 'transaction' : 'rolled back', this.channel, this.count, this.commit);
+    const channels = Array.from({ length: this.count }, () => this.channel);
+    await h.send(this.commit ? 'transaction' : 'rolled back', channels, { how: 'notify', commit: this.commit });
   }
   toString() {
     return `notify in a transaction(${c(this.channel)} x${this.count}, ${this.commit ? 'COMMIT' : 'ROLLBACK'})`;
@@ -201,10 +202,10 @@ class Block extends Step {
     super();
   }
   check(m: Readonly<Model>) {
-    return m.activeOn(this.channel).some((sub) => !m.pending(sub)) && !m.blocked(this.channel);
+    return blockable(m, this.channel).length > 0;
   }
   protected async act(h: Harness) {
-    const subs = h.activeOn(this.channel).filter((sub) => !h.pending(sub));
+    const subs = blockable(h, this.channel);
     await h.block(subs[this.pick % subs.length]!);
   }
   toString() {
@@ -238,14 +239,53 @@ class Burst extends Step {
     super();
   }
   check(m: Readonly<Model>) {
-    return m.blocked(this.channel) || m.hung(this.channel);
+    return m.held(this.channel);
   }
   protected async act(h: Harness) {
     h.note(this.toString());
-    await h.send('burst', Array.from({ length: this.count }, () => this.channel), (items) => h.pgln.notifyMany(items));
+    await h.send('burst', Array.from({ length: this.count }, () => this.channel));
   }
   toString() {
     return `burst(${c(this.channel)} x${this.count})`;
+  }
+}
+
+/** Subscribers of the channel a slow handler can be given: in sync, and not hanging already. */
+function blockable(m: Readonly<Model>, channel: number) {
+  return m.activeOn(channel).filter((sub) => !m.pending(sub) && !m.blocked(sub));
+}
+
+/**
+ * What made caches end older than the table: a subscriber's slow handler holds its queue while a
+ * read waits behind it (a resync() or, after a loss, a reconnect's), a change queues behind the
+ * handler, the connection is lost while all of that waits and a change commits meanwhile; then the
+ * handler is released. The read must see the last change, and the queued one must not be applied
+ * after it.
+ */
+class StaleRead extends Step {
+  constructor(
+    private readonly channel: number,
+    private readonly pick: number,
+    private readonly viaResync: boolean,
+    private readonly kind: FaultKind,
+  ) {
+    super();
+  }
+  check(m: Readonly<Model>) {
+    return blockable(m, this.channel).some((sub) => sub.outOfSync);
+  }
+  protected async act(h: Harness) {
+    h.note(this.toString());
+    const subs = blockable(h, this.channel).filter((sub) => sub.outOfSync);
+    if (!(await h.block(subs[this.pick % subs.length]!))) return;
+    await h.send('behind the slow handler', [this.channel], { how: 'notify' });
+    if (this.viaResync) await h.resync(this.channel);
+    await h.fault(this.kind, [this.channel]);
+    await h.send('after the loss', [this.channel]);
+    await h.release(this.channel);
+  }
+  toString() {
+    return `stale read(${c(this.channel)}, subscriber #${this.pick}${this.viaResync ? ', resync()' : ''} waits behind a slow handler, ${FAULTS[this.kind]} meanwhile)`;
   }
 }
 
@@ -287,6 +327,9 @@ export function commandSequences(maxCommands: number, replayPath?: string) {
       channel.map((ch) => new Release(ch)),
       fc.tuple(channel, fc.integer({ min: 21, max: 30 })).map(([ch, n]) => new Burst(ch, n)),
       fc.tuple(channel, fc.integer({ min: 21, max: 30 })).map(([ch, n]) => new Burst(ch, n)),
+      fc
+        .tuple(channel, fc.nat(7), fc.boolean(), fc.constantFrom<FaultKind>('kill', 'reset', 'blackhole'))
+        .map(([ch, pick, viaResync, kind]) => new StaleRead(ch, pick, viaResync, kind)),
     ],
     { maxCommands, size: 'max', replayPath },
   );

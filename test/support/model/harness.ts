@@ -4,10 +4,11 @@ import pg from 'pg';
 import {
   OnNotification,
   OnOutOfSync,
-  PglnError,
   PglnOverflowError,
+  defineChannel,
   type OutOfSyncEvent,
   type OutOfSyncReason,
+  type PglnChannel,
   type PglnService,
 } from '../../../lib/index.js';
 import { buildTestApp, throughProxy, type TestApp } from '../app.js';
@@ -15,11 +16,16 @@ import { databaseUrl, terminate, unique } from '../database.js';
 import { TcpProxy } from '../tcp-proxy.js';
 import { trackTimers } from '../timers.js';
 import { waitFor } from '../wait.js';
+import { Invariants, mayHaveRead, type Overflow, type PendingResync } from './invariants.js';
+import { ModelTable, apply, describeRows, type Change, type Rows } from './table.js';
 
 /**
  * The real side of the model test (test/model.spec.ts): one Nest application per run, its LISTEN
- * connection through a fault-injecting proxy, subscribers that record every call on one timeline,
- * and the invariants, derived from the README's "Guarantees", checked against that timeline.
+ * connection through a fault-injecting proxy, a table whose every change is announced in its own
+ * transaction, subscribers that keep a copy of it (reloaded by their out-of-sync handler, changed by
+ * each notification as a handler that trusts it would) and record every call on one timeline, and
+ * the invariants (./invariants.ts), derived from the README's "Guarantees", checked against that
+ * timeline and the table.
  *
  * Time is a counter (`tick`), advanced by every recorded event: "a before b" means a's tick is
  * smaller. A notification is known to have committed between its send's start and end ticks.
@@ -28,6 +34,8 @@ import { waitFor } from '../wait.js';
 /** Channels the commands use; the sentinel channel is index {@link SENTINEL}. */
 export const CHANNELS = 3;
 export const SENTINEL = CHANNELS;
+/** The exactly-once channel: its subscribers record their reload's snapshot and must apply every change once. */
+export const EXACTLY_ONCE = 1;
 
 /** A decorated provider of a run: present from app creation, on one channel. */
 export interface DecoratedSpec {
@@ -58,11 +66,18 @@ export interface Sub {
   handlerName: string;
   /** From this tick on, every notification sent on its channel is owed to it (its first resync's start, or when it was ready). */
   coverageStart?: number;
+  /** Its copy of its channel's rows: reloaded by its out-of-sync handler, changed by each notification. */
+  copy: Rows;
+  /** The highest version of each row it has seen (read or applied): what it must never go back from. */
+  seen: Map<number, number>;
+  /** On the exactly-once channel: its reload records a snapshot, and no change may be applied twice. */
+  exactlyOnce: boolean;
   /** When its removal (off(), unlisten()) began and resolved. */
   removalStart?: number;
   removedAt?: number;
   deliveries: { seq: number; start: number; end?: number }[];
-  syncs: { reason: OutOfSyncReason; start: number; end?: number }[];
+  /** Its out-of-sync handler's runs: when each began, began reading the table (its snapshot taken), and ended. */
+  syncs: { reason: OutOfSyncReason; start: number; read?: number; end?: number }[];
   /** PglnOverflowError given to onError (runtime listeners), with its tick. */
   reports: number[];
   /** A slow handler: the delivery of `seq` waits for `release`. */
@@ -87,7 +102,7 @@ export interface Gate {
   promise: Promise<void>;
 }
 
-/** A notification the test sent, by its payload (a unique sequence number). */
+/** A notification the test sent, by its payload's sequence number (unique). */
 export interface Sent {
   seq: number;
   channel: number;
@@ -99,46 +114,22 @@ export interface Sent {
   batch: number;
   index: number;
   origin: string;
+  /** What it announces (a marker changes nothing). */
+  change?: Change;
 }
 
-interface StateEvent {
+export interface StateEvent {
   tick: number;
   state: string;
-}
-
-/** One synchronous overflow of a channel's queue, seen through the module's log lines and onError calls. */
-interface Overflow {
-  tick: number;
-  channel: number;
-  gen: number;
-  resyncLogged: boolean;
-  /** A listen() was in its first resync: maybe the overflow of what it holds, not of the queue. */
-  ambiguous: boolean;
-  /** Handler names listed as dropped without an out-of-sync handler, if that line was logged. */
-  dropped?: string;
-  /** The subscribers on the channel when it happened, with and without out-of-sync handler. */
-  covered: Sub[];
-  uncovered: Sub[];
-}
-
-interface PendingResync {
-  channel: number;
-  gen: number;
-  call: number;
-  /** Tick and outcome once settled. */
-  settled?: { tick: number; error?: unknown };
-  /** Subscribers with an out-of-sync handler on the channel when called. */
-  subs: Sub[];
 }
 
 export class Violation extends Error {
   override name = 'Violation';
 }
 
-/** The module's log lines that mark an overflow, for one channel name. */
-const OVERFLOW_RESYNC_TEXT = 'dropped them and queued its out-of-sync handlers';
-const OVERFLOW_DROPPED_TEXT = 'has no out-of-sync handler to recover with';
-const OVERFLOW_DROPPED_TEXT_PLURAL = 'have no out-of-sync handler to recover with';
+/** The module's overflow log lines: `... were waiting for <subscriber>, more than ...` / `..., which has no out-of-sync handler ...`. */
+const OVERFLOW_RESYNC = /were waiting for (.*), more than maxQueuedNotifications .*dropped them and queued its out-of-sync handler/;
+const OVERFLOW_DROPPED = /were waiting for (.*), which has no out-of-sync handler to recover with/;
 
 const immediate = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -147,6 +138,9 @@ export class Harness {
   pgln!: PglnService;
   proxy!: TcpProxy;
   readonly names: string[];
+  /** The exactly-once channel's definition; the others are used by name. */
+  readonly definitions: (PglnChannel | undefined)[];
+  readonly table: ModelTable;
   readonly subs: Sub[] = [];
   readonly sent = new Map<number, Sent>();
   readonly gens = new Array<number>(CHANNELS + 1).fill(0);
@@ -164,12 +158,13 @@ export class Harness {
   private batch = 0;
   private readonly waiters = new Set<() => void>();
   private tracked?: ReturnType<typeof trackTimers>;
-  private readonly unhandled: unknown[] = [];
+  readonly unhandled: unknown[] = [];
   private readonly onUnhandled = (reason: unknown) => void this.unhandled.push(reason);
   private stateSubscription?: { unsubscribe(): void };
   closing = false;
   closedAt?: number;
   private readonly sentinel: Sub;
+  private readonly invariants = new Invariants(this);
 
   private constructor(
     readonly admin: pg.Pool,
@@ -177,6 +172,8 @@ export class Harness {
   ) {
     const base = unique('m');
     this.names = [...Array.from({ length: CHANNELS }, (_, i) => `${base}_c${i}`), `${base}_z`];
+    this.definitions = this.names.map((name, i) => (i === EXACTLY_ONCE ? defineChannel(name, { exactlyOnce: true }) : undefined));
+    this.table = new ModelTable(admin, `${base}_rows`);
     this.sentinel = this.newSub('sentinel', { channel: SENTINEL, outOfSync: false, async: false, sendsInSync: false });
   }
 
@@ -185,10 +182,11 @@ export class Harness {
     return new Harness(admin, decorated);
   }
 
-  /** Builds and starts the application of one run: its decorated providers, a proxy, the sentinel. */
+  /** Builds and starts the application of one run: its table, its decorated providers, a proxy, the sentinel. */
   async start(): Promise<void> {
     process.on('unhandledRejection', this.onUnhandled);
     this.tracked = trackTimers();
+    await this.table.create(CHANNELS);
     this.proxy = await TcpProxy.forUrl(databaseUrl()).start();
     const providers: Type[] = [this.providerFor(this.sentinel)];
     for (const spec of this.decorated) providers.push(this.providerFor(this.newSub('decorated', spec)));
@@ -270,6 +268,9 @@ export class Harness {
       async: spec.async,
       sendsInSync: spec.sendsInSync,
       handlerName: kind === 'runtime' ? `listen(${JSON.stringify(this.names[spec.channel])})` : `Model${label}.onNotification`,
+      copy: new Map(),
+      seen: new Map(),
+      exactlyOnce: spec.channel === EXACTLY_ONCE,
       deliveries: [],
       syncs: [],
       reports: [],
@@ -278,11 +279,16 @@ export class Harness {
     return sub;
   }
 
+  /** A channel as subscribers and senders name it: the exactly-once channel by its definition. */
+  channel(channel: number): string | PglnChannel {
+    return this.definitions[channel] ?? this.names[channel]!;
+  }
+
   /** A decorated provider class for `sub`, built at run time (decorators applied by hand). */
   private providerFor(sub: Sub): Type {
     const h = this;
     const provider = class {
-      onNotification(payload: string) {
+      onNotification(payload: unknown) {
         return h.delivered(sub, payload);
       }
       onOutOfSync(event: OutOfSyncEvent) {
@@ -290,32 +296,48 @@ export class Harness {
       }
     };
     Object.defineProperty(provider, 'name', { value: `Model${sub.label}` });
-    const channel = this.names[sub.channel]!;
+    const channel = this.channel(sub.channel);
     const method = (key: 'onNotification' | 'onOutOfSync') => Object.getOwnPropertyDescriptor(provider.prototype, key)!;
-    OnNotification(channel)(provider.prototype, 'onNotification', method('onNotification'));
-    if (sub.outOfSync) OnOutOfSync(channel)(provider.prototype, 'onOutOfSync', method('onOutOfSync'));
+    OnNotification(channel as string)(provider.prototype, 'onNotification', method('onNotification'));
+    if (sub.outOfSync) OnOutOfSync(channel as string)(provider.prototype, 'onOutOfSync', method('onOutOfSync'));
     Injectable()(provider);
     return provider;
   }
 
-  /** A notification handler: records the call; a gated one waits for its release. */
-  private delivered(sub: Sub, payload: string): unknown {
-    const seq = Number(payload);
+  /**
+   * A notification handler: records the call and applies the change to the copy (an exactly-once
+   * subscriber must never apply a change it has already seen); a gated one waits for its release.
+   */
+  private delivered(sub: Sub, payload: unknown): unknown {
+    const change = (typeof payload === 'string' ? JSON.parse(payload) : payload) as Change;
+    const seq = change.s;
     const delivery: Sub['deliveries'][number] = { seq, start: 0 };
     sub.deliveries.push(delivery);
-    delivery.start = this.record(`${sub.label} <- ${payload}`);
+    delivery.start = this.record(`${sub.label} <- ${seq}${change.k === undefined ? '' : ` (${change.d ? 'delete' : 'set'} ${change.k}:v${change.v})`}`);
+    if (change.k !== undefined) {
+      const seen = sub.seen.get(change.k) ?? 0;
+      if (sub.exactlyOnce && change.v! <= seen) {
+        this.later(`${sub.label} applied ${seq} (row ${change.k} v${change.v}) though it had seen v${seen} of that row: a change applied twice, or out of date`, sub);
+      }
+      apply(sub.copy, change);
+      sub.seen.set(change.k, Math.max(seen, change.v!));
+    }
     const gate = sub.gate?.seq === seq ? sub.gate : undefined;
     if (gate) {
       gate.started = true;
-      this.record(`${sub.label} slow on ${payload}`);
-      return gate.promise.then(() => void (delivery.end = this.record(`${sub.label} done ${payload}`)));
+      this.record(`${sub.label} slow on ${seq}`);
+      return gate.promise.then(() => void (delivery.end = this.record(`${sub.label} done ${seq}`)));
     }
-    if (sub.async) return immediate().then(() => void (delivery.end = this.record(`${sub.label} done ${payload}`)));
+    if (sub.async) return immediate().then(() => void (delivery.end = this.record(`${sub.label} done ${seq}`)));
     delivery.end = delivery.start;
     return undefined;
   }
 
-  /** An out-of-sync handler: records its run; with sendsInSync, sends one notification on its channel meanwhile. */
+  /**
+   * An out-of-sync handler: records its run; with sendsInSync, changes a row meanwhile (committed
+   * before its read, arriving after it began); then reloads its copy from the table (an
+   * exactly-once subscriber in a REPEATABLE READ transaction whose snapshot it records).
+   */
   private async outOfSync(sub: Sub, event: OutOfSyncEvent): Promise<void> {
     const run: Sub['syncs'][number] = { reason: event.reason, start: 0 };
     sub.syncs.push(run);
@@ -328,18 +350,41 @@ export class Harness {
       await gate.promise;
     }
     if (sub.sendsInSync && !this.closing) await this.sendDuringSync(sub);
-    else await immediate();
-    run.end = this.record(`${sub.label} sync:${event.reason} end`);
+    run.read = this.record(`${sub.label} reads the table`);
+    const rows = await this.reload(sub, event);
+    for (const [key, version] of rows) {
+      const seen = sub.seen.get(key) ?? 0;
+      if (version < seen) this.later(`${sub.label} read row ${key} at v${version}, older than v${seen} it had seen: a reload went back in time`, sub);
+      sub.seen.set(key, Math.max(seen, version));
+    }
+    sub.copy = rows;
+    run.end = this.record(`${sub.label} sync:${event.reason} end (read ${describeRows(rows)})`);
+  }
+
+  /** Reads the subscriber's channel's rows, as its out-of-sync handler would. */
+  private async reload(sub: Sub, event: OutOfSyncEvent): Promise<Rows> {
+    const client = await this.admin.connect();
+    const query = (text: string, values: unknown[]) => client.query<{ key: number; version: number }>(text, values);
+    try {
+      if (!sub.exactlyOnce) return await this.table.read(sub.channel, query);
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+      await event.snapshot(client);
+      const rows = await this.table.read(sub.channel, query);
+      await client.query('COMMIT');
+      return rows;
+    } finally {
+      client.release();
+    }
   }
 
   /**
-   * Sends a notification on the subscriber's channel and one on the sentinel channel in one
-   * statement, and waits until the sentinel's arrives (so the first has reached the LISTEN
-   * connection, and is held) or the connection changes state.
+   * Changes a row of the subscriber's channel and sends a marker on the sentinel channel, in one
+   * transaction, and waits until the sentinel's arrives (so the change's notification has reached
+   * the LISTEN connection, and is held) or the connection changes state.
    */
   private async sendDuringSync(sub: Sub): Promise<void> {
     const states = this.states.length;
-    const [, z] = await this.send(`sync of ${sub.label}`, [sub.channel, SENTINEL], (items) => this.pgln.notifyMany(items)).catch(() => []);
+    const [, z] = await this.send(`sync of ${sub.label}`, [sub.channel, SENTINEL]).catch(() => []);
     if (z === undefined) return;
     await this.until(() => this.deliveredTo(this.sentinel, z) || this.states.length > states || this.closing, 5_000);
   }
@@ -349,13 +394,15 @@ export class Harness {
   }
 
   /**
-   * Sends one notification per channel given, in one statement (`send` gets the items), and
-   * records each with the ticks around it. Resolves with their sequence numbers.
+   * One transaction: per channel given, a change of one of its rows announced by a notification
+   * (`markers`: a notification that changes nothing), sent with one `notify` each or one
+   * `notifyMany` on that transaction, then COMMIT (or ROLLBACK). Records each with the ticks around
+   * the COMMIT. Resolves with their sequence numbers.
    */
   async send(
     origin: string,
     channels: readonly number[],
-    send: (items: { channel: string; payload: string }[]) => Promise<unknown>,
+    { how = 'notifyMany', commit = true, markers = false }: { how?: 'notify' | 'notifyMany'; commit?: boolean; markers?: boolean } = {},
   ): Promise<number[]> {
     const batch = ++this.batch;
     const records = channels.map((channel, index): Sent => {
@@ -364,32 +411,20 @@ export class Harness {
       this.sent.set(seq, record);
       return record;
     });
-    const start = this.record(`send ${records.map((r) => `${r.seq}@${this.channelLabel(r.channel)}`).join(',')} (${origin})`);
-    for (const record of records) record.sendStart = start;
-    await send(records.map((r) => ({ channel: this.names[r.channel]!, payload: String(r.seq) })));
-    const end = this.record(`sent ${records.map((r) => r.seq).join(',')}`);
-    for (const record of records) {
-      record.sendEnd = end;
-      record.committed = 'yes';
-    }
-    return records.map((r) => r.seq);
-  }
-
-  /** Notifications inside a transaction on an admin connection, committed or rolled back. */
-  async sendInTransaction(origin: string, channel: number, count: number, commit: boolean): Promise<void> {
     const client = await this.admin.connect();
-    const batch = ++this.batch;
-    const records: Sent[] = [];
     try {
       await client.query('BEGIN');
-      for (let index = 0; index < count; index++) {
-        const seq = ++this.seq;
-        const record: Sent = { seq, channel, sendStart: Infinity, sendEnd: Infinity, committed: 'unknown', batch, index, origin };
-        this.sent.set(seq, record);
-        records.push(record);
-        await this.pgln.notify(this.names[channel]!, String(seq), { executor: client });
+      const items = [];
+      for (const record of records) {
+        const change = markers || record.channel === SENTINEL ? { s: record.seq } : await this.table.write(client, record.channel, record.seq);
+        record.change = change;
+        const defined = this.definitions[record.channel];
+        items.push(defined ? { channel: defined, payload: change } : { channel: this.names[record.channel]!, payload: JSON.stringify(change) });
       }
-      const start = this.record(`${commit ? 'commit' : 'rollback'} ${records.map((r) => `${r.seq}@${this.channelLabel(channel)}`).join(',')} (${origin})`);
+      if (how === 'notify') for (const item of items) await this.pgln.notify(item.channel as string, item.payload as string, { executor: client });
+      else await this.pgln.notifyMany(items as { channel: string; payload: string }[], { executor: client });
+      const verb = commit ? 'commit' : 'rollback';
+      const start = this.record(`${verb} ${records.map((r) => `${r.seq}@${this.channelLabel(r.channel)}`).join(',')} (${origin}, ${how})`);
       for (const record of records) record.sendStart = start;
       await client.query(commit ? 'COMMIT' : 'ROLLBACK');
       const end = this.record(`${commit ? 'committed' : 'rolled back'} ${records.map((r) => r.seq).join(',')}`);
@@ -397,9 +432,13 @@ export class Harness {
         record.sendEnd = end;
         record.committed = commit ? 'yes' : 'no';
       }
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
     } finally {
       client.release();
     }
+    return records.map((r) => r.seq);
   }
 
   channelLabel(channel: number): string {
@@ -412,8 +451,9 @@ export class Harness {
     const observe = (level: string, message: unknown) => {
       const text = String(message);
       const channel = this.names.findIndex((name) => text.startsWith(`Channel ${JSON.stringify(name)}:`));
-      if (channel >= 0 && (text.includes(OVERFLOW_RESYNC_TEXT) || text.includes(OVERFLOW_DROPPED_TEXT) || text.includes(OVERFLOW_DROPPED_TEXT_PLURAL))) {
-        this.overflowLogged(channel, text);
+      const overflow = OVERFLOW_RESYNC.exec(text) ?? OVERFLOW_DROPPED.exec(text);
+      if (channel >= 0 && overflow) {
+        this.overflowLogged(channel, overflow[1]!, OVERFLOW_RESYNC.test(text));
       } else if (level === 'error' && text.includes(' failed on channel ')) {
         this.record(`!! ${text.split('\n')[0]}`);
         this.later(`a handler failed: ${text.split('\n')[0]}`);
@@ -428,34 +468,17 @@ export class Harness {
     }
   }
 
-  private overflowLogged(channel: number, text: string): void {
-    const resync = text.includes(OVERFLOW_RESYNC_TEXT);
-    const tick = this.record(`overflow on ${this.channelLabel(channel)}: ${resync ? 'resync queued' : 'dropped, reported'}`);
-    const last = this.overflows.at(-1);
-    // Both lines of one overflow come from one synchronous call: nothing else is recorded between them.
-    let overflow = last && last.channel === channel && this.lastOverflowTick === tick - 1 ? last : undefined;
-    if (!overflow) {
-      const on = this.activeOn(channel).filter((sub) => sub.coverageStart !== undefined && sub.coverageStart < tick);
-      // With a listen() in its first resync, this may be its own hold overflowing (same log line):
-      // then only that it runs its out-of-sync handler again is certain.
-      const firstSyncs = on.filter((sub) => this.pending(sub));
-      overflow = {
-        tick,
-        channel,
-        gen: this.gens[channel]!,
-        resyncLogged: false,
-        ambiguous: firstSyncs.length > 0,
-        covered: firstSyncs.length ? firstSyncs.filter((sub) => sub.outOfSync) : on.filter((sub) => sub.outOfSync),
-        uncovered: firstSyncs.length ? [] : on.filter((sub) => !sub.outOfSync),
-      };
-      this.overflows.push(overflow);
-    }
-    this.lastOverflowTick = tick;
-    if (resync) overflow.resyncLogged = true;
-    else overflow.dropped = text;
+  /**
+   * One subscriber's queue overflowed: `name` is how the module names it (a decorated provider
+   * uniquely; every listen() of a channel alike, so any of those may be the one).
+   */
+  private overflowLogged(channel: number, name: string, resync: boolean): void {
+    const tick = this.record(`overflow on ${this.channelLabel(channel)} for ${name}: ${resync ? 'resync due' : 'dropped, reported'}`);
+    const candidates = this.activeOn(channel).filter((sub) =>
+      sub.kind === 'runtime' ? name === sub.handlerName && sub.outOfSync === resync : name.includes(`Model${sub.label}.`),
+    );
+    this.overflows.push({ tick, channel, gen: this.gens[channel]!, resync, candidates });
   }
-
-  private lastOverflowTick = -1;
 
   // ---------------------------------------------------------------- model helpers
 
@@ -463,18 +486,23 @@ export class Harness {
     return this.subs.filter((sub) => sub.channel === channel && sub.removalStart === undefined && sub.gen === this.gens[channel]);
   }
 
-  /** A slow handler holds the channel's current generation (its queue waits behind it). */
-  blocked(channel: number): boolean {
-    return this.gates.some((gate) => gate.channel === channel && gate.gen === this.gens[channel] && gate.started && !gate.released);
+  /** Its slow handler hangs: its queue (its alone) waits behind it, and so does a read due. */
+  blocked(sub: Sub): boolean {
+    return this.gates.some((gate) => gate.sub === sub && gate.started && !gate.released);
   }
 
-  /** A slow handler or a hanging first resync: a resync() of the channel waits for it. */
+  /** A subscriber of the channel's current generation hangs: a slow handler, or a first resync. */
   held(channel: number): boolean {
-    return this.blocked(channel) || this.hung(channel);
+    return this.activeOn(channel).some((sub) => this.blocked(sub) || this.hanging(sub));
   }
 
   anyBlocked(): boolean {
-    return Array.from({ length: CHANNELS }, (_, c) => c).some((c) => this.blocked(c));
+    return this.subs.some((sub) => this.blocked(sub));
+  }
+
+  /** Its first resync (listen()) hangs. */
+  hanging(sub: Sub): boolean {
+    return !!sub.syncGate?.started && !sub.syncGate.released;
   }
 
   get reconnects(): number {
@@ -504,8 +532,8 @@ export class Harness {
     }
     this.note(`listen ${sub.label}=${describeSpec(spec)}${slow ? ', its first resync hangs' : ''}${why}`);
     sub.listenCall = this.record(`listen ${sub.label} on ${this.channelLabel(spec.channel)}`);
-    const call = this.pgln.listen(this.names[spec.channel]!, {
-      onNotification: (payload: string) => this.delivered(sub, payload),
+    const call = this.pgln.listen(this.channel(spec.channel) as string, {
+      onNotification: (payload: unknown) => this.delivered(sub, payload),
       ...(spec.outOfSync ? { onOutOfSync: (event: OutOfSyncEvent) => this.outOfSync(sub, event) } : {}),
       onError: (error) => {
         if (error instanceof PglnOverflowError) {
@@ -538,7 +566,7 @@ export class Harness {
       sub.coverageStart = ready;
       return;
     }
-    // (A resync through the queue, after a reconnect say, may have started since: it need not have ended.)
+    // (A resync after a reconnect, say, may have started since: it need not have ended.)
     const first = sub.syncs[0];
     if (!first || first.reason !== 'listen' || first.start < sub.listenCall! || first.end === undefined || first.end > ready) {
       this.later(`listen() of ${sub.label} resolved (tick ${ready}) before its out-of-sync handler completed with reason 'listen'`, sub);
@@ -550,12 +578,12 @@ export class Harness {
     return sub.kind === 'runtime' && sub.listenSettled === undefined;
   }
 
-  /** A listen() whose first resync hangs (in its channel's current generation). */
+  /** A listen() of the channel's current generation whose first resync hangs. */
   hung(channel: number): boolean {
-    return this.activeOn(channel).some((sub) => sub.syncGate?.started && !sub.syncGate.released);
+    return this.activeOn(channel).some((sub) => this.hanging(sub));
   }
 
-  /** listen() whose first resync hangs until {@link release}: its channel flows meanwhile, held for it alone. */
+  /** listen() whose first resync hangs until {@link release}: the channel's other subscribers flow meanwhile. */
   async slowListen(spec: RuntimeSpec): Promise<void> {
     const sub = this.startListen({ ...spec, outOfSync: true }, { slow: true });
     const reconnects = this.reconnects;
@@ -583,8 +611,8 @@ export class Harness {
   }
 
   async resync(channel: number): Promise<void> {
-    const blocked = this.blocked(channel) || this.hung(channel);
-    this.note(`resync ${this.channelLabel(channel)}${blocked ? ' (waits for a slow handler or first resync: not awaited)' : ''}`);
+    const held = this.held(channel);
+    this.note(`resync ${this.channelLabel(channel)}${held ? ' (waits for a slow handler or first resync: not awaited)' : ''}`);
     const pending: PendingResync = {
       channel,
       gen: this.gens[channel]!,
@@ -596,19 +624,19 @@ export class Harness {
       () => void this.record(`resync ${this.channelLabel(channel)} resolved`, (tick) => (pending.settled = { tick })),
       (error: unknown) => void this.record(`resync ${this.channelLabel(channel)} rejected: ${String(error)}`, (tick) => (pending.settled = { tick, error })),
     );
-    if (!blocked) await done;
+    if (!held) await done;
   }
 
   /** Makes a subscriber's handler hang on the next notification of its channel, until {@link release}. */
   async block(sub: Sub): Promise<boolean> {
-    this.note(`block ${this.channelLabel(sub.channel)}: ${sub.label}'s handler hangs`);
+    this.note(`block ${sub.label}: its handler hangs (on ${this.channelLabel(sub.channel)})`);
     let release!: () => void;
     const promise = new Promise<void>((resolve) => (release = resolve));
     const gate: Gate = { sub, channel: sub.channel, gen: sub.gen, seq: this.seq + 1, started: false, released: false, release, promise };
     sub.gate = gate;
     this.gates.push(gate);
     const reconnects = this.reconnects;
-    const [seq] = await this.send('block', [sub.channel], ([item]) => this.pgln.notify(item!.channel, item!.payload));
+    const [seq] = await this.send('block', [sub.channel], { how: 'notify' });
     if (seq !== gate.seq) throw new Error('harness: gate sequence mismatch');
     if (await this.until(() => gate.started, 5_000)) return true;
     if (this.reconnects > reconnects) {
@@ -639,7 +667,7 @@ export class Harness {
   }
 
   async fault(kind: 'kill' | 'reset' | 'blackhole' | 'refuse', whileDown: readonly number[], listenWhileDown?: RuntimeSpec): Promise<void> {
-    this.note(`${kind}${whileDown.length ? `, sending on ${whileDown.map((c) => this.channelLabel(c)).join(',')} meanwhile` : ''}`);
+    this.note(`${kind}${whileDown.length ? `, changing rows of ${whileDown.map((c) => this.channelLabel(c)).join(',')} meanwhile` : ''}`);
     const before = this.reconnects;
     const lost = () => this.until(() => this.reconnects > before, 10_000);
     let noticed: boolean;
@@ -670,7 +698,7 @@ export class Harness {
       }
     }
     if (!noticed) this.fail(`the ${kind} was not noticed within 10 s (no 'reconnecting')`);
-    for (const channel of whileDown) await this.send(`while down`, [channel], ([item]) => this.pgln.notify(item!.channel, item!.payload));
+    for (const channel of whileDown) await this.send(`while down`, [channel], { how: 'notify' });
     const listener = listenWhileDown && this.startListen(listenWhileDown, { why: ' (while disconnected)' });
     if (kind === 'blackhole') this.proxy.blackhole(false);
     if (kind === 'refuse') this.proxy.refuse(false);
@@ -689,254 +717,93 @@ export class Harness {
   // ---------------------------------------------------------------- quiescence
 
   /**
-   * Waits until everything sent so far has been handled: sends a marker on every channel that
-   * is not held by a slow handler, plus one on the sentinel channel, in one statement, and waits
-   * until every subscriber of those channels received its marker. Retries when the connection
-   * was lost meanwhile. Then checks every invariant.
+   * Waits until everything sent so far has been handled: sends a marker (a notification that
+   * changes nothing) on every channel, plus one on the sentinel channel, in one transaction, and
+   * waits until every subscriber of those channels that no slow handler or first resync holds
+   * received its marker. Retries when the connection was lost or a queue overflowed meanwhile.
+   * Then checks every invariant, copies against the table included.
    */
   async settle(): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       const usable = () => this.pgln.state === 'live' || (this.pgln.state === 'syncing' && this.anyBlocked());
       if (!(await this.until(usable, 20_000))) this.fail(`the state is '${this.pgln.state}' 20 s after the last command`);
-      const channels = [...Array.from({ length: CHANNELS }, (_, c) => c).filter((c) => this.activeOn(c).length > 0 && !this.blocked(c)), SENTINEL];
+      // An out-of-sync handler that runs (a removed subscriber's too) may still change a row: the
+      // markers must come after every change, or the copies are compared too early.
+      await this.until(() => this.quiet(), 5_000);
+      const channels = [...Array.from({ length: CHANNELS }, (_, c) => c).filter((c) => this.activeOn(c).length > 0), SENTINEL];
       const reconnects = this.reconnects;
       const overflows = this.overflows.length;
-      const seqs = await this.send('markers', channels, (items) => this.pgln.notifyMany(items));
+      const seqs = await this.send('markers', channels, { markers: true });
       const markers = channels.map((channel, i) => ({ channel, seq: seqs[i]! }));
-      // A listen() still in its first resync holds what arrives for itself: it is checked once it completed.
-      const ready = (channel: number) => this.activeOn(channel).filter((sub) => !this.pending(sub));
-      const arrived = () => markers.every(({ channel, seq }) => ready(channel).every((sub) => this.deliveredTo(sub, seq)));
-      // A marker may be lost with the connection, or dropped by an overflow (a resync held behind a
-      // slow handler, whose handler sends, can push the queue over the limit): then send new ones.
-      const lost = () => this.reconnects > reconnects || this.overflows.length > overflows;
+      const arrived = () => markers.every(({ channel, seq }) => this.flowing(channel).every((sub) => this.deliveredTo(sub, seq)));
+      // A marker may be lost with the connection, dropped by an overflow (a resync held behind a
+      // slow handler, whose handler sends, can push the queue over the limit), or not delivered
+      // because a read of its subscriber saw it (it arrived before that read began; or, on the
+      // exactly-once channel, that read's snapshot saw its transaction): then send new ones.
+      const covered = () =>
+        markers.some(({ channel, seq }) =>
+          this.flowing(channel).some((sub) => !this.deliveredTo(sub, seq) && sub.syncs.some((s) => s.end !== undefined && mayHaveRead(s, this.sent.get(seq)!))),
+        );
+      const lost = () => this.reconnects > reconnects || this.overflows.length > overflows || covered();
       const ok = await this.until(() => arrived() || lost(), 5_000);
       if (lost()) {
-        if (attempt >= 5) this.fail('the connection kept dropping (or the queue overflowing) while settling');
+        if (attempt >= 8) this.fail('the connection kept dropping (or a queue overflowing, or reads seeing the markers) while settling');
         continue;
       }
       if (!ok) {
         const missing = markers.flatMap(({ channel, seq }) =>
-          ready(channel).filter((sub) => !this.deliveredTo(sub, seq)).map((sub) => `${sub.label} (marker ${seq})`),
+          this.flowing(channel).filter((sub) => !this.deliveredTo(sub, seq)).map((sub) => `${sub.label} (marker ${seq})`),
         );
         this.fail(`markers sent while live never reached ${missing.join(', ')}`, this.subs.find((s) => missing[0]?.startsWith(`${s.label} `)));
       }
       this.checkpoints.push(this.sent.get(seqs[0]!)!.sendStart);
       // A resync() held behind a slow handler settles a few promise turns after its handlers ran.
-      await this.until(() => this.pendingResyncs.every((call) => call.settled || this.mayWait(call)), 2_000);
+      await this.until(() => this.pendingResyncs.every((call) => call.settled || this.invariants.mayWait(call)), 2_000);
       const holding = Array.from({ length: CHANNELS }, (_, c) => c).some((c) => this.held(c));
       if (!holding && !(await waitFor('stats().queued to be 0', () => this.pgln.stats().queued === 0, { timeoutMs: 2_000 }).then(() => true, () => false))) {
         this.fail(`stats().queued is ${this.pgln.stats().queued} with every channel settled`);
       }
+      await this.checkConverged(markers.map(({ channel }) => channel).filter((channel) => channel !== SENTINEL));
       this.check(new Map(markers.map(({ channel, seq }) => [channel, this.sent.get(seq)!])));
       return;
     }
   }
 
-  // ---------------------------------------------------------------- invariants
-  //
-  // Derived from the README's "Guarantees" and "API" (and lib/pgln.channel.ts), each as weak as it
-  // can be while still catching a hold that lets notifications through during a resync, a skipped
-  // resync, and a notification delivered twice:
-  //
-  // 1. Order: per subscriber, none twice, none rolled back, none of another channel, and never a
-  //    notification after one that was sent after it had been acknowledged (PostgreSQL delivers in
-  //    commit order, and the module per channel in that order, across reconnects); one statement's
-  //    (or transaction's) in their order.
-  // 2. Hold: a subscriber's notification handler never runs while its own out-of-sync handler runs.
-  // 3. Removal: no handler starts once off()/unlisten() (or app.close()) resolved.
-  // 4. Completeness: a notification sent on its channel while the subscriber was in sync reaches it,
-  //    unless it may have committed while no LISTEN connection was up (from the last checkpoint
-  //    before a loss to the next LISTEN), or an overflow of that channel came after it was sent. A
-  //    subscriber without out-of-sync handler may lose those silently; one with must resync (5).
-  //    Notifications the LISTEN connection received are never excused by a resync: "Notifications
-  //    received before the loss are delivered before the resync", and those that arrive during it
-  //    "are held until they finish, then delivered".
-  // 5. Reconnect: after every loss, each subscriber with an out-of-sync handler that was there
-  //    before runs it with reason 'reconnect' between the loss and the next 'live'.
-  // 6. Overflow: each subscriber of the channel with an out-of-sync handler runs it afterwards (once
-  //    the channel flows again); each one without is told (onError gets a PglnOverflowError, or
-  //    the log line names the decorated handler).
-  // 7. listen() resolves after its onOutOfSync completed with reason 'listen'; app.init() after every
-  //    decorated one completed with reason 'connect'; resync() after every out-of-sync handler of
-  //    the channel ran again (it rejects only when the channel went away).
-  // Plus, per command and at the end: the state returns to 'live' after every fault, stats().queued
-  // is 0 once everything settled, no unhandled rejection, and after app.close() no timer and no
-  // socket through the proxy.
+  /** No out-of-sync handler runs, but those that hang: no row changes but the commands'. */
+  private quiet(): boolean {
+    return this.subs.every((sub) => this.hanging(sub) || sub.syncs.every((s) => s.end !== undefined));
+  }
 
-  /** Disconnects: from the last checkpoint before the loss to the next LISTEN ('syncing'). */
-  private windows(): { start: number; loss: number; end: number; live: number }[] {
-    const windows: { start: number; loss: number; end: number; live: number }[] = [];
-    for (const event of this.states) {
-      if (event.state !== 'reconnecting') continue;
-      const start = Math.max(...this.checkpoints.filter((tick) => tick < event.tick));
-      const end = this.states.find((s) => s.state === 'syncing' && s.tick > event.tick)?.tick ?? Infinity;
-      const live = this.states.find((s) => s.state === 'live' && s.tick > event.tick)?.tick ?? Infinity;
-      windows.push({ start, loss: event.tick, end, live });
-    }
-    return windows;
+  /** Subscribers of the channel that nothing holds: they must have what was sent up to now. */
+  private flowing(channel: number): Sub[] {
+    return this.activeOn(channel).filter((sub) => !this.pending(sub) && !this.blocked(sub));
   }
 
   /**
-   * Every invariant, over the whole timeline. `markers`: the channels just settled, with the
-   * marker every subscriber of theirs received (completeness is checked up to it).
+   * Convergence: every subscriber with an out-of-sync handler that nothing holds (it received the
+   * marker, so its reads and its queue are done) has a copy equal to the table, row by row.
    */
+  private async checkConverged(channels: readonly number[]): Promise<void> {
+    for (const channel of channels) {
+      const table = await this.table.read(channel);
+      for (const sub of this.flowing(channel).filter((s) => s.outOfSync)) {
+        if (describeRows(sub.copy) !== describeRows(table)) {
+          this.fail(`${sub.label}'s copy of ${this.channelLabel(channel)} is ${describeRows(sub.copy)}, the table is ${describeRows(table)}: it ended out of date`, sub);
+        }
+      }
+    }
+  }
+
+  /** Every invariant over the whole timeline (see ./invariants.ts); `markers`: the channels just settled, with their marker. */
   check(markers: Map<number, Sent> = new Map()): void {
-    const windows = this.windows();
-    for (const sub of this.subs) {
-      this.checkOrder(sub);
-      this.checkNoOverlap(sub);
-      this.checkRemoval(sub);
-    }
-    for (const [channel, marker] of markers) {
-      for (const sub of this.activeOn(channel)) if (!this.pending(sub)) this.checkComplete(sub, marker, windows);
-    }
-    this.checkResyncAfterReconnect(windows);
-    this.checkOverflows();
-    this.checkResyncCalls();
+    this.invariants.check(markers);
     if (this.unhandled.length) this.fail(`unhandled rejection: ${this.unhandled.map(String).join('; ')}`);
     const first = this.violations[0];
     if (first) this.fail(first.message, first.sub);
   }
 
-  /** In send order, none twice, none rolled back, none of another channel. */
-  private checkOrder(sub: Sub): void {
-    const seen = new Set<number>();
-    let latest: Sent | undefined;
-    const lastIndex = new Map<number, number>();
-    for (const { seq } of sub.deliveries) {
-      const n = this.sent.get(seq);
-      if (!n) return this.fail(`${sub.label} received a payload the test never sent: ${seq}`, sub);
-      if (n.channel !== sub.channel) this.fail(`${sub.label} (on ${this.channelLabel(sub.channel)}) received ${seq}, sent on ${this.channelLabel(n.channel)}`, sub);
-      if (n.committed === 'no') this.fail(`${sub.label} received ${seq}, whose transaction rolled back`, sub);
-      if (seen.has(seq)) this.fail(`${sub.label} received ${seq} twice`, sub);
-      seen.add(seq);
-      if (latest && n.sendEnd < latest.sendStart) {
-        this.fail(`${sub.label} received ${seq} after ${latest.seq}, though ${seq} was sent (and acknowledged) before ${latest.seq} was sent`, sub);
-      }
-      const index = lastIndex.get(n.batch);
-      if (index !== undefined && n.index < index) this.fail(`${sub.label} received ${seq} after a later notification of the same statement`, sub);
-      lastIndex.set(n.batch, n.index);
-      if (!latest || n.sendStart > latest.sendStart) latest = n;
-    }
-  }
-
-  /** No notification handler of a subscriber runs while its own out-of-sync handler runs. */
-  private checkNoOverlap(sub: Sub): void {
-    for (const sync of sub.syncs) {
-      const syncEnd = sync.end ?? Infinity;
-      for (const delivery of sub.deliveries) {
-        const deliveryEnd = delivery.end ?? Infinity;
-        if (delivery.start < syncEnd && sync.start < deliveryEnd) {
-          this.fail(`${sub.label}'s notification handler ran (${delivery.seq}, ticks ${delivery.start}-${delivery.end ?? '…'}) while its out-of-sync handler ran (${sync.reason}, ticks ${sync.start}-${sync.end ?? '…'})`, sub);
-        }
-      }
-    }
-  }
-
-  /** No handler called once off()/unlisten() resolved, nor after app.close() resolved. */
-  private checkRemoval(sub: Sub): void {
-    const after = Math.min(sub.removedAt ?? Infinity, this.closedAt ?? Infinity);
-    const late = sub.deliveries.find((d) => d.start > after) ?? sub.syncs.find((s) => s.start > after);
-    if (late) this.fail(`${sub.label}'s handler was called at tick ${late.start}, after its removal (or close) resolved at ${after}`, sub);
-  }
-
-  /**
-   * Every notification sent on its channel while it was in sync is delivered, unless it may have
-   * been sent while disconnected (from the last checkpoint before a loss to the next LISTEN) or an
-   * overflow of the channel came after it was sent.
-   */
-  private checkComplete(sub: Sub, marker: Sent, windows: { start: number; end: number }[]): void {
-    if (sub.coverageStart === undefined) return;
-    const delivered = new Set(sub.deliveries.map((d) => d.seq));
-    const overflows = this.overflows.filter((o) => o.channel === sub.channel).map((o) => o.tick);
-    for (const n of this.sent.values()) {
-      if (n.channel !== sub.channel || n.committed !== 'yes' || delivered.has(n.seq)) continue;
-      if (n.sendStart <= sub.coverageStart || n.sendEnd >= marker.sendStart) continue;
-      if (windows.some((w) => n.sendEnd > w.start && n.sendStart < w.end)) continue;
-      if (overflows.some((tick) => tick > n.sendStart)) continue;
-      this.fail(
-        `${sub.label} never received ${n.seq} (${n.origin}, sent at ticks ${n.sendStart}-${n.sendEnd} while it was in sync and connected, no overflow since), though it received the later marker ${marker.seq}`,
-        sub,
-      );
-    }
-  }
-
-  /** After every reconnect, each subscriber with an out-of-sync handler that was there before resyncs (reason 'reconnect') before 'live'. */
-  private checkResyncAfterReconnect(windows: { loss: number; live: number }[]): void {
-    for (const { loss, live } of windows) {
-      for (const sub of this.subs) {
-        if (!sub.outOfSync || sub.coverageStart === undefined || sub.coverageStart > loss) continue;
-        // A listen() whose first resync ran beside the queue at the loss runs it again before it resolves.
-        const settled = sub.kind === 'runtime' ? (sub.listenSettled?.tick ?? Infinity) : 0;
-        const by = settled > loss ? Math.max(live, settled) : live;
-        if (by === Infinity) continue;
-        if (sub.removalStart !== undefined && sub.removalStart < by) continue;
-        if (!sub.syncs.some((s) => s.start > loss && s.start < by && s.reason === 'reconnect')) {
-          this.fail(`${sub.label} has an out-of-sync handler, but it did not run with reason 'reconnect' between the loss (tick ${loss}) and ${by === live ? `'live' (tick ${live})` : `its listen() resolving (tick ${by})`}`, sub);
-        }
-      }
-    }
-  }
-
-  /**
-   * An overflow resyncs every subscriber of the channel that has an out-of-sync handler (once
-   * the channel flows again), and reports the count to every listen() without one.
-   */
-  private checkOverflows(): void {
-    for (const overflow of this.overflows) {
-      const flowing = overflow.gen !== this.gens[overflow.channel] || !this.held(overflow.channel);
-      const resynced = (sub: Sub) => sub.removalStart !== undefined || sub.syncs.some((s) => s.start > overflow.tick);
-      if (flowing && overflow.ambiguous) {
-        // The queue's overflow resyncs them all; what one of them holds overflowing, that one.
-        if (!overflow.covered.some(resynced)) {
-          this.fail(`none of ${overflow.covered.map((sub) => sub.label).join(', ')} (in their first resync) ran its out-of-sync handler again after the overflow of ${this.channelLabel(overflow.channel)} at tick ${overflow.tick}`, overflow.covered[0]);
-        }
-      } else if (flowing) {
-        for (const sub of overflow.covered) {
-          if (!resynced(sub)) this.fail(`${sub.label} has an out-of-sync handler, but it did not run after the overflow of ${this.channelLabel(overflow.channel)} at tick ${overflow.tick}`, sub);
-        }
-      }
-      if (overflow.covered.length > 0 && !overflow.resyncLogged) this.fail(`the overflow at tick ${overflow.tick} queued no resync`);
-      for (const sub of overflow.uncovered) {
-        const told = sub.kind === 'runtime' ? sub.reports.some((tick) => tick > overflow.tick && tick <= overflow.tick + 3 + this.subs.length) : overflow.dropped?.includes(sub.handlerName);
-        if (!told) this.fail(`${sub.label} has no out-of-sync handler and was not told of the overflow of ${this.channelLabel(overflow.channel)} at tick ${overflow.tick}`, sub);
-      }
-    }
-  }
-
-  /** A resync() may still wait while its channel is held (a slow handler, a hanging first resync). */
-  private mayWait(call: PendingResync): boolean {
-    return this.gens[call.channel] === call.gen && this.held(call.channel);
-  }
-
-
-  /** resync() resolves after every out-of-sync handler of the channel ran (started after the call); it rejects only if the channel went away. */
-  private checkResyncCalls(): void {
-    for (const call of this.pendingResyncs) {
-      const gone = this.gens[call.channel] !== call.gen;
-      if (!call.settled) {
-        if (!this.mayWait(call)) this.fail(`resync(${this.channelLabel(call.channel)}) called at tick ${call.call} has not settled, though its channel ${gone ? 'was dropped' : 'flows'}`);
-        continue;
-      }
-      if (call.settled.error !== undefined) {
-        if (!gone || !(call.settled.error instanceof PglnError)) this.fail(`resync(${this.channelLabel(call.channel)}) rejected: ${String(call.settled.error)}`);
-        continue;
-      }
-      const droppedBefore = this.subs.some((sub) => sub.channel === call.channel && sub.gen === call.gen && sub.removedAt !== undefined && sub.removedAt < call.settled!.tick && sub.removalStart! > call.call);
-      if (gone && droppedBefore && !call.subs.some((sub) => sub.syncs.some((s) => s.start > call.call))) {
-        this.fail(`resync(${this.channelLabel(call.channel)}) resolved (tick ${call.settled.tick}) though its channel was unlistened before any out-of-sync handler ran for it`);
-      }
-      for (const sub of call.subs) {
-        if (sub.removalStart !== undefined && sub.removalStart < call.settled.tick) continue;
-        if (!sub.syncs.some((s) => s.start > call.call && s.end !== undefined && s.end < call.settled!.tick)) {
-          this.fail(`resync(${this.channelLabel(call.channel)}) resolved at tick ${call.settled.tick} without ${sub.label}'s out-of-sync handler having run since the call (tick ${call.call})`, sub);
-        }
-      }
-    }
-  }
-
-  /** A violation seen inside a callback of the module (a logger, onError): thrown by the next {@link check}, not into the module. */
-  private later(message: string, sub?: Sub): void {
+  /** A violation seen inside a callback of the module (a logger, onError, a handler): thrown by the next {@link check}, not into the module. */
+  later(message: string, sub?: Sub): void {
     this.violations.push({ message, sub });
   }
 
@@ -997,6 +864,7 @@ export class Harness {
     }
     this.stateSubscription?.unsubscribe();
     await this.proxy?.stop().catch(() => undefined);
+    await this.table.drop().catch(() => undefined);
     this.tracked?.stop();
     process.removeListener('unhandledRejection', this.onUnhandled);
   }

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { OnNotification, OnOutOfSync, defineChannel, type OutOfSyncEvent } from '../lib/index.js';
+import { OnNotification, OnOutOfSync, PglnClosedError, defineChannel, type OutOfSyncEvent } from '../lib/index.js';
 import { createTestApp } from './support/app.js';
 import { adminPool, backends, databaseUrl, terminate, unique } from './support/database.js';
 import { createProductsTable, dropProductsTable, productCacheFor, readTable } from './support/products.js';
@@ -364,6 +364,60 @@ describe('a listen() whose first sync runs when the connection is lost', () => {
       expect(received).toEqual(['after']);
     } finally {
       await t.app.close();
+    }
+  });
+});
+
+describe('a channel held by an out-of-sync handler that keeps failing', () => {
+  it('takes the listener out of live (syncing) and shows in stats() until it succeeds', async () => {
+    const channel = unique('failing_resync');
+    const t = await createTestApp({}, { reconnect: { initialDelayMs: 20, maxDelayMs: 20 } });
+    try {
+      const failures = new Inbox<string>();
+      let broken = true;
+      await t.pgln.listen(channel, {
+        onOutOfSync: (event: OutOfSyncEvent) => {
+          if (event.reason === 'manual' && broken) {
+            failures.push('failed');
+            throw new Error('the table is locked');
+          }
+        },
+        onError: () => undefined,
+      });
+      const states = new StateLog(t.pgln);
+      const resync = t.pgln.resync(channel);
+      await failures.until(2);
+      // Its notifications are held while it fails: what it keeps in sync may be stale, so not 'live'.
+      expect(t.pgln.state).toBe('syncing');
+      expect(t.pgln.stats().channels[channel]!.inSync).toBe(false);
+      expect(t.logs.messages('log')).toContain(`live -> syncing: listen(${JSON.stringify(channel)}) on ${JSON.stringify(channel)} resyncs (manual)`);
+      broken = false;
+      await resync;
+      await states.reach('live', 2);
+      expect(t.pgln.stats().channels[channel]!.inSync).toBe(true);
+    } finally {
+      await t.app.close();
+    }
+  });
+});
+
+describe('resync() pending when the application shuts down', () => {
+  it('rejects with a PglnClosedError', async () => {
+    const proxy = await TcpProxy.forUrl(databaseUrl()).start();
+    const channel = unique('closing_resync');
+    const t = await createTestApp({}, { listener: { host: '127.0.0.1', port: proxy.port } });
+    try {
+      await t.pgln.listen(channel, { onOutOfSync: () => undefined });
+      proxy.refuse(true);
+      proxy.resetAll();
+      await waitFor('the loss to be noticed', () => t.pgln.state === 'reconnecting');
+      const resync = t.pgln.resync(channel); // waits for the next LISTEN, which never comes
+      const closing = t.app.close();
+      await expect(resync).rejects.toBeInstanceOf(PglnClosedError);
+      await closing;
+    } finally {
+      await t.app.close();
+      await proxy.stop();
     }
   });
 });

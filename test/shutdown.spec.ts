@@ -71,6 +71,17 @@ describe('app.close()', () => {
     }
   });
 
+  it('a listen() called from a state$ subscriber on "closed" rejects with a PglnClosedError, and close completes', async () => {
+    const t = await createTestApp();
+    let late: Promise<unknown> | undefined;
+    const subscription = t.pgln.state$.subscribe(({ state }) => {
+      if (state === 'closed') late = t.pgln.listen(unique('from_state'), { onNotification: () => undefined }).catch((error: unknown) => error);
+    });
+    await t.app.close();
+    subscription.unsubscribe();
+    expect(await late).toBeInstanceOf(PglnClosedError);
+  });
+
   it('after close, listen() rejects with a PglnClosedError and unlisten() does nothing', async () => {
     const t = await createTestApp();
     await t.app.close();

@@ -15,7 +15,7 @@ import {
 } from '../lib/index.js';
 import { createTestApp } from './support/app.js';
 import { adminPool, unique } from './support/database.js';
-import { Inbox } from './support/wait.js';
+import { Inbox, deferred } from './support/wait.js';
 
 const admin = adminPool();
 afterAll(() => admin.end());
@@ -130,6 +130,42 @@ describe.each(SCHEMAS)('a channel defined with a %s schema', (_, define) => {
 });
 
 describe('a schema that validates asynchronously', () => {
+  it('never calls a handler once off() resolved, even for a payload that was being validated then', async () => {
+    const validating = deferred();
+    const release = deferred();
+    // A Standard Schema whose validation waits (a lookup, say) until the test releases it.
+    const schema = {
+      '~standard': {
+        version: 1 as const,
+        vendor: 'test',
+        validate: async (value: unknown) => {
+          validating.resolve();
+          await release.promise;
+          return { value: value as { id: number } };
+        },
+      },
+    };
+    const Orders = defineChannel(unique('async_off'), { schema });
+    const t = await createTestApp();
+    try {
+      const calls: unknown[] = [];
+      const off = await t.pgln.listen(Orders, { onNotification: (order) => void calls.push(order) });
+      const other = new Inbox<unknown>();
+      await t.pgln.listen(Orders, { onNotification: other.push });
+      await admin.query('SELECT pg_notify($1, $2)', [Orders.name, JSON.stringify({ id: 1 })]);
+      await validating.promise;
+      await off();
+      release.resolve();
+      // A later notification reaches the other listener only after the first one's validations settled.
+      await admin.query('SELECT pg_notify($1, $2)', [Orders.name, JSON.stringify({ id: 2 })]);
+      expect(await other.until(2)).toEqual([{ id: 1 }, { id: 2 }]);
+      expect(calls).toEqual([]);
+    } finally {
+      release.resolve();
+      await t.app.close();
+    }
+  });
+
   const Orders = defineChannel(unique('orders'), { schema: z.object({ id: z.number() }).refine(async (order) => order.id > 0, 'id must be positive') });
 
   it('is awaited on both sides', async () => {

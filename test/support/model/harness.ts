@@ -727,9 +727,9 @@ export class Harness {
     for (let attempt = 1; ; attempt++) {
       const usable = () => this.pgln.state === 'live' || (this.pgln.state === 'syncing' && this.anyBlocked());
       if (!(await this.until(usable, 20_000))) this.fail(`the state is '${this.pgln.state}' 20 s after the last command`);
-      // An out-of-sync handler that runs (a removed subscriber's too) may still change a row: the
-      // markers must come after every change, or the copies are compared too early.
-      await this.until(() => this.quiet(), 5_000);
+      // An out-of-sync handler that runs or is due (a removed subscriber's too) may still change a
+      // row: the markers must come after every change, or the copies are compared too early.
+      await waitFor('the reads due to be done', () => this.quiet(), { timeoutMs: 10_000 }).catch(() => undefined);
       const channels = [...Array.from({ length: CHANNELS }, (_, c) => c).filter((c) => this.activeOn(c).length > 0), SENTINEL];
       const reconnects = this.reconnects;
       const overflows = this.overflows.length;
@@ -769,9 +769,14 @@ export class Harness {
     }
   }
 
-  /** No out-of-sync handler runs, but those that hang: no row changes but the commands'. */
+  /**
+   * No out-of-sync handler runs or is due, but those held by a slow handler or hanging: no row
+   * changes but the commands'. (`stats()` tells which channels have a read due or running.)
+   */
   private quiet(): boolean {
-    return this.subs.every((sub) => this.hanging(sub) || sub.syncs.every((s) => s.end !== undefined));
+    const channels = this.pgln.stats().channels;
+    const due = this.names.some((name, c) => c < CHANNELS && channels[name]?.inSync === false && !this.held(c));
+    return !due && this.subs.every((sub) => this.hanging(sub) || sub.syncs.every((s) => s.end !== undefined));
   }
 
   /** Subscribers of the channel that nothing holds: they must have what was sent up to now. */
@@ -780,13 +785,28 @@ export class Harness {
   }
 
   /**
-   * Convergence: every subscriber with an out-of-sync handler that nothing holds (it received the
-   * marker, so its reads and its queue are done) has a copy equal to the table, row by row.
+   * Convergence: every subscriber with an out-of-sync handler that nothing holds has a copy equal
+   * to the table, row by row, once it has every committed change: delivered, or seen by a read of
+   * its own (a change committed after the markers, by a read's own handler, comes after them).
    */
   private async checkConverged(channels: readonly number[]): Promise<void> {
     for (const channel of channels) {
+      const subs = this.flowing(channel).filter((s) => s.outOfSync);
+      const missing = (sub: Sub) =>
+        [...this.sent.values()].find(
+          (n) =>
+            n.channel === channel &&
+            n.committed === 'yes' &&
+            n.sendStart > (sub.coverageStart ?? Infinity) &&
+            !this.deliveredTo(sub, n.seq) &&
+            !sub.syncs.some((s) => s.end !== undefined && mayHaveRead(s, n)),
+        );
+      if (!(await this.until(() => subs.every((sub) => !missing(sub)), 5_000))) {
+        const sub = subs.find((s) => missing(s))!;
+        this.fail(`${sub.label} never received ${missing(sub)!.seq}, nor read the table after it committed`, sub);
+      }
       const table = await this.table.read(channel);
-      for (const sub of this.flowing(channel).filter((s) => s.outOfSync)) {
+      for (const sub of subs) {
         if (describeRows(sub.copy) !== describeRows(table)) {
           this.fail(`${sub.label}'s copy of ${this.channelLabel(channel)} is ${describeRows(sub.copy)}, the table is ${describeRows(table)}: it ended out of date`, sub);
         }

@@ -1,7 +1,7 @@
 import type { Logger } from '@nestjs/common';
 import type { Notification } from 'pg';
 import { BehaviorSubject, type Observable } from 'rxjs';
-import { PglnChannelError, PglnClosedError, PglnConnectionError, PglnError, PglnTimeoutError } from './errors/index.js';
+import { PglnChannelError, PglnClosedError, PglnConnectionError, PglnError } from './errors/index.js';
 import type { OutOfSyncReason, PglnChannelStats, PglnNotification, PglnState, PglnStateChange, PglnStats } from './interfaces/index.js';
 import { Backoff } from './pgln.backoff.js';
 import { Channel } from './channel/channel.js';
@@ -15,21 +15,19 @@ import {
   CLOSED,
   LISTEN_REFUSED,
   LISTENER_POOLED,
-  NO_ANSWER,
   NOT_LISTENING,
-  PREVIOUS_TERMINATED,
   PROBE_INCONCLUSIVE,
   RESYNC_ABANDONED,
   SLOW_SYNC_HANDLERS,
   STARTUP_FATAL,
   STARTUP_UNREACHABLE,
-  TERMINATE_FAILED,
   UNLISTENED,
 } from './pgln.messages.js';
 import type { ResolvedPglnOptions } from './pgln.options.js';
-import { keepsConnection, notifyOnce } from './pgln.connection.js';
 import { QueueUsage } from './pgln.queue-usage.js';
-import { ListenSession, type BackendIdentity } from './pgln.session.js';
+import { probeReceives } from './pgln.receive-probe.js';
+import { ListenSession } from './pgln.session.js';
+import { StaleBackends } from './pgln.stale-backends.js';
 import type { SubscriptionSpec } from './pgln.subscription.js';
 import { withTimeout } from './pgln.promises.js';
 import type { Telemetry } from './pgln.telemetry.js';
@@ -40,8 +38,6 @@ const noop = () => undefined;
 /** A connection live for at least this long counts as stable: losing it, the first attempt is immediate. */
 const STABLE_AFTER_MS = 1_000;
 
-/** Most backends of lost sessions kept for termination (a connection that keeps failing makes one each time). */
-const MAX_REMEMBERED_BACKENDS = 32;
 
 /**
  * Owns the LISTEN session and every channel. The connection's life is a state machine whose
@@ -91,11 +87,9 @@ export class PglnListener {
   /** When the listener stopped being live (or was created); undefined while live. */
   private notLiveSince?: Date = new Date();
   /** Backends of lost sessions, terminated once a new one is live if they are still there. */
-  private previous: BackendIdentity[] = [];
-  /** Whether a probe proved that the LISTEN session hears other connections (see {@link checkReceives}). */
+  private readonly stale: StaleBackends;
+  /** Whether a probe proved something about the LISTEN sessions hearing other connections (see {@link checkReceives}). */
   private receivesChecked = false;
-  /** Whether terminating them failed once (a permission error is logged once, not fatal). */
-  private terminateFailed = false;
   private readonly queueUsage: QueueUsage;
   private lastHealthCheck?: { at: Date; roundTripMs: number };
   private reconnects = 0;
@@ -131,6 +125,7 @@ export class PglnListener {
       },
     };
     this.queueUsage = new QueueUsage(options.healthCheck.queueUsageWarning, logger);
+    this.stale = new StaleBackends(logger);
     this.states = new BehaviorSubject<PglnStateChange>({
       state: 'idle',
       previous: 'idle',
@@ -358,7 +353,7 @@ export class PglnListener {
       this.transition('live', `${this.channels.size} channel(s) in sync`);
       this.firstLive?.resolve();
       this.firstLive = undefined;
-      void this.terminatePrevious(this.session);
+      void this.stale.terminate(this.session);
     } else if (this.state === 'live' && this.behind.size > 0) {
       const [first] = this.behind;
       const reason = first!.state.kind === 'due' || first!.state.kind === 'reading' ? first!.state.reason : 'manual';
@@ -375,26 +370,12 @@ export class PglnListener {
    */
   private async checkReceives(session: ListenSession): Promise<void> {
     const { listener, healthCheck, target } = this.options;
-    let receives: boolean;
-    try {
-      // From a connection of its own with the listener's settings: the same database and server
-      // (named apart, so that pg_stat_activity never shows two listeners).
-      const probe = { ...listener, application_name: `${listener.application_name}-probe` };
-      receives = await session.receivesFromOthers((channel, payload) =>
-        notifyOnce(probe, channel, payload, healthCheck.timeoutMs, this.shutdownSignal.signal, () =>
-          new PglnTimeoutError(NO_ANSWER('The probe notification', healthCheck.timeoutMs)),
-        ),
-      );
-    } catch (error) {
-      // The session died meanwhile: the next one checks again. Otherwise it proves nothing: no retry.
-      if (this.session !== session) return;
-      this.receivesChecked = true;
-      this.logger.warn(PROBE_INCONCLUSIVE(describeError(error)));
-      return;
-    }
+    const verdict = await probeReceives(session, listener, healthCheck.timeoutMs, this.shutdownSignal.signal);
+    // The session died meanwhile: the next one checks again. Otherwise, whatever it proved, no retry.
     if (this.session !== session) return;
     this.receivesChecked = true;
-    if (receives) return;
+    if (verdict.kind === 'inconclusive') return this.logger.warn(PROBE_INCONCLUSIVE(verdict.reason));
+    if (verdict.kind === 'hears') return;
     const error = new PglnConnectionError(LISTENER_POOLED(target, healthCheck.timeoutMs), target);
     // Starting: startup fails. (After startup, a probe runs only if the first ones proved nothing.)
     if (this.firstLive) this.failStart(error);
@@ -453,33 +434,6 @@ export class PglnListener {
     if (session === this.session) this.scheduleHealthCheck(session);
   }
 
-  /**
-   * Terminates the backends of lost sessions still on the server: after a half-open connection is
-   * replaced, its backend LISTENs on for minutes without reading, and PostgreSQL cannot truncate
-   * its notification queue past it. Only the exact backends (PID and start time) are touched.
-   */
-  private async terminatePrevious(session: ListenSession): Promise<void> {
-    const backends = this.previous.splice(0);
-    if (backends.length === 0) return;
-    try {
-      const terminated = await session.terminate(backends);
-      if (terminated.length > 0) this.logger.warn(PREVIOUS_TERMINATED(terminated));
-    } catch (error) {
-      if (keepsConnection(error)) {
-        // The server refused (a role without pg_signal_backend, say); a FATAL means our session ended.
-        if (!this.terminateFailed) this.logger.warn(TERMINATE_FAILED(describeError(error)));
-        this.terminateFailed = true;
-      } else {
-        this.remember(backends); // the session failed: the next one tries again
-      }
-    }
-  }
-
-  /** Keeps backends to terminate later, the newest ones if there are very many. */
-  private remember(backends: readonly BackendIdentity[]): void {
-    this.previous = [...this.previous, ...backends].slice(-MAX_REMEMBERED_BACKENDS);
-  }
-
   private connectFailed(error: Error): void {
     this.connecting = undefined;
     if (!this.closing) this.retry(error);
@@ -491,7 +445,7 @@ export class PglnListener {
     this.session = undefined;
     clearTimeout(this.healthTimer);
     session.destroy();
-    if (session.identity) this.remember([session.identity]);
+    this.stale.remember(session.identity);
     if (this.closing) return;
     for (const channel of this.channels.values()) channel.disconnected();
     if (this.state === 'syncing' || this.state === 'live') {

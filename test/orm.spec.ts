@@ -1,16 +1,17 @@
 import { execFile } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
-import { MikroORM } from '@mikro-orm/postgresql';
+import { IsolationLevel, MikroORM } from '@mikro-orm/postgresql';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { sql } from 'drizzle-orm';
 import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
 import { CompiledQuery, Kysely, PostgresDialect, type ControlledTransaction } from 'kysely';
 import pg from 'pg';
 import { DataSource } from 'typeorm';
-import type { PglnExecutor } from '../lib/index.js';
+import { defineChannel, type OutOfSyncEvent, type PglnExecutor } from '../lib/index.js';
 import { createTestApp, type TestApp } from './support/app.js';
 import { adminPool, databaseUrl } from './support/database.js';
+import { waitFor } from './support/wait.js';
 import { TransactionProbe } from './support/transactions.js';
 import { PrismaClient } from './orm/prisma/generated/client.js';
 
@@ -30,9 +31,17 @@ interface Steps {
   executor: PglnExecutor;
 }
 
+/** A reload's read in one REPEATABLE READ transaction of an ORM: what records its snapshot, and a count of the probe's rows. */
+interface Read {
+  executor: PglnExecutor;
+  count(): Promise<number>;
+}
+
 interface Orm {
   /** Runs `body` in one transaction of the ORM: committed if it resolves, rolled back if it throws. */
   transaction(body: (steps: Steps) => Promise<void>): Promise<void>;
+  /** Runs `body` in one REPEATABLE READ transaction of the ORM (an exactly-once reload). */
+  repeatableRead(body: (read: Read) => Promise<number>): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -52,6 +61,11 @@ const typeorm: OrmCase = {
             executor: manager,
           }),
         ),
+      // The manager returns rows, as snapshot() needs.
+      repeatableRead: (body) =>
+        dataSource.transaction('REPEATABLE READ', (manager) =>
+          body({ executor: manager, count: async () => (await manager.query(probe.countSql))[0].n }),
+        ),
       close: () => dataSource.destroy(),
     };
   },
@@ -69,6 +83,16 @@ const prisma: OrmCase = {
             insert: (id, name) => tx.$executeRawUnsafe(probe.insertSql, id, name),
             executor: (text, values) => tx.$executeRawUnsafe(text, ...values),
           }),
+        ),
+      // snapshot() reads a row: $queryRawUnsafe here.
+      repeatableRead: (body) =>
+        client.$transaction(
+          (tx) =>
+            body({
+              executor: (text, values) => tx.$queryRawUnsafe(text, ...values),
+              count: async () => (await tx.$queryRawUnsafe<{ n: number }[]>(probe.countSql))[0]!.n,
+            }),
+          { isolationLevel: 'RepeatableRead' },
         ),
       close: () => client.$disconnect(),
     };
@@ -93,6 +117,11 @@ const drizzleOrm: OrmCase = {
             insert: (id, name) => tx.execute(sql`INSERT INTO ${sql.identifier(probe.table)} (id, name) VALUES (${id}, ${name})`),
             executor: drizzleExecutor(tx),
           }),
+        ),
+      repeatableRead: (body) =>
+        db.transaction(
+          (tx) => body({ executor: drizzleExecutor(tx), count: async () => (await tx.execute<{ n: number }>(sql.raw(probe.countSql))).rows[0]!.n }),
+          { isolationLevel: 'repeatable read' },
         ),
       close: () => pool.end(),
     };
@@ -119,6 +148,13 @@ const kysely: OrmCase = {
               executor: kyselyExecutor(trx),
             }),
           ),
+      repeatableRead: (body) =>
+        db
+          .transaction()
+          .setIsolationLevel('repeatable read')
+          .execute((trx) =>
+            body({ executor: kyselyExecutor(trx), count: async () => (await trx.executeQuery<{ n: number }>(CompiledQuery.raw(probe.countSql))).rows[0]!.n }),
+          ),
       close: () => db.destroy(),
     };
   },
@@ -136,6 +172,15 @@ const mikroOrm: OrmCase = {
             insert: (id, name) => em.execute(`INSERT INTO ${probe.table} (id, name) VALUES (?, ?)`, [id, name]),
             executor: kyselyExecutor(em.getTransactionContext()!),
           }),
+        ),
+      repeatableRead: (body) =>
+        orm.em.fork().transactional(
+          (em) =>
+            body({
+              executor: kyselyExecutor(em.getTransactionContext()!),
+              count: async () => (await em.execute<{ n: number }[]>(probe.countSql))[0]!.n,
+            }),
+          { isolationLevel: IsolationLevel.REPEATABLE_READ },
         ),
       close: () => orm.close(true),
     };
@@ -191,6 +236,38 @@ describe.each(ORMS)('notify inside a %s transaction', (_, orm) => {
     });
     await expect(rollback).rejects.toThrow('rolled back on purpose');
     expect(await probe.settle(t)).toEqual([]);
+  });
+
+  it('exactly once: a reload in its REPEATABLE READ transaction records the snapshot, and a change it read is not applied again', async () => {
+    const Inserted = defineChannel<string>(`${probe.channel}_once`, { exactlyOnce: true });
+    let rows = 0;
+    let inserted = 0;
+    const off = await t.pgln.listen(Inserted, {
+      onOutOfSync: async (event: OutOfSyncEvent) => {
+        if (event.reason === 'manual') {
+          // Committed before the read below, announced on the channel: it arrives while the reload runs.
+          const id = `once_${++inserted}`;
+          await admin.query(`WITH i AS (INSERT INTO ${probe.table} (id, name) VALUES ($1, 'x') RETURNING id) SELECT pg_notify($2, json_build_object('$x', pg_current_xact_id()::text, '$p', id)::text) FROM i`, [id, Inserted.name]);
+        }
+        rows = await db.repeatableRead(async ({ executor, count }) => {
+          await event.snapshot(executor);
+          return count();
+        });
+      },
+      onNotification: () => void rows++,
+    });
+    try {
+      const skipped = t.pgln.stats().skippedBySnapshot;
+      await t.pgln.resync(Inserted);
+      await t.pgln.notify(Inserted, 'after');
+      const table = (await admin.query<{ n: number }>(probe.countSql)).rows[0]!.n;
+      // The row inserted during the reload counted once (by the read), 'after' once (by its notification).
+      await waitFor('the last notification', () => rows === table + 1).catch(() => undefined);
+      expect(rows).toBe(table + 1);
+      expect(t.pgln.stats().skippedBySnapshot).toBe(skipped + 1);
+    } finally {
+      await off();
+    }
   });
 
   it('in a transaction that fails after the notify: never delivered', async () => {

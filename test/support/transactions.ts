@@ -36,6 +36,11 @@ export class TransactionProbe {
     return `INSERT INTO ${this.table} (id, name) VALUES ($1, $2)`;
   }
 
+  /** Counts the table's rows, as `n` (an int). */
+  get countSql(): string {
+    return `SELECT count(*)::int AS n FROM ${this.table}`;
+  }
+
   /**
    * What arrived since the last call, once nothing more can be on its way for what was sent before:
    * sends a marker and waits for it (notifications of one channel arrive in commit order).

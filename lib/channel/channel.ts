@@ -27,8 +27,6 @@ export class Channel {
   readonly reporting: Reporting;
   /** The last out-of-sync handler run that completed. */
   lastResync?: LastResync;
-  /** How many notifications arrived so far: the position of the last one. */
-  position = 0;
   /** The LISTEN of the current connection; undefined while there is none. */
   private listen?: Listen;
   /** While there is no connection: resolves with the next connection's LISTEN. */
@@ -40,6 +38,11 @@ export class Channel {
     readonly context: ChannelContext,
   ) {
     this.reporting = new Reporting(name, this.counts, context);
+  }
+
+  /** How many notifications arrived so far (its received count): the position of the last one. */
+  get position(): number {
+    return this.counts.received;
   }
 
   /** Notifications waiting, counted per subscriber. */
@@ -54,11 +57,12 @@ export class Channel {
     return this.subscribers.every((subscriber) => subscriber.state.kind === 'live');
   }
 
-  /** Delivers a notification to every subscriber, which numbers it by its arrival. */
+  /**
+   * Delivers a notification to every subscriber, with its position. (A closed channel is no longer
+   * dispatched to, and its subscribers are removed.)
+   */
   push(notification: PglnNotification): void {
-    if (this.closed) return;
-    const position = ++this.position;
-    this.counts.received++;
+    const position = ++this.counts.received;
     this.context.totals.received++;
     const { subscribers } = this;
     for (let i = 0; i < subscribers.length; i++) subscribers[i]!.push(notification, position);

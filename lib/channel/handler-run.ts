@@ -20,8 +20,8 @@ export class HandlerRun {
   }
 
   /** It finished: one more line if it was reported slow. */
-  finish(logger: Logger, channel: string): void {
-    if (this.warned) logger.warn(SLOW_HANDLER_DONE(this.name!, channel, Date.now() - this.since));
+  finish(channel: { readonly name: string; readonly context: { readonly logger: Logger } }): void {
+    if (this.warned) channel.context.logger.warn(SLOW_HANDLER_DONE(this.name!, channel.name, Date.now() - this.since));
     this.name = undefined;
   }
 

@@ -67,7 +67,7 @@ export class NotificationHandler {
     try {
       const result = this.invoke(payload, notification);
       if (isPromiseLike(result)) return result;
-      this.reporting.count('delivered');
+      this.reporting.delivered();
     } catch (error) {
       this.reporting.failed(spec.name, spec.onError, error);
     }
@@ -76,7 +76,7 @@ export class NotificationHandler {
 
   /** Counts a call whose promise settled: fulfilled (unless not called), or rejected. */
   settled(result: unknown): void {
-    if (result !== NOT_CALLED) this.reporting.count('delivered');
+    if (result !== NOT_CALLED) this.reporting.delivered();
   }
 
   failed(error: unknown): void {

@@ -80,7 +80,7 @@ export class OutOfSyncHandlers {
       } catch (error) {
         this.reporting.failed(spec.name, spec.onError, error, 'out-of-sync handler; notifications stay held and it is retried');
       } finally {
-        running.finish(this.context.logger, this.channel);
+        running.finish({ name: this.channel, context: this.context });
       }
       try {
         await this.context.backoff.wait(attempt, removed);

@@ -6,7 +6,7 @@ import type { SubscriptionSpec } from '../pgln.subscription.js';
 import type { ChannelContext } from './channel-context.js';
 
 /** A channel's counts that its subscribers add to (the instance's totals too). */
-type Counted = 'delivered' | 'dropped' | 'handlerFailures' | 'invalidPayloads' | 'skippedBySnapshot' | 'withoutTransactionId';
+type Counted = 'dropped' | 'handlerFailures' | 'invalidPayloads' | 'skippedBySnapshot' | 'withoutTransactionId';
 
 /** Where a subscriber's errors go: `onError` of a `listen()`, if it gave one. */
 export type ErrorSink = SubscriptionSpec['onError'];
@@ -25,6 +25,12 @@ export class Reporting {
   count(key: Counted, by = 1): void {
     this.counts[key] += by;
     this.context.totals[key] += by;
+  }
+
+  /** A notification handler call completed: the hot path's count, a plain increment of each. */
+  delivered(): void {
+    this.counts.delivered++;
+    this.context.totals.delivered++;
   }
 
   /** An out-of-sync handler run completed. */

@@ -103,7 +103,10 @@ export class Subscriber {
     if (!this.busy && this.state.kind === 'live') {
       // Idle and in sync: the common case when handlers keep up.
       this.busy = true;
-      if (this.deliver(notification, position, 0)) this.pump();
+      if (!this.deliver(notification, position, 0)) return;
+      // Done at once; unless a handler asked for a read meanwhile, nothing else waits (the queue was empty).
+      if (this.state.kind === 'live' && this.queue.length === 0 && !this.idle) this.busy = false;
+      else this.pump();
       return;
     }
     if (this.state.kind === 'removed') return;
@@ -221,13 +224,13 @@ export class Subscriber {
 
   private readonly handled = (value: unknown): void => {
     this.awaited!.settled(value);
-    this.run.finish(this.channel.context.logger, this.channel.name);
+    this.run.finish(this.channel);
     this.pump();
   };
 
   private readonly failed = (error: unknown): void => {
     this.awaited!.failed(error);
-    this.run.finish(this.channel.context.logger, this.channel.name);
+    this.run.finish(this.channel);
     this.pump();
   };
 

@@ -264,3 +264,41 @@ describe('an exactly-once channel on the wire', () => {
     }
   });
 });
+
+describe('a reload retried after it failed', () => {
+  it('keeps only the successful attempt’s snapshot: one that recorded none skips nothing', async () => {
+    const Once = defineChannel<string>(unique('retried'), { exactlyOnce: true });
+    const t = await createTestApp({}, { reconnect: { initialDelayMs: 5, maxDelayMs: 5 } });
+    try {
+      const received: string[] = [];
+      let attempts = 0;
+      await t.pgln.listen(Once, {
+        onOutOfSync: async (event: OutOfSyncEvent) => {
+          if (event.reason !== 'manual') return;
+          if (++attempts > 1) return; // the retry reads without recording a snapshot
+          // Committed before the snapshot this failing attempt records, arriving while it runs.
+          await admin.query(`SELECT pg_notify($1, json_build_object('$x', pg_current_xact_id()::text, '$p', 'seen by the failed attempt')::text)`, [Once.name]);
+          const client = await admin.connect();
+          try {
+            await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+            await event.snapshot(client);
+            await client.query('COMMIT');
+          } finally {
+            client.release();
+          }
+          throw new Error('the reload failed after recording its snapshot');
+        },
+        onNotification: (payload) => void received.push(payload),
+        onError: () => undefined,
+      });
+      await t.pgln.resync(Once);
+      await t.pgln.notify(Once, 'after');
+      await waitFor('"after"', () => received.includes('after'));
+      expect(attempts).toBe(2);
+      expect(received).toEqual(['seen by the failed attempt', 'after']);
+      expect(t.pgln.stats().skippedBySnapshot).toBe(0);
+    } finally {
+      await t.app.close();
+    }
+  });
+});

@@ -326,15 +326,16 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
 
   /**
    * Runs the channel's out-of-sync handlers now, with reason `'manual'`, exactly as after a
-   * reconnect: its notifications are held meanwhile and delivered after them. Resolves once they
-   * have completed (failing ones are retried, as always). For an admin endpoint ("reload the cache
-   * now") and for tests. A resync already waiting on the channel (after a reconnect, say) answers
-   * this call too.
+   * reconnect: each provider's (or `listen()`'s) notifications are held meanwhile and delivered
+   * after its handler. Resolves once each has completed a run that began after this call (failing
+   * ones are retried, as always; one removed meanwhile is not waited for). For an admin endpoint
+   * ("reload the cache now") and for tests. A run already due (after a reconnect, say) answers this
+   * call too.
    *
-   * Called from a handler of the same channel, do not await it: it runs after that handler.
+   * Called from a handler of the same provider, do not await it: it runs after that handler.
    *
-   * @throws PglnError when nothing listens on the channel, or it is unlistened (or the application
-   *   shuts down) before the resync ran
+   * @throws PglnError when nothing listens on the channel, or it is unlistened before the runs completed
+   * @throws PglnClosedError when the application shuts down first
    */
   async resync(channel: string | PglnChannel): Promise<void> {
     await this.listener.resync(channelName(channel));

@@ -24,8 +24,8 @@ export interface OnNotificationOptions extends PglnHandlerOptions {
 /**
  * Calls the decorated provider or controller method for every notification on `channel`, as
  * `method(payload, notification)`, one at a time and in arrival order; a returned promise is
- * awaited before the next notification. While the channel's out-of-sync handlers run,
- * notifications are held and delivered after them.
+ * awaited before the provider's next notification. While the provider's out-of-sync handler runs,
+ * notifications are held and delivered after it (none that arrived before it began: it saw those).
  *
  * Given a channel defined with `defineChannel`, the payload is parsed JSON (validated by the
  * channel's schema, if any) and the method's signature is type-checked against it.

@@ -15,10 +15,11 @@ import {
  * database: at bootstrap (reason `'connect'`; `app.init()` waits for it), after every reconnect
  * (reason `'reconnect'`), after its queue overflowed and was dropped (reason `'overflow'`), and
  * when `PglnService.resync()` asks (reason `'manual'`). LISTEN is already active when it runs:
- * notifications that arrive meanwhile are held and delivered after it resolves, so nothing falls
- * in the gap.
+ * notifications that arrive meanwhile are held for its provider and delivered after it resolves,
+ * so nothing falls in the gap; those that arrived before it began are not delivered after it.
+ * Its event's `snapshot(executor)` makes each change of an exactly-once channel count once.
  *
- * If it throws, the error is logged and it is retried with backoff; the channel's notifications
+ * If it throws, the error is logged and it is retried with backoff; the provider's notifications
  * stay held until it succeeds.
  *
  * @param channel a definition, or the channel name exactly as sent (case and spaces kept; at most 63 bytes in UTF-8)

@@ -9,9 +9,10 @@ export interface PglnListenHandlers<TPayload = unknown> {
    */
   onNotification?: (payload: TPayload, notification: PglnNotification) => unknown;
   /**
-   * Called to rebuild state from the database: once when listening starts (reason `'listen'`)
-   * and after every reconnect (reason `'reconnect'`). Notifications on the channel are held
-   * until it resolves; if it throws it is retried with backoff.
+   * Called to rebuild state from the database: once when listening starts (reason `'listen'`),
+   * after every reconnect (`'reconnect'`), an overflow of this listener's queue (`'overflow'`) and
+   * `resync()` (`'manual'`). This listener's notifications are held until it resolves (those that
+   * arrived before it began are not delivered after it); if it throws it is retried with backoff.
    */
   onOutOfSync?: (event: OutOfSyncEvent) => unknown;
   /**

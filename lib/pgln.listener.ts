@@ -25,8 +25,7 @@ import {
 } from './pgln.messages.js';
 import type { ResolvedPglnOptions } from './pgln.options.js';
 import { QueueUsage } from './pgln.queue-usage.js';
-import { probeReceives } from './pgln.receive-probe.js';
-import { ListenSession } from './pgln.session.js';
+import type { PglnTransport, Session } from './pgln.transport.js';
 import { StaleBackends } from './pgln.stale-backends.js';
 import type { SubscriptionSpec } from './pgln.subscription.js';
 import { withTimeout } from './pgln.promises.js';
@@ -51,7 +50,7 @@ const STABLE_AFTER_MS = 1_000;
  * epoch; its LISTEN tells every channel, whose subscribers then read again if their last read
  * followed an older one (see `lib/channel/sync-state.ts`). While connected, a health check asks the
  * session for `pg_listening_channels()`; no answer in time, or a channel missing, replaces the
- * session. The session's own queries live in {@link ListenSession}.
+ * session. The session's own queries live in {@link Session}.
  */
 export class PglnListener {
   private readonly channels = new Map<string, Channel>();
@@ -64,9 +63,9 @@ export class PglnListener {
   private readonly context: ChannelContext;
   private readonly states: BehaviorSubject<PglnStateChange>;
   /** The connected LISTEN session, if any. */
-  private session?: ListenSession;
+  private session?: Session;
   /** A session whose connect() is in flight. */
-  private connecting?: ListenSession;
+  private connecting?: Session;
   /** Cancels the scheduled connection attempt, if any. */
   private cancelRetry?: () => void;
   private healthTimer?: NodeJS.Timeout;
@@ -104,6 +103,8 @@ export class PglnListener {
     /** The instance's name, for stats. */
     private readonly name: string,
     private readonly options: ResolvedPglnOptions,
+    /** How it reaches PostgreSQL: its sessions come from there. */
+    private readonly transport: PglnTransport,
     private readonly logger: Logger,
   ) {
     this.context = {
@@ -193,7 +194,7 @@ export class PglnListener {
       this.armStartupTimer();
       const { slowHandlerMs } = this.options;
       this.watchdog = setInterval(() => this.checkSlowHandlers(), Math.max(10, slowHandlerMs / 4));
-      this.transition('connecting', this.options.target);
+      this.transition('connecting', this.transport.target);
       this.connect();
     });
     return this.started;
@@ -273,6 +274,12 @@ export class PglnListener {
     }
   }
 
+  /** Resolves once no handler of the channel (of every channel, without a name) runs or waits to run. */
+  async settled(name?: string): Promise<void> {
+    const channels = name === undefined ? [...this.channels.values()] : [this.channels.get(name)].filter((c) => c !== undefined);
+    await Promise.all(channels.flatMap((channel) => channel.subscribers.map((subscriber) => subscriber.settled())));
+  }
+
   /**
    * Shuts down: stops timers and deliveries, waits (bounded) for running handlers, UNLISTENs,
    * disconnects. A `listen()` still waiting for its first sync rejects with `cause` (startup's
@@ -309,7 +316,7 @@ export class PglnListener {
   };
 
   private connect(): void {
-    const session = new ListenSession(this.options.listener, this.options.healthCheck.timeoutMs, {
+    const session = this.transport.session({
       notification: this.dispatch,
       lost: this.lost,
     });
@@ -320,7 +327,7 @@ export class PglnListener {
     );
   }
 
-  private connected(session: ListenSession): void {
+  private connected(session: Session): void {
     this.connecting = undefined;
     if (this.closing) return session.destroy();
     this.session = session;
@@ -368,9 +375,10 @@ export class PglnListener {
    * saying how to fix it; a probe that cannot be sent (the pool is down, say) proves nothing and
    * is only logged.
    */
-  private async checkReceives(session: ListenSession): Promise<void> {
-    const { listener, healthCheck, target } = this.options;
-    const verdict = await probeReceives(session, listener, healthCheck.timeoutMs, this.shutdownSignal.signal);
+  private async checkReceives(session: Session): Promise<void> {
+    const { healthCheck } = this.options;
+    const { target } = this.transport;
+    const verdict = await session.probe(this.shutdownSignal.signal);
     // The session died meanwhile: the next one checks again. Otherwise, whatever it proved, no retry.
     if (this.session !== session) return;
     this.receivesChecked = true;
@@ -388,7 +396,7 @@ export class PglnListener {
    * lives on) is dropped, rejecting its subscriptions, before this resolves: the others go on.
    * Callers queue their resyncs on the result before any notification can arrive.
    */
-  private listen(session: ListenSession, channels: Channel[]): Promise<boolean> {
+  private listen(session: Session, channels: Channel[]): Promise<boolean> {
     return session.listen(channels.map((channel) => channel.name)).then(
       (refused) => {
         for (const [name, error] of refused) this.refuse(name, error);
@@ -411,12 +419,12 @@ export class PglnListener {
     this.forget(channel, error);
   }
 
-  private scheduleHealthCheck(session: ListenSession): void {
+  private scheduleHealthCheck(session: Session): void {
     this.healthTimer = setTimeout(() => void this.checkHealth(session), this.options.healthCheck.intervalMs);
   }
 
   /** Asks the session which channels it listens on; replaces it if it does not answer in time or lost one. */
-  private async checkHealth(session: ListenSession): Promise<void> {
+  private async checkHealth(session: Session): Promise<void> {
     if (session !== this.session) return;
     const expected = [...this.channels.keys()];
     const started = Date.now();
@@ -440,7 +448,7 @@ export class PglnListener {
   }
 
   /** The session can no longer be trusted (error, end, timeout, failed LISTEN): replace it, once. */
-  private readonly lost = (session: ListenSession, error?: Error): void => {
+  private readonly lost = (session: Session, error?: Error): void => {
     if (session !== this.session) return;
     this.session = undefined;
     clearTimeout(this.healthTimer);
@@ -467,11 +475,11 @@ export class PglnListener {
     this.lastError = error;
     if (this.firstLive && isFatalAtStartup(error)) {
       return this.failStart(
-        new PglnConnectionError(STARTUP_FATAL(this.options.target, describeError(error)), this.options.target, { cause: error }),
+        new PglnConnectionError(STARTUP_FATAL(this.transport.target, describeError(error)), this.transport.target, { cause: error }),
       );
     }
     const delay = this.scheduleConnect();
-    this.logger.warn(ATTEMPT_FAILED(this.options.target, ++this.failedAttempts, describeError(error), delay));
+    this.logger.warn(ATTEMPT_FAILED(this.transport.target, ++this.failedAttempts, describeError(error), delay));
   }
 
   /** Connects after the backoff's delay for the next attempt: returns that delay. */
@@ -497,7 +505,8 @@ export class PglnListener {
   }
 
   private unreachable(): PglnConnectionError {
-    const { target, startupTimeoutMs } = this.options;
+    const { startupTimeoutMs } = this.options;
+    const { target } = this.transport;
     const reason = this.lastError ? describeError(this.lastError) : 'no answer';
     return new PglnConnectionError(STARTUP_UNREACHABLE(target, startupTimeoutMs, reason), target, {
       cause: this.lastError,

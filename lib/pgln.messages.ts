@@ -212,3 +212,13 @@ export const HEALTH_NOT_LIVE = (state: string, notLiveForMs: number, downAfterMs
     ? 'the listener is closed: notifications are no longer received'
     : `the listener is ${state}, not live for ${notLiveForMs} ms` +
       (down ? ` (down after ${downAfterMs} ms): what it keeps in sync may be stale` : ` (down after ${downAfterMs} ms)`);
+
+export const TEST_BUS_NOT_STARTED = (method: string) =>
+  `PglnTestBus.${method}(): the instance has not started yet: call app.init() (or moduleRef.init()) first.`;
+
+export const TEST_BUS_CLOSED = (method: string) => `PglnTestBus.${method}(): the instance was closed first.`;
+
+export const CHANNEL_NAME_CASE = (name: string) =>
+  `Channel "${name}" has upper-case letters. Channel names are case-sensitive, and SQL folds unquoted names to ` +
+  `lower case: NOTIFY ${name} (or LISTEN) in SQL means "${name.toLowerCase()}", which this channel does not hear; ` +
+  `quote it (NOTIFY "${name}") or use pg_notify('${name}', ...).`;

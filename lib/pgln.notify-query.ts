@@ -115,3 +115,16 @@ export function describeChannels(notifications: readonly PglnOutgoingNotificatio
   }
   return [...names].join(', ');
 }
+
+/**
+ * What a notify statement built here sends, in order: each channel, its payload text, and
+ * whether the server would wrap it in the exactly-once envelope (for the in-memory bus).
+ */
+export function notificationsOf({ text, values }: PglnNotifyQuery | PglnNotifyManyQuery): { channel: string; payload: string; once: boolean }[] {
+  if (text === NOTIFY_SQL || text === NOTIFY_ONCE_SQL) {
+    const [channel, payload] = values as [string, string];
+    return [{ channel, payload, once: text === NOTIFY_ONCE_SQL }];
+  }
+  const [names, texts, onces] = values as [string[], string[], boolean[]?];
+  return names.map((channel, index) => ({ channel, payload: texts[index], once: onces?.[index] ?? false }));
+}

@@ -15,7 +15,12 @@ export type ProbeVerdict = { readonly kind: 'hears' } | { readonly kind: 'deaf' 
  * same database and server), named apart so that pg_stat_activity never shows two listeners. Its
  * connection ends within `timeoutMs`, or as soon as `signal` aborts (shutdown).
  */
-export async function probeReceives(session: ListenSession, listener: ClientConfig, timeoutMs: number, signal: AbortSignal): Promise<ProbeVerdict> {
+export async function probeReceives(
+  session: Pick<ListenSession, 'receivesFromOthers'>,
+  listener: ClientConfig,
+  timeoutMs: number,
+  signal: AbortSignal,
+): Promise<ProbeVerdict> {
   const probe = { ...listener, application_name: `${listener.application_name}-probe` };
   try {
     const hears = await session.receivesFromOthers((channel, payload) =>

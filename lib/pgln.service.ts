@@ -2,16 +2,17 @@ import {
   Inject,
   Injectable,
   Logger,
+  Optional,
   type OnApplicationBootstrap,
   type OnApplicationShutdown,
   type OnModuleDestroy,
   type OnModuleInit,
 } from '@nestjs/common';
-import type { Pool, PoolClient } from 'pg';
-import type { Observable } from 'rxjs';
-import { PglnError, PglnTimeoutError } from './errors/index.js';
+import { Observable } from 'rxjs';
+import { PglnError } from './errors/index.js';
 import type {
   PglnChannel,
+  PglnChannelEvent,
   PglnListenHandlers,
   PglnModuleOptions,
   PglnNotifyManyQuery,
@@ -24,20 +25,17 @@ import type {
 } from './interfaces/index.js';
 import { DEFAULT_CONNECTION, PGLN_CONNECTION_NAME } from './pgln.constants.js';
 import { PglnExplorer } from './pgln.explorer.js';
+import type { Subscriber } from './channel/subscriber.js';
 import { PglnListener } from './pgln.listener.js';
 import { loadTelemetry } from './pgln.telemetry.js';
-import { destroyConnection, keepsConnection } from './pgln.connection.js';
 import { channelName, isChannelDefinition } from './pgln.define-channel.js';
 import {
   LISTEN_HANDLER_NOT_FUNCTION,
   LISTEN_WITHOUT_HANDLER,
-  NOTIFY_NO_CONNECTION,
-  NOTIFY_POOL_STUCK,
-  NOTIFY_TIMEOUT,
-  POOL_CLIENT_ERROR,
   preview,
 } from './pgln.messages.js';
-import { withTimeout } from './pgln.promises.js';
+import { PgTransport } from './pgln.pg-transport.js';
+import { PGLN_TRANSPORT, type PglnTransport } from './pgln.transport.js';
 import { PGLN_MODULE_OPTIONS } from './pgln.module-definition.js';
 import { resolveOptions, type ResolvedPglnOptions } from './pgln.options.js';
 import {
@@ -45,21 +43,10 @@ import {
   describeChannels,
   encodeNotification,
   encodeNotifications,
-  run,
   synchronously,
   toNotifyManyQuery,
   toNotifyQuery,
 } from './pgln.notify-query.js';
-
-/** pg-pool's errors when its own `connectionTimeoutMillis` ran out: waiting for a connection, or opening one. */
-const POOL_TIMEOUT = /^(timeout exceeded when trying to connect|Connection terminated due to connection timeout)$/;
-
-function isPoolTimeout(error: unknown): boolean {
-  return error instanceof Error && !(error instanceof PglnTimeoutError) && POOL_TIMEOUT.test(error.message);
-}
-
-/** The least time a notify query is given once it has a connection (less when notifyTimeoutMs is small). */
-const MIN_QUERY_MS = 1_000;
 
 /**
  * Sends notifications and manages runtime listeners. Inject it anywhere once `PglnModule` is
@@ -70,22 +57,22 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
   private readonly logger: Logger;
   private readonly options: ResolvedPglnOptions;
   private readonly listener: PglnListener;
-  /** Connections the pool has yet to hand over for notifications that timed out waiting for them. */
-  private owed = 0;
+  private readonly transport: PglnTransport;
 
   constructor(
     @Inject(PGLN_MODULE_OPTIONS) options: PglnModuleOptions,
     private readonly explorer: PglnExplorer,
     /** The instance's name: `'default'`, or the `name` given to `PglnModule.forRoot()`. */
     @Inject(PGLN_CONNECTION_NAME) readonly name: string,
+    /** How it reaches PostgreSQL: node-postgres, unless one is provided (`nestjs-pgln/testing`'s bus). */
+    @Optional() @Inject(PGLN_TRANSPORT) transport?: PglnTransport,
   ) {
     this.logger = new Logger(name === DEFAULT_CONNECTION ? PglnService.name : `${PglnService.name}(${name})`);
-    this.options = resolveOptions(options, name);
-    this.listener = new PglnListener(name, this.options, this.logger);
-    if (this.options.owned) {
-      // An idle pooled client whose connection dies emits 'error' on the pool; unheard, it would crash the app.
-      this.options.pool.on('error', (error) => this.logger.warn(POOL_CLIENT_ERROR(error.message)));
-    }
+    this.options = resolveOptions(options, name, { connection: !transport });
+    const { connection, notifyTimeoutMs, healthCheck } = this.options;
+    this.transport = transport ?? new PgTransport(connection!, notifyTimeoutMs, healthCheck.timeoutMs, this.logger);
+    this.listener = new PglnListener(name, this.options, this.transport, this.logger);
+    this.transport.attach?.(this.listener);
   }
 
   /** The LISTEN connection's state: `'idle'`, `'connecting'`, `'syncing'`, `'live'`, `'reconnecting'` or `'closed'`. */
@@ -137,8 +124,8 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
   async notify(channel: string | PglnChannel, payload?: unknown, options?: PglnNotifyOptions): Promise<void> {
     const executor = checkExecutor(options);
     const query = toNotifyQuery(await encodeNotification(channel, payload));
-    if (executor) await run(executor, query);
-    else await this.send(query, () => `notify on ${preview(query.values[0])}`);
+    const notifications = [{ channel: query.values[0], payload }];
+    await this.transport.send({ query, notifications, executor, what: () => `notify on ${preview(query.values[0])}` });
   }
 
   /**
@@ -155,11 +142,12 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
     options?: PglnNotifyOptions,
   ): Promise<void> {
     const executor = checkExecutor(options);
-    const encoded = await encodeNotifications(notifications as readonly PglnOutgoingNotification[]);
+    const items = notifications as readonly PglnOutgoingNotification[];
+    const encoded = await encodeNotifications(items);
     if (encoded.length === 0) return;
     const query = toNotifyManyQuery(encoded);
-    if (executor) await run(executor, query);
-    else await this.send(query, () => `notifyMany of ${encoded.length} notifications`);
+    const sent = items.map(({ payload }, i) => ({ channel: encoded[i]![0], payload }));
+    await this.transport.send({ query, notifications: sent, executor, what: () => `notifyMany of ${encoded.length} notifications` });
   }
 
   /**
@@ -190,75 +178,6 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
   }
 
   /**
-   * Runs a notify statement on a pooled connection. `notifyTimeoutMs` bounds the whole call, from
-   * asking the pool for a connection to PostgreSQL's answer; `what` names it in a timeout error.
-   */
-  private async send({ text, values }: PglnNotifyQuery | PglnNotifyManyQuery, what: () => string): Promise<void> {
-    const { pool, notifyTimeoutMs } = this.options;
-    const deadline = Date.now() + notifyTimeoutMs;
-    const client = await this.checkout(what);
-    // The query gets at least this long: with less, a healthy connection would look hung.
-    const floor = Math.min(notifyTimeoutMs / 2, MIN_QUERY_MS);
-    if (deadline - Date.now() < floor) {
-      client.release();
-      throw new PglnTimeoutError(NOTIFY_NO_CONNECTION(what(), `notifyTimeoutMs (${notifyTimeoutMs} ms)`, pool));
-    }
-    // pg-pool stops listening for errors of a connection it hands out: unheard, one would crash the process.
-    let broken = false;
-    const onError = () => (broken = true);
-    client.on('error', onError);
-    try {
-      await withTimeout(client.query(text, values as unknown[]), deadline - Date.now(), () => {
-        broken = true;
-        return new PglnTimeoutError(NOTIFY_TIMEOUT(what(), notifyTimeoutMs));
-      });
-      client.release();
-    } catch (error) {
-      if (broken || !keepsConnection(error)) {
-        // Failed, hung (a half-open socket never answers), or ended by the server (FATAL):
-        // destroyed rather than reused.
-        client.release(error as Error);
-        destroyConnection(client);
-      } else {
-        // The server answered with an error (a full notification queue, say): the session lives on.
-        client.release();
-      }
-      throw error;
-    } finally {
-      client.removeListener('error', onError);
-    }
-  }
-
-  /**
-   * A connection from the pool within `notifyTimeoutMs`. One handed over later goes straight
-   * back. While the pool still owes as many late connections as it may open, nothing more is
-   * asked of it: the call fails at once instead of adding a waiter.
-   */
-  private async checkout(what: () => string): Promise<PoolClient> {
-    const { pool, notifyTimeoutMs } = this.options;
-    const limit = (pool as Pool & { options?: { max?: number } }).options?.max ?? 10;
-    if (this.owed >= limit) throw new PglnTimeoutError(NOTIFY_POOL_STUCK(what(), this.owed));
-    const checkout = pool.connect();
-    const late = withTimeout(checkout, notifyTimeoutMs, () => {
-      this.owed++;
-      checkout.then(
-        (client) => {
-          this.owed--;
-          client.release();
-        },
-        () => this.owed--,
-      );
-      return new PglnTimeoutError(NOTIFY_NO_CONNECTION(what(), `notifyTimeoutMs (${notifyTimeoutMs} ms)`, pool));
-    });
-    return late.catch((error: unknown) => {
-      // pg-pool's own connect timeout came first: the same outcome, said as such.
-      if (!isPoolTimeout(error)) throw error;
-      const poolTimeoutMs = (pool as Pool & { options?: { connectionTimeoutMillis?: number } }).options?.connectionTimeoutMillis ?? 0;
-      throw new PglnTimeoutError(NOTIFY_NO_CONNECTION(what(), `its connectionTimeoutMillis (${poolTimeoutMs} ms)`, pool), { cause: error });
-    });
-  }
-
-  /**
    * Listens on a channel at runtime. Resolves once LISTEN is active and `onOutOfSync` (if given)
    * has completed with reason `'listen'`; from then on it also runs after every reconnect.
    * Several listeners may share a channel (with each other and with decorated handlers). The
@@ -278,6 +197,13 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
   ): Promise<() => Promise<void>>;
   async listen<TPayload = string>(channel: string, handlers: PglnListenHandlers<TPayload>): Promise<() => Promise<void>>;
   async listen(channel: string | PglnChannel, handlers: PglnListenHandlers<unknown>): Promise<() => Promise<void>> {
+    const subscriber = this.subscribe(channel, handlers);
+    await subscriber.ready;
+    return () => this.listener.unsubscribe(subscriber);
+  }
+
+  /** The subscriber of a `listen()` (or `observe()`), its handlers checked; it starts connecting if bootstrap has not. */
+  private subscribe(channel: string | PglnChannel, handlers: PglnListenHandlers<unknown>): Subscriber {
     const name = channelName(channel);
     if (typeof handlers?.onNotification !== 'function' && typeof handlers?.onOutOfSync !== 'function') {
       throw new PglnError(LISTEN_WITHOUT_HANDLER(name));
@@ -291,7 +217,7 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
     const definition = isChannelDefinition(channel) ? channel : undefined;
     // Called as methods of the object given, so that handlers may use `this`.
     const { onNotification, onOutOfSync, onError } = handlers;
-    const [subscription] = this.listener.subscribe(
+    const [subscriber] = this.listener.subscribe(
       [
         {
           channel: name,
@@ -311,8 +237,54 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
     );
     // Called before bootstrap (say, from onModuleInit), it must not wait for bootstrap to connect.
     this.listener.start().catch(() => undefined);
-    await subscription!.ready;
-    return () => this.listener.unsubscribe(subscription!);
+    return subscriber!;
+  }
+
+  /**
+   * A channel as a cold RxJS `Observable` of {@link PglnChannelEvent}s. Subscribing listens (as
+   * {@link listen} does, sharing the one LISTEN connection with everything else); the first event is
+   * `{ type: 'out-of-sync', reason: 'listen' }` once LISTEN is active, then `{ type: 'notification',
+   * payload, processId }` per notification, in order (typed, and validated by the schema, for a
+   * definition), and an out-of-sync event again after every resync: a consumer refetches on each
+   * and applies the notifications that follow. Unsubscribing removes the subscription (and
+   * UNLISTENs when it was the channel's last). An error of `listen()` (a bad name, shutdown) is the
+   * Observable's error.
+   *
+   * Events are handed to the subscriber as they come, never buffered here. Returned from an
+   * `@Sse()` route it streams a channel to browsers, with `map((event) => ({ type: event.type, data:
+   * event }))`; NestJS holds the events of a client that does not read up to the route's
+   * `maxPendingDataLength` (4 MB by default), then drops the connection, and a browser's
+   * `EventSource` reconnects on its own: its new subscription starts with an out-of-sync event, so
+   * the page refetches instead of missing what was dropped.
+   *
+   * ```ts
+   * @Sse('products/events')
+   * events(): Observable<MessageEvent> {
+   *   return this.pgln.observe(Products).pipe(map((event) => ({ type: event.type, data: event })));
+   * }
+   * ```
+   */
+  observe<TPayload>(channel: PglnChannel<TPayload, any>): Observable<PglnChannelEvent<TPayload>>;
+  observe(channel: string): Observable<PglnChannelEvent<string>>;
+  observe(channel: string | PglnChannel): Observable<PglnChannelEvent<unknown>> {
+    return new Observable<PglnChannelEvent<unknown>>((observer) => {
+      let subscriber: Subscriber;
+      try {
+        subscriber = this.subscribe(channel, {
+          onOutOfSync: (event) => observer.next({ type: 'out-of-sync', reason: event.reason }),
+          onNotification: (payload: unknown, notification) => observer.next({ type: 'notification', payload, processId: notification.processId }),
+        });
+      } catch (error) {
+        observer.error(error);
+        return;
+      }
+      // Not in sync before it is removed (unlisten(), shutdown): that error; removed later: the stream ends.
+      subscriber.ready.then(
+        () => subscriber.removed.addEventListener('abort', () => observer.complete(), { once: true }),
+        (error: unknown) => observer.error(error),
+      );
+      return () => void this.listener.unsubscribe(subscriber);
+    });
   }
 
   /**
@@ -364,6 +336,6 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
    * to close, then what is left is destroyed.
    */
   async onApplicationShutdown(): Promise<void> {
-    await this.options.owned?.end(this.options.notifyTimeoutMs, this.options.healthCheck.timeoutMs);
+    await this.transport.end();
   }
 }

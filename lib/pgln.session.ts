@@ -5,6 +5,8 @@ import { PglnTimeoutError } from './errors/index.js';
 import { destroyConnection, keepsConnection } from './pgln.connection.js';
 import { NO_ANSWER } from './pgln.messages.js';
 import { withTimeout } from './pgln.promises.js';
+import { probeReceives, type ProbeVerdict } from './pgln.receive-probe.js';
+import type { Session } from './pgln.transport.js';
 
 const noop = () => undefined;
 
@@ -50,7 +52,7 @@ export interface ListenSessionEvents {
    * connection, or a query got no answer in time. Called at most once; the connection is
    * destroyed by then.
    */
-  readonly lost: (session: ListenSession, error?: Error) => void;
+  readonly lost: (session: Session, error?: Error) => void;
 }
 
 /**
@@ -59,7 +61,7 @@ export interface ListenSessionEvents {
  * `timeoutMs` once sent. A query that gets no answer in time means the session is gone (a
  * half-open socket never answers): it is reported lost, whoever sent the query.
  */
-export class ListenSession {
+export class ListenSession implements Session {
   private readonly client: Client;
   /** The last query sent: each waits for the one before. */
   private tail: Promise<unknown> = Promise.resolve();
@@ -73,7 +75,7 @@ export class ListenSession {
   private stopProbe?: () => void;
 
   constructor(
-    config: ClientConfig,
+    private readonly config: ClientConfig,
     private readonly timeoutMs: number,
     private readonly events: ListenSessionEvents,
   ) {
@@ -201,6 +203,11 @@ export class ListenSession {
       this.client.removeListener('notification', onNotification);
       await this.unlisten(channel).catch(noop);
     }
+  }
+
+  /** Whether it hears notifications from other connections: see {@link probeReceives}. */
+  probe(signal: AbortSignal): Promise<ProbeVerdict> {
+    return probeReceives(this, this.config, this.timeoutMs, signal);
   }
 
   /** UNLISTENs everything and disconnects, each step bounded by `timeoutMs`; the connection is destroyed in any case. */

@@ -2,7 +2,8 @@ import type { Logger } from '@nestjs/common';
 import { keepsConnection } from './pgln.connection.js';
 import { describeError } from './pgln.connection-errors.js';
 import { PREVIOUS_TERMINATED, TERMINATE_FAILED } from './pgln.messages.js';
-import type { BackendIdentity, ListenSession } from './pgln.session.js';
+import type { BackendIdentity } from './pgln.session.js';
+import type { Session } from './pgln.transport.js';
 
 /** Most backends of lost sessions kept for termination (a connection that keeps failing makes one each time). */
 const MAX_REMEMBERED_BACKENDS = 32;
@@ -26,7 +27,7 @@ export class StaleBackends {
   }
 
   /** Terminates the remembered backends still there, from `session`; if the session fails meanwhile, the next one tries again. */
-  async terminate(session: ListenSession): Promise<void> {
+  async terminate(session: Session): Promise<void> {
     const backends = this.backends.splice(0);
     if (backends.length === 0) return;
     try {

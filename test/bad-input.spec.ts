@@ -146,7 +146,7 @@ describe('options: rejected when the module is created, every problem listed', (
   });
 
   it('an option given as undefined takes its default, at every level (a config value that is not set, say)', () => {
-    const withoutPool = ({ pool: _, owned: __, ...rest }: ReturnType<typeof resolveOptions>) => rest;
+    const withoutPool = ({ connection, ...rest }: ReturnType<typeof resolveOptions>) => ({ ...rest, listener: connection!.listener, target: connection!.target });
     const defaults = resolveOptions({ connectionString: url() });
     const given = resolveOptions({
       connectionString: url(),
@@ -162,11 +162,11 @@ describe('options: rejected when the module is created, every problem listed', (
       listener: { connectionTimeoutMillis: undefined, keepAlive: undefined, application_name: undefined },
     });
     expect(withoutPool(given)).toEqual(withoutPool(defaults));
-    expect(given.listener.connectionTimeoutMillis).toBe(5_000);
-    const pool = resolveOptions({ pool: { connectionString: url(), connectionTimeoutMillis: undefined, max: undefined } }).pool;
+    expect(given.connection!.listener.connectionTimeoutMillis).toBe(5_000);
+    const { pool } = resolveOptions({ pool: { connectionString: url(), connectionTimeoutMillis: undefined, max: undefined } }).connection!;
     // The pool's connect timeout defaults to notifyTimeoutMs; pg-pool's own default for max.
     expect((pool as pg.Pool & { options: pg.PoolConfig }).options).toMatchObject({ connectionTimeoutMillis: 10_000, max: 10 });
-    return Promise.all([defaults.pool.end(), given.pool.end(), pool.end()]);
+    return Promise.all([defaults.connection!.pool.end(), given.connection!.pool.end(), pool.end()]);
   });
 
   it('lists every problem in one error', () => {

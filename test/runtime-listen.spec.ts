@@ -28,6 +28,23 @@ describe('PglnService.listen / unlisten at runtime', () => {
   });
   afterEach(() => t.app.close());
 
+  it('hears a channel with upper-case letters by its exact name, not as SQL folds an unquoted NOTIFY, and logs a hint once', async () => {
+    const channel = `Orders_${unique('case')}`;
+    const received = new Inbox<string>();
+    await t.pgln.listen(channel, { onNotification: received.push });
+    await t.pgln.listen(channel, { onNotification: () => undefined }); // the same channel again: no second hint
+    await admin.query(`NOTIFY ${channel}, 'unquoted'`); // folded to lower case: another channel
+    await admin.query(`NOTIFY "${channel}", 'quoted'`);
+    // In commit order: had the first been heard, it would have come first.
+    expect(await received.until(1)).toEqual(['quoted']);
+    const hints = t.logs.messages('log').filter((line) => line.includes('has upper-case letters'));
+    expect(hints).toEqual([
+      `Channel "${channel}" has upper-case letters. Channel names are case-sensitive, and SQL folds unquoted names to ` +
+        `lower case: NOTIFY ${channel} (or LISTEN) in SQL means "${channel.toLowerCase()}", which this channel does not ` +
+        `hear; quote it (NOTIFY "${channel}") or use pg_notify('${channel}', ...).`,
+    ]);
+  });
+
   it('resolves after LISTEN ran and onOutOfSync completed with reason "listen"', async () => {
     const channel = unique('runtime');
     const events: string[] = [];

@@ -65,10 +65,10 @@ describe('at startup, errors that retrying cannot fix fail app.init() at once', 
     try {
       // A pool configured from the environment alone, as `new pg.Pool()` is.
       const pool = new pg.Pool();
-      expect(resolveOptions({ pool }).target).toBe('app@db.internal:6432/shop');
-      expect(resolveOptions({ pool, listener: { port: 5433 } }).target).toBe('app@db.internal:5433/shop');
+      expect(resolveOptions({ pool }).connection!.target).toBe('app@db.internal:6432/shop');
+      expect(resolveOptions({ pool, listener: { port: 5433 } }).connection!.target).toBe('app@db.internal:5433/shop');
       delete process.env.PGDATABASE;
-      expect(resolveOptions({ pool }).target).toBe('app@db.internal:6432/app');
+      expect(resolveOptions({ pool }).connection!.target).toBe('app@db.internal:6432/app');
       void pool.end();
     } finally {
       process.env = saved;

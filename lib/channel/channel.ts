@@ -1,5 +1,6 @@
 import type { PglnNotification } from '../interfaces/index.js';
 import { Counts } from '../pgln.counts.js';
+import { CHANNEL_NAME_CASE } from '../pgln.messages.js';
 import { deferred, untilAborted } from '../pgln.promises.js';
 import type { ChannelContext } from './channel-context.js';
 import type { LastResync } from './out-of-sync-handlers.js';
@@ -38,6 +39,8 @@ export class Channel {
     readonly context: ChannelContext,
   ) {
     this.reporting = new Reporting(name, this.counts, context);
+    // SQL folds unquoted names to lower case: a NOTIFY in psql or a migration may miss this channel.
+    if (/[A-Z]/.test(name)) context.logger.log(CHANNEL_NAME_CASE(name));
   }
 
   /** How many notifications arrived so far (its received count): the position of the last one. */

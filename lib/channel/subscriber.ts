@@ -92,6 +92,11 @@ export class Subscriber {
     return this.state.kind !== 'removed';
   }
 
+  /** Aborts once it is removed: a retry's wait ends at once, and whoever watches it learns. */
+  get removed(): AbortSignal {
+    return this.removal.signal;
+  }
+
   /** Notifications waiting for it. */
   get queued(): number {
     return this.queue.length;

@@ -5,3 +5,4 @@ export * from './pgln-state.interface.js';
 export * from './pgln-channel.interface.js';
 export * from './pgln-notify.interface.js';
 export * from './pgln-stats.interface.js';
+export * from './pgln-channel-event.interface.js';

@@ -11,15 +11,22 @@ import { Inbox } from './wait.js';
  * fails after the notify never.
  */
 export class TransactionProbe {
-  readonly table = unique('items');
-  readonly channel = unique('items_changed');
+  readonly table: string;
+  readonly channel: string;
   /** `id:visible` or `id:missing`, per notification, in arrival order. */
   readonly seen = new Inbox<string>();
   private off?: () => Promise<void>;
   /** How many items earlier settle() calls returned (or passed over). */
   private settled = 0;
 
-  constructor(private readonly admin: pg.Pool) {}
+  /** `names`: the table and channel (unique ones by default; fixed ones need a database of their own). */
+  constructor(
+    private readonly admin: pg.Pool,
+    names: { table: string; channel: string } = { table: unique('items'), channel: unique('items_changed') },
+  ) {
+    this.table = names.table;
+    this.channel = names.channel;
+  }
 
   async start(t: TestApp): Promise<void> {
     await this.admin.query(`CREATE TABLE ${this.table} (id text PRIMARY KEY, name text NOT NULL)`);

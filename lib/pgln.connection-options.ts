@@ -1,0 +1,149 @@
+import pg from 'pg';
+import type { ClientConfig, Pool, PoolConfig } from 'pg';
+import { parseIntoClientConfig } from 'pg-connection-string';
+import { PglnOptionsError } from './errors/index.js';
+import type { PglnModuleOptions } from './interfaces/index.js';
+import { OPTIONS_INVALID } from './pgln.messages.js';
+import { defined, type OptionChecks } from './pgln.option-checks.js';
+import { OwnedPool } from './pgln.owned-pool.js';
+
+/** How an instance reaches PostgreSQL: the pool it notifies through and the LISTEN connection's settings. */
+export interface ResolvedConnection {
+  /** The pool `notify` sends through. */
+  readonly pool: Pool;
+  /** The same pool when the module created it (and so ends it at shutdown); undefined for the application's own. */
+  readonly owned?: OwnedPool;
+  /** Configuration of the dedicated LISTEN connection. */
+  readonly listener: ClientConfig;
+  /** Where the listener connects, for logs: `user@host:port/database`, never a password. */
+  readonly target: string;
+}
+
+/** TCP keepalive of the LISTEN connection: first probe after this much idle time. */
+const KEEP_ALIVE_INITIAL_DELAY_MS = 10_000;
+
+/** Whether `value` can open connections and query: a pg.Pool, or a pg.Client (which is no pool). */
+function isQueryable(value: unknown): value is Pool {
+  const pool = value as Partial<Pool> | null;
+  return !!pool && typeof pool.query === 'function' && typeof pool.connect === 'function' && typeof pool.end === 'function';
+}
+
+/** A pg.Pool (of any copy of pg): it counts its connections, which a pg.Client does not. */
+function isPool(value: unknown): value is Pool {
+  return isQueryable(value) && typeof (value as Partial<Pool>).totalCount === 'number';
+}
+
+/** Names what was given where connection settings belong, never echoing a string: it may be a URL with a password. */
+function describeSettings(value: unknown): string {
+  return typeof value === 'string' ? 'a string (give a connection string as connectionString)' : String(value);
+}
+
+/** The connection settings of `options`, undefined keys dropped. */
+function settingsOf(options: PglnModuleOptions) {
+  return {
+    connectionString: options.connectionString,
+    pool: defined(options.pool),
+    listener: options.listener === undefined ? {} : defined(options.listener),
+  };
+}
+
+/** Checks the connection settings: given once, of the right kinds, with pg timers that bound what they must. */
+export function checkConnection(options: PglnModuleOptions, checks: OptionChecks): void {
+  const { connectionString, pool, listener } = settingsOf(options);
+  checks.check(
+    connectionString === undefined || (typeof connectionString === 'string' && connectionString.trim() !== ''),
+    'connectionString must be a non-empty string such as "postgres://user@host:5432/db"',
+  );
+  checks.check(
+    connectionString === undefined || pool === undefined,
+    'give connection settings once: either connectionString, or pool (a pg.Pool, or a PoolConfig with its own connection settings)',
+  );
+  checks.check(connectionString !== undefined || pool !== undefined, 'no connection settings: give connectionString, or pool (a pg.Pool or a PoolConfig)');
+  checks.check(pool === undefined || (pool !== null && typeof pool === 'object'), `pool must be a pg.Pool or a PoolConfig object, got ${describeSettings(pool)}`);
+  checks.check(
+    !isQueryable(pool) || isPool(pool),
+    'pool must be a pg.Pool or a PoolConfig object, got a pg.Client: one connection cannot send notifications ' +
+      'side by side and is never replaced once it fails. Give a pg.Pool, or a PoolConfig for the module to create one.',
+  );
+  checks.check(listener !== null && typeof listener === 'object', `listener must be a pg ClientConfig object, got ${describeSettings(listener)}`);
+}
+
+/**
+ * Checks pg's own timers in the settings the module passes on: 0 turns them off, except the connect
+ * timeouts of the LISTEN connection (it bounds a reconnect to a half-open server) and of the
+ * module's pool (a connection attempt without one may never end, and ending the pool waits for it).
+ */
+export function checkPgTimers(options: PglnModuleOptions, checks: OptionChecks): void {
+  const { pool, listener } = settingsOf(options);
+  const pgTimers: [string, unknown, string[]][] = [
+    ['listener', listener, ['connectionTimeoutMillis', 'query_timeout']],
+    ['pool', isQueryable(pool) ? undefined : pool, ['connectionTimeoutMillis', 'idleTimeoutMillis', 'query_timeout']],
+  ];
+  for (const [where, config, keys] of pgTimers) {
+    if (!config || typeof config !== 'object') continue;
+    for (const key of keys) {
+      const value = (config as Record<string, unknown>)[key];
+      if (value === undefined) continue;
+      if (key === 'connectionTimeoutMillis' && value === 0) {
+        checks.check(false, `${where}.connectionTimeoutMillis must be a number > 0 (ms), got 0: 0 means no limit, and a connection attempt to a server that does not answer would then never end`);
+      } else checks.duration(`${where}.${key}`, value, key === 'connectionTimeoutMillis' ? 1 : 0);
+    }
+  }
+}
+
+/**
+ * Connection settings as discrete fields: pg lets a connection string win over host, port and
+ * the rest, so it is expanded here for `listener` overrides to take effect.
+ */
+function expand(config: ClientConfig): ClientConfig {
+  if (!config.connectionString) return config;
+  const { connectionString, ...rest } = config;
+  const parsed = Object.entries(parseIntoClientConfig(connectionString)).filter(([, value]) => value != null);
+  return { ...rest, ...Object.fromEntries(parsed) };
+}
+
+/** A connection setting as pg resolves it: the config, then the `PG*` environment variable, then pg's default. */
+function setting(config: ClientConfig, key: 'host' | 'port' | 'user' | 'database'): string | number | undefined {
+  return config[key] || process.env[`PG${key.toUpperCase()}`] || pg.defaults[key] || undefined;
+}
+
+/** Describes a connection target without its password, as pg will resolve it: `user@host:port/database`. */
+function describeTarget(config: ClientConfig): string {
+  const user = setting(config, 'user');
+  return `${user ? `${user}@` : ''}${setting(config, 'host')}:${setting(config, 'port')}/${setting(config, 'database') ?? user ?? ''}`;
+}
+
+/**
+ * The connection of checked options: the LISTEN connection's settings (those of the pool or the
+ * connection string, TCP keepalive, a connect timeout of `connectTimeoutMs`, then `listener`'s),
+ * and the pool, created when the options give a connection string or a `PoolConfig`.
+ */
+export function resolveConnection(
+  options: PglnModuleOptions,
+  { applicationName, connectTimeoutMs, notifyTimeoutMs }: { applicationName: string; connectTimeoutMs: number; notifyTimeoutMs: number },
+): ResolvedConnection {
+  const { connectionString, pool, listener } = settingsOf(options);
+  const userPool = isQueryable(pool) ? pool : undefined;
+  const base: ClientConfig = userPool
+    ? { ...(userPool as Pool & { options?: ClientConfig }).options }
+    : pool
+      ? { ...(pool as PoolConfig) }
+      : { connectionString };
+  let listenerConfig: ClientConfig;
+  try {
+    listenerConfig = {
+      ...expand(base),
+      keepAlive: true,
+      keepAliveInitialDelayMillis: KEEP_ALIVE_INITIAL_DELAY_MS,
+      connectionTimeoutMillis: connectTimeoutMs,
+      ...expand(listener),
+    };
+  } catch (error) {
+    // Never echo the string itself: it may hold a password.
+    throw new PglnOptionsError(OPTIONS_INVALID([`connectionString cannot be parsed: ${(error as Error).message}`]));
+  }
+  listenerConfig.application_name = listener.application_name ?? `${applicationName}-listener`;
+  // Its connect timeout is notify's: the pool stops trying when notify stops waiting.
+  const owned = userPool ? undefined : new OwnedPool({ application_name: applicationName, connectionTimeoutMillis: notifyTimeoutMs, ...base });
+  return { pool: userPool ?? owned!.pool, owned, listener: listenerConfig, target: describeTarget(listenerConfig) };
+}

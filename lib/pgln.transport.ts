@@ -1,0 +1,65 @@
+import type { Observable } from 'rxjs';
+import type { PglnExecutor, PglnNotifyManyQuery, PglnNotifyQuery, PglnState, PglnStateChange } from './interfaces/index.js';
+import type { ProbeVerdict } from './pgln.receive-probe.js';
+import type { BackendIdentity, ListenSessionEvents, SessionHealth } from './pgln.session.js';
+
+/** A LISTEN session as the listener uses it: pg's is {@link ListenSession}. */
+export interface Session {
+  /** Its backend, once connected. */
+  readonly identity?: BackendIdentity;
+  connect(): Promise<void>;
+  /** LISTENs on every name; resolves with those the server refused (see {@link ListenSession.listen}). */
+  listen(names: readonly string[]): Promise<Map<string, Error>>;
+  unlisten(name: string): Promise<void>;
+  health(): Promise<SessionHealth>;
+  /** Terminates the backends of earlier sessions still there; resolves with their PIDs. */
+  terminate(backends: readonly BackendIdentity[]): Promise<number[]>;
+  /** Whether it hears notifications sent from other connections (the startup probe); its connection ends with `signal`. */
+  probe(signal: AbortSignal): Promise<ProbeVerdict>;
+  close(): Promise<void>;
+  /** Drops the connection at once, without telling the owner. */
+  destroy(): void;
+}
+
+/** A notify statement, the notifications it sends as the application gave them, and where it runs. */
+export interface Outgoing {
+  readonly query: PglnNotifyQuery | PglnNotifyManyQuery;
+  /** As given to `notify` / `notifyMany` (an in-memory transport records them). */
+  readonly notifications: readonly { readonly channel: string; readonly payload: unknown }[];
+  /** Names the call in a timeout error. */
+  readonly what: () => string;
+  /** The caller's connection, inside their transaction; without it, the transport's own. */
+  readonly executor?: PglnExecutor;
+}
+
+/**
+ * How an instance reaches PostgreSQL: LISTEN sessions, and sending. node-postgres's
+ * ({@link PgTransport}) unless one is provided under {@link PGLN_TRANSPORT}, as
+ * `nestjs-pgln/testing` does with its in-memory bus.
+ */
+export interface PglnTransport {
+  /** Where it connects, for logs: `user@host:port/database`, never a password. */
+  readonly target: string;
+  /** A LISTEN session, not connected yet. */
+  session(events: ListenSessionEvents): Session;
+  /** Sends a notify statement; resolves once it was accepted. */
+  send(outgoing: Outgoing): Promise<void>;
+  /** Ends what it owns, at shutdown, within a bound. */
+  end(): Promise<void>;
+  /** The listener it serves, once created (the in-memory bus waits on its channels). */
+  attach?(listener: TransportListener): void;
+}
+
+/**
+ * What a transport may see of the listener it serves ({@link PglnListener}'s own members, named
+ * here so that the published types need nothing of the listener's, OpenTelemetry's among them).
+ */
+export interface TransportListener {
+  readonly state: PglnState;
+  readonly state$: Observable<PglnStateChange>;
+  /** Resolves once no handler of the channel (of any, without a name) runs or waits to run. */
+  settled(name?: string): Promise<void>;
+}
+
+/** Provider token of an instance's transport, when not node-postgres's. */
+export const PGLN_TRANSPORT = Symbol('PGLN_TRANSPORT');

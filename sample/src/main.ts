@@ -7,18 +7,19 @@ import { createSchema } from './database/schema.js';
 
 async function bootstrap(): Promise<void> {
   const logger = new Logger('Sample');
-  const embedded = process.env.DATABASE_URL ? undefined : await startEmbeddedPostgres();
+  const embedded = process.env.DATABASE_URL ? undefined : await startEmbeddedPostgres({ ownSignals: true });
   const databaseUrl = process.env.DATABASE_URL ?? embedded!.url;
   logger.log(embedded ? `Started embedded PostgreSQL on 127.0.0.1:${embedded.port}` : 'Using DATABASE_URL');
   await createSchema(databaseUrl);
 
   // init() resolves after ProductCache.reload: the app never serves a cold cache.
-  const app = await NestFactory.create(AppModule.forDatabase(databaseUrl));
+  // forceCloseConnections: the live page's event streams (and keep-alive connections) would hold up app.close().
+  const app = await NestFactory.create(AppModule.forDatabase(databaseUrl), { forceCloseConnections: true });
   const port = Number(process.env.PORT ?? 3000);
   await app.listen(port);
 
   const url = `http://localhost:${port}`;
-  logger.log(`Listening on ${url}. Try:
+  logger.log(`Listening on ${url}: open it in a browser for the live page. Try:
     curl ${url}/products
     curl -X PUT ${url}/products/1 -H 'content-type: application/json' -d '{"name":"Ristretto","priceCents":240}'
     curl ${url}/products/1

@@ -8,7 +8,13 @@ export const DATABASE_POOL = Symbol('DATABASE_POOL');
 @Global()
 @Module({})
 export class DatabaseModule implements OnApplicationShutdown {
-  constructor(@Inject(DATABASE_POOL) private readonly pool: pg.Pool) {}
+  /** The pool's connections opened and not closed yet. */
+  private open = 0;
+
+  constructor(@Inject(DATABASE_POOL) private readonly pool: pg.Pool) {
+    pool.on('connect', () => this.open++);
+    pool.on('remove', () => this.open--);
+  }
 
   static forRoot(connectionString: string): DynamicModule {
     return {
@@ -28,7 +34,18 @@ export class DatabaseModule implements OnApplicationShutdown {
     };
   }
 
+  /**
+   * Ends the pool and waits until each connection has closed: pg-pool's `end()` resolves before
+   * they have (its `'remove'` event says when one has), and a server stopped right after (the
+   * embedded one, on Ctrl+C) would cut them, each with an error.
+   */
   async onApplicationShutdown(): Promise<void> {
+    const closed = new Promise<void>((resolve) => {
+      const check = () => this.open === 0 && resolve();
+      this.pool.on('remove', check);
+      check();
+    });
     await this.pool.end();
+    await closed;
   }
 }

@@ -9,6 +9,7 @@ import {
   ParseIntPipe,
   Post,
   Put,
+  Query,
   BadRequestException,
 } from '@nestjs/common';
 import { PglnService } from 'nestjs-pgln';
@@ -42,9 +43,12 @@ export class ProductsController {
     private readonly pgln: PglnService,
   ) {}
 
+  /** Every product, from the cache; `?from=table` reads the table instead (the live page, after an out-of-sync event). */
   @Get()
-  list(): Product[] {
-    return this.cache.all();
+  async list(@Query('from') from?: string): Promise<Product[]> {
+    if (from === undefined) return this.cache.all();
+    if (from === 'table') return this.products.all();
+    throw new BadRequestException(`from must be "table" (or absent, for the cache), got ${JSON.stringify(from)}`);
   }
 
   /** Reloads the cache from the table now (an admin action), holding notifications meanwhile. */

@@ -17,6 +17,12 @@ export class ProductsRepository {
     private readonly pgln: PglnService,
   ) {}
 
+  /** Every product, read from the table now (the cache serves the usual reads). */
+  async all(): Promise<Product[]> {
+    const { rows } = await this.pool.query<Product>(`SELECT ${COLUMNS} FROM products ORDER BY id`);
+    return rows;
+  }
+
   async create(name: string, priceCents: number): Promise<Product> {
     return this.transaction(async (client) => {
       const { rows } = await client.query<Product>(

@@ -4,21 +4,31 @@ import { promisify } from 'node:util';
 import { IsolationLevel, MikroORM } from '@mikro-orm/postgresql';
 import { PrismaPg } from '@prisma/adapter-pg';
 import { sql } from 'drizzle-orm';
-import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
-import { CompiledQuery, Kysely, PostgresDialect, type ControlledTransaction } from 'kysely';
+import { drizzle } from 'drizzle-orm/node-postgres';
+import { CompiledQuery, Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { DataSource } from 'typeorm';
+import {
+  addItemDrizzle,
+  addItemKysely,
+  addItemMikroOrm,
+  addItemPg,
+  addItemPrisma,
+  addItemTypeOrm,
+  drizzleExecutor,
+  kyselyExecutor,
+} from '../examples/orm-recipes.js';
 import { defineChannel, type OutOfSyncEvent, type PglnExecutor } from '../lib/index.js';
 import { createTestApp, type TestApp } from './support/app.js';
-import { adminPool, databaseUrl } from './support/database.js';
+import { adminPool, databaseUrl, unique } from './support/database.js';
 import { waitFor } from './support/wait.js';
 import { TransactionProbe } from './support/transactions.js';
 import { PrismaClient } from './orm/prisma/generated/client.js';
 
 /**
  * Transactional notify with every major ORM, each on the real server, each with the same three
- * cases. Each ORM's block below is the recipe the README shows: how to hand `notify` the ORM's
- * transaction.
+ * cases, through the executors of examples/orm-recipes.ts; and those recipes, as the README shows
+ * them, each run once.
  */
 
 const admin = adminPool();
@@ -99,12 +109,6 @@ const prisma: OrmCase = {
   },
 };
 
-/** Drizzle runs SQL objects, not text: this turns `($1, $2)` text and values into one, values still bound. */
-const drizzleExecutor =
-  (tx: Pick<NodePgDatabase, 'execute'>): PglnExecutor =>
-  (text, values) =>
-    tx.execute(sql.join(text.split(/\$(\d+)/).map((part, i) => (i % 2 ? sql.param(values[Number(part) - 1]) : sql.raw(part)))));
-
 // --- Drizzle (node-postgres driver).
 const drizzleOrm: OrmCase = {
   async open(probe) {
@@ -127,12 +131,6 @@ const drizzleOrm: OrmCase = {
     };
   },
 };
-
-/** Kysely runs a compiled raw query on the transaction. */
-const kyselyExecutor =
-  (trx: Pick<ControlledTransaction<unknown>, 'executeQuery'>): PglnExecutor =>
-  (text, values) =>
-    trx.executeQuery(CompiledQuery.raw(text, values));
 
 // --- Kysely (PostgresDialect over a pg.Pool).
 const kysely: OrmCase = {
@@ -279,6 +277,64 @@ describe.each(ORMS)('notify inside a %s transaction', (_, orm) => {
     // Some ORMs wrap the driver's error (Drizzle: "Failed query: ..."), keeping it as the cause.
     expect(`${failure?.message} ${(failure?.cause as Error | undefined)?.message}`).toMatch(/null value in column "name"/);
     expect(await probe.settle(t)).toEqual([]);
+  });
+});
+
+/**
+ * The README's recipes (examples/orm-recipes.ts) as they are, on a database of their own (table
+ * and channel `items`): each committed write is delivered once, after its row is visible.
+ */
+describe("the README's recipes, each run against a real server", () => {
+  const database = unique('pgln_recipes');
+  let url: string;
+  let pool: pg.Pool;
+  let t: TestApp;
+  let probe: TransactionProbe;
+
+  beforeAll(async () => {
+    await admin.query(`CREATE DATABASE ${database}`);
+    const parsed = new URL(databaseUrl());
+    parsed.pathname = `/${database}`;
+    url = parsed.toString();
+    pool = new pg.Pool({ connectionString: url, max: 2 });
+    t = await createTestApp({}, { connectionString: url });
+    probe = new TransactionProbe(pool, { table: 'items', channel: 'items' });
+    await probe.start(t);
+  });
+  afterAll(async () => {
+    await probe?.stop();
+    await t?.app.close();
+    await pool?.end();
+    await admin.query(`DROP DATABASE IF EXISTS ${database} WITH (FORCE)`);
+  });
+
+  const recipes: [string, (id: string) => Promise<void>][] = [
+    ['node-postgres', (id) => addItemPg(pool, t.pgln, id, 'pg')],
+    ['TypeORM', async (id) => {
+      const dataSource = await new DataSource({ type: 'postgres', url, entities: [] }).initialize();
+      await addItemTypeOrm(dataSource, t.pgln, id, 'typeorm').finally(() => dataSource.destroy());
+    }],
+    ['Prisma 7', async (id) => {
+      const prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: url }) });
+      await addItemPrisma(prisma, t.pgln, id, 'prisma').finally(() => prisma.$disconnect());
+    }],
+    ['Kysely', async (id) => {
+      const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 1 }) }) });
+      await addItemKysely(db, t.pgln, id, 'kysely').finally(() => db.destroy());
+    }],
+    ['MikroORM 7', async (id) => {
+      const orm = await MikroORM.init({ clientUrl: url, entities: [], discovery: { warnWhenNoEntities: false } });
+      await addItemMikroOrm(orm, t.pgln, id, 'mikro-orm').finally(() => orm.close(true));
+    }],
+    ['Drizzle', async (id) => {
+      const client = new pg.Pool({ connectionString: url, max: 1 });
+      await addItemDrizzle(drizzle({ client }), t.pgln, id, 'drizzle').finally(() => client.end());
+    }],
+  ];
+
+  it.each(recipes)('%s', async (name, addItem) => {
+    await addItem(name);
+    expect(await probe.settle(t)).toEqual([`${name}:visible`]);
   });
 });
 

@@ -40,6 +40,9 @@ export class OrdersCache {
       const { rows } = await client.query<Order>('SELECT id, total FROM orders');
       await client.query('COMMIT');
       this.orders = new Map(rows.map((order) => [order.id, order]));
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined); // the module retries the reload: on a clean connection
+      throw error;
     } finally {
       client.release();
     }

@@ -115,6 +115,7 @@ export class PglnListener {
       turns: new TurnTimer(options.slowHandlerMs, (elapsed, handlers) =>
         logger.warn(SLOW_SYNC_HANDLERS(handlers, elapsed, options.slowHandlerMs)),
       ),
+      caseHinted: new Set(),
       sync: {
         behind: (subscriber) => {
           this.behind.add(subscriber as Subscriber);

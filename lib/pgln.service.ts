@@ -68,7 +68,8 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
     @Optional() @Inject(PGLN_TRANSPORT) transport?: PglnTransport,
   ) {
     this.logger = new Logger(name === DEFAULT_CONNECTION ? PglnService.name : `${PglnService.name}(${name})`);
-    this.options = resolveOptions(options, name, { connection: !transport });
+    const reconnect = transport?.reconnect;
+    this.options = resolveOptions(reconnect ? { ...options, reconnect } : options, name, { connection: !transport });
     const { connection, notifyTimeoutMs, healthCheck } = this.options;
     this.transport = transport ?? new PgTransport(connection!, notifyTimeoutMs, healthCheck.timeoutMs, this.logger);
     this.listener = new PglnListener(name, this.options, this.transport, this.logger);
@@ -252,8 +253,9 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
    *
    * Events are handed to the subscriber as they come, never buffered here. Returned from an
    * `@Sse()` route it streams a channel to browsers, with `map((event) => ({ type: event.type, data:
-   * event }))`; NestJS holds the events of a client that does not read up to the route's
-   * `maxPendingDataLength` (4 MB by default), then drops the connection, and a browser's
+   * event }))`; NestJS (11.2.8 and later, 12.2.0 and later) holds the events of a client that does
+   * not read up to the route's `maxPendingDataLength` (4 MB by default), then drops the connection
+   * (earlier versions hold them without bound), and a browser's
    * `EventSource` reconnects on its own: its new subscription starts with an out-of-sync event, so
    * the page refetches instead of missing what was dropped.
    *
@@ -280,7 +282,11 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
       }
       // Not in sync before it is removed (unlisten(), shutdown): that error; removed later: the stream ends.
       subscriber.ready.then(
-        () => subscriber.removed.addEventListener('abort', () => observer.complete(), { once: true }),
+        () => {
+          // Removed already (a handler unlistened in the tick it went in sync): no abort event will come.
+          if (subscriber.removed.aborted) observer.complete();
+          else subscriber.removed.addEventListener('abort', () => observer.complete(), { once: true });
+        },
         (error: unknown) => observer.error(error),
       );
       return () => void this.listener.unsubscribe(subscriber);

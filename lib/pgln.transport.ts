@@ -1,5 +1,5 @@
 import type { Observable } from 'rxjs';
-import type { PglnExecutor, PglnNotifyManyQuery, PglnNotifyQuery, PglnState, PglnStateChange } from './interfaces/index.js';
+import type { PglnBackoffOptions, PglnExecutor, PglnNotifyManyQuery, PglnNotifyQuery, PglnState, PglnStateChange } from './interfaces/index.js';
 import type { ProbeVerdict } from './pgln.receive-probe.js';
 import type { BackendIdentity, ListenSessionEvents, SessionHealth } from './pgln.session.js';
 
@@ -46,6 +46,11 @@ export interface PglnTransport {
   send(outgoing: Outgoing): Promise<void>;
   /** Ends what it owns, at shutdown, within a bound. */
   end(): Promise<void>;
+  /**
+   * The reconnect backoff its sessions need, in place of the application's (the in-memory bus: a
+   * lost session is back at once, so that tests never wait on production delays).
+   */
+  readonly reconnect?: Required<PglnBackoffOptions>;
   /** The listener it serves, once created (the in-memory bus waits on its channels). */
   attach?(listener: TransportListener): void;
 }

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import type { Browser, Page } from 'playwright-core';
 import { freePort } from '../tools/embedded-postgres.js';
-import { adminPool, databaseUrl, terminate, unique } from './support/database.js';
+import { adminPool, databaseUrl, poolOnDroppedDatabase, terminate, unique } from './support/database.js';
 import { TcpProxy } from './support/tcp-proxy.js';
 import { waitFor } from './support/wait.js';
 
@@ -133,7 +133,7 @@ withChromium('the sample\'s live page, in Chromium', () => {
     await admin.query(`CREATE DATABASE ${database}`);
     const url = new URL(databaseUrl());
     url.pathname = `/${database}`;
-    db = new pg.Pool({ connectionString: url.toString(), application_name: 'pgln-test-admin' });
+    db = poolOnDroppedDatabase({ connectionString: url.toString(), application_name: 'pgln-test-admin' });
     proxy = await new TcpProxy(url.hostname, Number(url.port || 5432)).start();
     port = await freePort();
     await startSample();

@@ -1,6 +1,5 @@
 import { Injectable, Module, type Type } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
-import pg from 'pg';
 import {
   InjectPgln,
   OnNotification,
@@ -13,7 +12,7 @@ import {
   type OutOfSyncEvent,
 } from '../lib/index.js';
 import { buildTestApp, createTestApp, initFailure, throughProxy } from './support/app.js';
-import { adminPool, backends, databaseUrl, terminate, unique } from './support/database.js';
+import { adminPool, backends, databaseUrl, poolOnDroppedDatabase, terminate, unique } from './support/database.js';
 import { CapturingLogger } from './support/logs.js';
 import { TcpProxy } from './support/tcp-proxy.js';
 import { Inbox, waitFor } from './support/wait.js';
@@ -26,10 +25,7 @@ const auditUrl = (() => {
   url.pathname = `/${auditDatabase}`;
   return url.toString();
 })();
-const audit = new pg.Pool({ connectionString: auditUrl, application_name: 'pgln-test-audit', max: 2 });
-// pool.end() resolves before its connections have closed: the DROP DATABASE ... WITH (FORCE) right
-// after it may terminate one, which the pool then reports here.
-audit.on('error', () => undefined);
+const audit = poolOnDroppedDatabase({ connectionString: auditUrl, application_name: 'pgln-test-audit', max: 2 });
 
 beforeAll(() => admin.query(`CREATE DATABASE ${auditDatabase}`));
 afterAll(async () => {

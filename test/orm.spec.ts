@@ -20,7 +20,7 @@ import {
 } from '../examples/orm-recipes.js';
 import { defineChannel, type OutOfSyncEvent, type PglnExecutor } from '../lib/index.js';
 import { createTestApp, type TestApp } from './support/app.js';
-import { adminPool, databaseUrl, unique } from './support/database.js';
+import { adminPool, databaseUrl, poolOnDroppedDatabase, unique } from './support/database.js';
 import { waitFor } from './support/wait.js';
 import { TransactionProbe } from './support/transactions.js';
 import { PrismaClient } from './orm/prisma/generated/client.js';
@@ -296,7 +296,7 @@ describe("the README's recipes, each run against a real server", () => {
     const parsed = new URL(databaseUrl());
     parsed.pathname = `/${database}`;
     url = parsed.toString();
-    pool = new pg.Pool({ connectionString: url, max: 2 });
+    pool = poolOnDroppedDatabase({ connectionString: url, max: 2 });
     t = await createTestApp({}, { connectionString: url });
     probe = new TransactionProbe(pool, { table: 'items', channel: 'items' });
     await probe.start(t);
@@ -319,7 +319,7 @@ describe("the README's recipes, each run against a real server", () => {
       await addItemPrisma(prisma, t.pgln, id, 'prisma').finally(() => prisma.$disconnect());
     }],
     ['Kysely', async (id) => {
-      const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 1 }) }) });
+      const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: poolOnDroppedDatabase({ connectionString: url, max: 1 }) }) });
       await addItemKysely(db, t.pgln, id, 'kysely').finally(() => db.destroy());
     }],
     ['MikroORM 7', async (id) => {
@@ -327,7 +327,7 @@ describe("the README's recipes, each run against a real server", () => {
       await addItemMikroOrm(orm, t.pgln, id, 'mikro-orm').finally(() => orm.close(true));
     }],
     ['Drizzle', async (id) => {
-      const client = new pg.Pool({ connectionString: url, max: 1 });
+      const client = poolOnDroppedDatabase({ connectionString: url, max: 1 });
       await addItemDrizzle(drizzle({ client }), t.pgln, id, 'drizzle').finally(() => client.end());
     }],
   ];

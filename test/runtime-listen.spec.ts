@@ -33,6 +33,9 @@ describe('PglnService.listen / unlisten at runtime', () => {
     const received = new Inbox<string>();
     await t.pgln.listen(channel, { onNotification: received.push });
     await t.pgln.listen(channel, { onNotification: () => undefined }); // the same channel again: no second hint
+    const off = await t.pgln.listen(`${channel}_2`, { onNotification: () => undefined });
+    await off(); // its last subscription gone, the channel goes: listened on again, still no second hint
+    await t.pgln.listen(`${channel}_2`, { onNotification: () => undefined });
     await admin.query(`NOTIFY ${channel}, 'unquoted'`); // folded to lower case: another channel
     await admin.query(`NOTIFY "${channel}", 'quoted'`);
     // In commit order: had the first been heard, it would have come first.
@@ -42,6 +45,7 @@ describe('PglnService.listen / unlisten at runtime', () => {
       `Channel "${channel}" has upper-case letters. Channel names are case-sensitive, and SQL folds unquoted names to ` +
         `lower case: NOTIFY ${channel} (or LISTEN) in SQL means "${channel.toLowerCase()}", which this channel does not ` +
         `hear; quote it (NOTIFY "${channel}") or use pg_notify('${channel}', ...).`,
+      expect.stringContaining(`Channel "${channel}_2" has upper-case letters.`),
     ]);
   });
 

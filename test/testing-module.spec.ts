@@ -99,6 +99,16 @@ describe('PglnTestingModule', () => {
     expect(t.bus.sent).toEqual([]);
   });
 
+  it('identical notifications of one notifyMany arrive once, as PostgreSQL collapses them in one transaction', async () => {
+    const heard: string[] = [];
+    await t.pgln.listen('collapse', { onNotification: (payload: string) => void heard.push(payload) });
+    await t.pgln.notifyMany(['a', 'a', 'b', 'a'].map((payload) => ({ channel: 'collapse', payload })));
+    await t.pgln.notify('collapse', 'a'); // another transaction: delivered again
+    await t.bus.settled('collapse');
+    expect(heard).toEqual(['a', 'b', 'a']);
+    expect(t.bus.sent.map(({ payload }) => payload)).toEqual(['a', 'a', 'b', 'a', 'a']);
+  });
+
   it('notify() still validates: a payload failing the schema is refused and not sent', async () => {
     await expect(t.pgln.notify(Prices, { id: 3, cents: 1.5 })).rejects.toThrow(PglnPayloadError);
     expect(t.bus.sent).toEqual([]);
@@ -130,6 +140,34 @@ describe('PglnTestingModule', () => {
     await t.bus.connect();
     expect(t.cache.prices.get(4)).toBe(3);
     expect(t.cache.reloads).toEqual(['connect', 'reconnect']);
+  });
+});
+
+describe('observe() on the bus', () => {
+  it('completes when its channel goes in the very turn it went in sync', async () => {
+    const moduleRef = await Test.createTestingModule({ imports: [PglnTestingModule.forRoot()] }).compile();
+    try {
+      await moduleRef.init();
+      const pgln = moduleRef.get(PglnService);
+      const bus = moduleRef.get(PglnTestBus);
+      const events: string[] = [];
+      const ended = new Promise<string>((resolve) =>
+        pgln.observe('gone').subscribe({
+          next: (event) => {
+            events.push(event.type);
+            // Emitted during the first read: held, and delivered the moment the read ends; its handler unlistens.
+            if (event.type === 'out-of-sync') void bus.emit('gone', 'held');
+            else void pgln.unlisten('gone');
+          },
+          complete: () => resolve('complete'),
+          error: (error: Error) => resolve(`error: ${error.message}`),
+        }),
+      );
+      expect(await ended).toBe('complete');
+      expect(events).toEqual(['out-of-sync', 'notification']);
+    } finally {
+      await moduleRef.close();
+    }
   });
 });
 
@@ -244,6 +282,31 @@ describe('PglnTestingModule, named', () => {
       await bus.emit('audit', 'one');
       expect(moduleRef.get(AuditLog).entries).toEqual(['one']);
       expect(pgln.name).toBe('audit');
+    } finally {
+      await moduleRef.close();
+    }
+    // The factory's options are the ones checked and used: an invalid one fails as it would in production.
+    const invalid = Test.createTestingModule({
+      imports: [PglnTestingModule.forRootAsync({ name: 'audit', useFactory: () => ({ maxQueuedNotifications: 0 }) })],
+    }).compile();
+    await expect(invalid).rejects.toThrow('maxQueuedNotifications must be a whole number > 0, got 0');
+  });
+
+  it("the application's reconnect backoff does not slow the bus down", async () => {
+    const moduleRef = await Test.createTestingModule({
+      imports: [PglnTestingModule.forRoot({ name: 'audit', reconnect: { initialDelayMs: 60_000, maxDelayMs: 60_000 } })],
+      providers: [AuditLog],
+    }).compile();
+    try {
+      await moduleRef.init();
+      const bus = moduleRef.get<PglnTestBus>(getPglnTestBusToken('audit'));
+      // With the application's delays, the second and later attempts would wait up to a minute: the test would time out.
+      await bus.disconnect();
+      await expect(bus.emit('audit', 'lost')).resolves.toBeUndefined();
+      await bus.connect();
+      await bus.reconnect();
+      await bus.emit('audit', 'after');
+      expect(moduleRef.get(AuditLog).entries).toEqual(['after']);
     } finally {
       await moduleRef.close();
     }

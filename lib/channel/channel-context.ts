@@ -30,4 +30,6 @@ export interface ChannelContext {
    * live only while there is none.
    */
   readonly sync: SyncWatch;
+  /** Channel names whose upper-case hint was logged: once per name and instance. */
+  readonly caseHinted: Set<string>;
 }

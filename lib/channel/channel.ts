@@ -40,7 +40,10 @@ export class Channel {
   ) {
     this.reporting = new Reporting(name, this.counts, context);
     // SQL folds unquoted names to lower case: a NOTIFY in psql or a migration may miss this channel.
-    if (/[A-Z]/.test(name)) context.logger.log(CHANNEL_NAME_CASE(name));
+    if (/[A-Z]/.test(name) && !context.caseHinted.has(name)) {
+      context.caseHinted.add(name);
+      context.logger.log(CHANNEL_NAME_CASE(name));
+    }
   }
 
   /** How many notifications arrived so far (its received count): the position of the last one. */

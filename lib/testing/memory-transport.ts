@@ -39,6 +39,8 @@ class MemorySession implements Session {
   async connect(): Promise<void> {
     await this.bus.whenConnected();
     if (this.ended) throw new Error('PglnTestBus: the session was closed while connecting');
+    // Disconnected again before this session got its turn: refused, as a server that went away.
+    if (!this.bus.connected) throw Object.assign(new Error('connect ECONNREFUSED (PglnTestBus is disconnected)'), { code: 'ECONNREFUSED' });
     this.bus.opened(this);
   }
 
@@ -101,6 +103,8 @@ class MemorySession implements Session {
  */
 export class MemoryTransport implements PglnTransport {
   readonly target = 'the in-memory bus of nestjs-pgln/testing';
+  /** A lost session is back at once, whatever backoff the application configures. */
+  readonly reconnect = { initialDelayMs: 1, maxDelayMs: 10 };
   readonly sent: SentNotification[] = [];
   listener?: TransportListener;
   connected = true;
@@ -129,10 +133,19 @@ export class MemoryTransport implements PglnTransport {
     this.listener = listener;
   }
 
-  /** Delivers, in order, to every connected session listening on each channel (nothing while disconnected: it is lost). */
+  /**
+   * Delivers what one transaction sent, in order, to every connected session listening on each
+   * channel (nothing while disconnected: it is lost). As in PostgreSQL, identical notifications of
+   * one transaction arrive once, and exactly-once ones carry that transaction's one id.
+   */
   deliver(deliveries: readonly Delivery[], processId: number): void {
+    const xid = this.xid++;
+    const seen = new Set<string>();
     for (const { channel, payload, once } of deliveries) {
-      const text = once ? `{"$x" : "${this.xid++}", "$p" : ${payload}}` : payload;
+      const text = once ? `{"$x" : "${xid}", "$p" : ${payload}}` : payload;
+      const key = JSON.stringify([channel, text]);
+      if (seen.has(key)) continue;
+      seen.add(key);
       for (const session of [...this.sessions]) session.deliver(channel, text, processId);
     }
   }

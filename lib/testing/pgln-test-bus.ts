@@ -20,7 +20,9 @@ import { EMITTED_BY, MemoryTransport, type SentNotification } from './memory-tra
  * await bus.emit(Products, { op: 'upsert', id: 1, price: 5 });  // every handler of Products has run
  * expect(cache.get(1)?.price).toBe(5);
  * await bus.reconnect();                                        // out-of-sync handlers ran with 'reconnect'
- * expect(bus.sent).toEqual([{ channel: 'products', payload: { op: 'refresh' } }]);
+ * expect(reloads).toEqual(['connect', 'reconnect']);
+ * await products.setPrice(1, 6);                                // a provider that notifies
+ * expect(bus.sent).toEqual([{ channel: 'products', payload: { op: 'upsert', id: 1, price: 6 } }]);
  * ```
  */
 @Injectable()

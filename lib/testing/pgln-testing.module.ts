@@ -1,13 +1,10 @@
 import { ConfigurableModuleBuilder, Module, type DynamicModule, type Provider } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
-import { PglnOptionsError } from '../errors/index.js';
 import type { PglnModuleOptions } from '../interfaces/index.js';
-import { DEFAULT_CONNECTION, PGLN_CONNECTION_NAME } from '../pgln.constants.js';
-import { PglnExplorer } from '../pgln.explorer.js';
-import { CONNECTION_NAME_INVALID } from '../pgln.messages.js';
+import { DEFAULT_CONNECTION } from '../pgln.constants.js';
+import { withInstance, type InstanceExtras } from '../pgln.instance.js';
 import { PGLN_MODULE_OPTIONS, type PglnModuleExtras } from '../pgln.module-definition.js';
-import { PglnService } from '../pgln.service.js';
-import { getPglnToken } from '../pgln.tokens.js';
+import { PGLN_TRANSPORT } from '../pgln.transport.js';
 import { getPglnTestBusToken, PglnTestBus } from './pgln-test-bus.js';
 
 /** What `PglnTestingModule` takes: the module's options but those of a connection (there is none). */
@@ -29,37 +26,12 @@ export type PglnTestingModuleForRootOptions = typeof OPTIONS_TYPE;
 /** What `PglnTestingModule.forRootAsync()` takes, as `PglnModule.forRootAsync()`. */
 export type PglnTestingModuleAsyncOptions = typeof ASYNC_OPTIONS_TYPE;
 
-/** A lost connection is back at once in tests, whatever the backoff the application configures. */
-const TEST_RECONNECT = { initialDelayMs: 1, maxDelayMs: 10 };
-
-/** Adds one instance's bus, its transport and its service, under their tokens. */
-function withInstance(module: DynamicModule, name: unknown = DEFAULT_CONNECTION): DynamicModule {
-  if (typeof name !== 'string' || name.trim() === '') {
-    throw new PglnOptionsError(
-      CONNECTION_NAME_INVALID('PglnTestingModule', name === null ? 'null' : typeof name === 'string' ? JSON.stringify(name) : typeof name),
-    );
-  }
-  const token = getPglnToken(name);
+/** The bus and its transport, which the instance's `PglnService` takes instead of node-postgres. */
+function busOf(name: string): InstanceExtras {
   const busToken = getPglnTestBusToken(name);
-  // PglnService is built here rather than by class: its options and transport are this module's.
-  const service: Provider = {
-    provide: token,
-    inject: [PGLN_MODULE_OPTIONS, PglnExplorer, busToken],
-    useFactory: (options: PglnTestingOptions, explorer: PglnExplorer, bus: PglnTestBus) =>
-      new PglnService({ ...options, reconnect: { ...TEST_RECONNECT, ...options?.reconnect } }, explorer, name, bus.transport),
-  };
   const bus: Provider = busToken === PglnTestBus ? PglnTestBus : { provide: busToken, useClass: PglnTestBus };
-  return {
-    ...module,
-    providers: [
-      ...(module.providers ?? []),
-      { provide: PGLN_CONNECTION_NAME, useValue: name },
-      PglnExplorer,
-      bus,
-      service,
-    ],
-    exports: [...(module.exports ?? []), token, busToken],
-  };
+  const transport: Provider = { provide: PGLN_TRANSPORT, inject: [busToken], useFactory: (bus: PglnTestBus) => bus.transport };
+  return { providers: [bus, transport], exports: [busToken] };
 }
 
 /**
@@ -81,11 +53,11 @@ function withInstance(module: DynamicModule, name: unknown = DEFAULT_CONNECTION)
 export class PglnTestingModule extends ConfigurableModuleClass {
   /** One in-memory instance, configured now (or with the module's defaults). */
   static forRoot(options: PglnTestingModuleForRootOptions = {}): DynamicModule {
-    return withInstance(super.forRoot(options), options.name);
+    return withInstance('PglnTestingModule', super.forRoot(options), options.name, busOf);
   }
 
   /** One in-memory instance, configured by a factory, a class or an existing provider. */
   static forRootAsync(options: PglnTestingModuleAsyncOptions): DynamicModule {
-    return withInstance(super.forRootAsync(options), options?.name);
+    return withInstance('PglnTestingModule', super.forRootAsync(options), options?.name, busOf);
   }
 }

@@ -38,6 +38,7 @@ async function bootstrap(): Promise<void> {
   };
   process.once('SIGINT', () => void stop('SIGINT'));
   process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGHUP', () => void stop('SIGHUP')); // the terminal closed
 }
 
 bootstrap().catch((error) => {

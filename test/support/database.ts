@@ -23,6 +23,17 @@ export function adminPool(): pg.Pool {
   return new pg.Pool({ connectionString: databaseUrl(), application_name: 'pgln-test-admin', max: 4 });
 }
 
+/**
+ * A pool on a database the test drops when it is done. pool.end() resolves before its connections
+ * have closed, so the `DROP DATABASE ... WITH (FORCE)` right after it may terminate one, which the
+ * pool then reports as an `'error'`: heard here, or it would fail the test file.
+ */
+export function poolOnDroppedDatabase(config: pg.PoolConfig): pg.Pool {
+  const pool = new pg.Pool(config);
+  pool.on('error', () => undefined);
+  return pool;
+}
+
 /** Backends whose application_name is `name`. */
 export async function backends(pool: pg.Pool, name: string): Promise<{ pid: number; query: string }[]> {
   const { rows } = await pool.query<{ pid: number; query: string }>(

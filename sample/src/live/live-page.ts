@@ -96,8 +96,11 @@ export const LIVE_PAGE = `<!doctype html>
         'Refetched ' + products.length + ' products at ' + new Date().toLocaleTimeString() + ' after an out-of-sync event (' + reason + ').';
     } catch (error) {
       if (mine !== refetches) return;
-      held = null;
-      document.getElementById('note').textContent = 'Refetch failed (' + error.message + '): the next out-of-sync event retries.';
+      // Keep holding: a new stream starts with an out-of-sync event, whose refetch replaces all of it.
+      document.getElementById('note').textContent = 'Refetch failed (' + error.message + '): retrying in a second.';
+      setTimeout(() => {
+        if (mine === refetches) connect();
+      }, 1000);
     }
   }
 
@@ -108,12 +111,15 @@ export const LIVE_PAGE = `<!doctype html>
 
   // EventSource reconnects by itself after a network error, but gives up for good on an answer
   // that is not an event stream (a server shutting down may give one): then a new one is opened.
+  let source;
   function connect() {
-    const source = new EventSource('/events');
+    source?.close();
+    source = new EventSource('/events');
     source.onopen = () => show('stream', 'connected', 'live');
+    const mine = source;
     source.onerror = () => {
       show('stream', 'reconnecting', 'down');
-      if (source.readyState === EventSource.CLOSED) setTimeout(connect, 1000);
+      if (mine.readyState === EventSource.CLOSED) setTimeout(() => mine === source && connect(), 1000);
     };
     source.addEventListener('state', (event) => {
       const { state } = JSON.parse(event.data);

@@ -2,7 +2,9 @@ import pg from 'pg';
 import type { ClientConfig, Pool, PoolConfig } from 'pg';
 import { parseIntoClientConfig } from 'pg-connection-string';
 import { PglnOptionsError } from './errors/index.js';
-import type { PglnModuleOptions } from './interfaces/index.js';
+import type { PglnHost, PglnModuleOptions } from './interfaces/index.js';
+import { HostSelector } from './pgln.host-selector.js';
+import { chooseHosts, describeHost, hostProblems, splitConnectionString, type HostChoice } from './pgln.hosts.js';
 import { OPTIONS_INVALID } from './pgln.messages.js';
 import { defined, type OptionChecks } from './pgln.option-checks.js';
 import { OwnedPool } from './pgln.owned-pool.js';
@@ -17,6 +19,10 @@ export interface ResolvedConnection {
   readonly listener: ClientConfig;
   /** Where the listener connects, for logs: `user@host:port/database`, never a password. */
   readonly target: string;
+  /** Which of several hosts the LISTEN connection keeps; none for one plain host. */
+  readonly hosts?: HostSelector;
+  /** Which of several hosts the module's own pool connects to (often the listener's selector); none for one plain host. */
+  readonly poolHosts?: HostSelector;
 }
 
 /** TCP keepalive of the LISTEN connection: first probe after this much idle time. */
@@ -66,6 +72,8 @@ export function checkConnection(options: PglnModuleOptions, checks: OptionChecks
       'side by side and is never replaced once it fails. Give a pg.Pool, or a PoolConfig for the module to create one.',
   );
   checks.check(listener !== null && typeof listener === 'object', `listener must be a pg ClientConfig object, got ${describeSettings(listener)}`);
+  const strings = [connectionString, (pool as PoolConfig | undefined)?.connectionString, (listener as ClientConfig | null)?.connectionString];
+  for (const problem of hostProblems(options, isQueryable(pool) ? [connectionString] : strings)) checks.check(false, problem);
 }
 
 /**
@@ -107,10 +115,15 @@ function setting(config: ClientConfig, key: 'host' | 'port' | 'user' | 'database
   return config[key] || process.env[`PG${key.toUpperCase()}`] || pg.defaults[key] || undefined;
 }
 
-/** Describes a connection target without its password, as pg will resolve it: `user@host:port/database`. */
-function describeTarget(config: ClientConfig): string {
+/**
+ * Describes a connection target without its password, as pg will resolve it:
+ * `user@host:port/database`, or `user@h1:5432,h2:5433/database` for several hosts.
+ */
+function describeTarget(config: ClientConfig, hosts?: readonly PglnHost[]): string {
   const user = setting(config, 'user');
-  return `${user ? `${user}@` : ''}${setting(config, 'host')}:${setting(config, 'port')}/${setting(config, 'database') ?? user ?? ''}`;
+  const port = setting(config, 'port');
+  const where = hosts && hosts.length > 1 ? hosts.map((host) => describeHost({ port: Number(port), ...host })).join(',') : `${setting(config, 'host')}:${port}`;
+  return `${user ? `${user}@` : ''}${where}/${setting(config, 'database') ?? user ?? ''}`;
 }
 
 /**
@@ -129,21 +142,50 @@ export function resolveConnection(
     : pool
       ? { ...(pool as PoolConfig) }
       : { connectionString };
+  // A multi-host string, which pg cannot parse, is reduced to its first host; the hosts are chosen from apart.
+  const baseSplit = typeof base.connectionString === 'string' ? splitConnectionString(base.connectionString) : undefined;
+  if (baseSplit) base.connectionString = baseSplit.single;
+  const listenerSplit = typeof listener.connectionString === 'string' ? splitConnectionString(listener.connectionString) : undefined;
+  const listenerSettings = listenerSplit ? { ...listener, connectionString: listenerSplit.single } : listener;
   let listenerConfig: ClientConfig;
+  let poolConfig: ClientConfig;
   try {
+    poolConfig = expand(base);
     listenerConfig = {
-      ...expand(base),
+      ...poolConfig,
       keepAlive: true,
       keepAliveInitialDelayMillis: KEEP_ALIVE_INITIAL_DELAY_MS,
       connectionTimeoutMillis: connectTimeoutMs,
-      ...expand(listener),
+      ...expand(listenerSettings),
     };
   } catch (error) {
     // Never echo the string itself: it may hold a password.
     throw new PglnOptionsError(OPTIONS_INVALID([`connectionString cannot be parsed: ${(error as Error).message}`]));
   }
   listenerConfig.application_name = listener.application_name ?? `${applicationName}-listener`;
+
+  // The listener's own host settings replace the shared ones; otherwise the listener and the module's pool share one selector.
+  const listenerOwnHost = listener.connectionString !== undefined || listener.host !== undefined || listener.port !== undefined;
+  const hostOptions = { hosts: options.hosts, targetSessionAttrs: options.targetSessionAttrs };
+  const shared = selectorOf(chooseHosts(hostOptions, baseSplit), poolConfig, connectTimeoutMs);
+  const hosts = listenerOwnHost
+    ? selectorOf(chooseHosts({ targetSessionAttrs: options.targetSessionAttrs }, listenerSplit), listenerConfig, connectTimeoutMs)
+    : shared;
   // Its connect timeout is notify's: the pool stops trying when notify stops waiting.
-  const owned = userPool ? undefined : new OwnedPool({ application_name: applicationName, connectionTimeoutMillis: notifyTimeoutMs, ...base });
-  return { pool: userPool ?? owned!.pool, owned, listener: listenerConfig, target: describeTarget(listenerConfig) };
+  const ownPool: PoolConfig = { application_name: applicationName, connectionTimeoutMillis: notifyTimeoutMs, ...base };
+  const poolHosts = userPool ? undefined : shared;
+  if (poolHosts) {
+    const probe = { ...poolConfig, application_name: `${ownPool.application_name}-probe`, connectionTimeoutMillis: ownPool.connectionTimeoutMillis };
+    ownPool.Client = poolHosts.poolClient(pg.Client, probe);
+  }
+  const owned = userPool ? undefined : new OwnedPool(ownPool);
+  return { pool: userPool ?? owned!.pool, owned, listener: listenerConfig, hosts, poolHosts, target: describeTarget(listenerConfig, hosts?.hosts) };
+}
+
+/** A selector for a choice of hosts (the one host of `config` when the choice names none), or none when there is no choice. */
+function selectorOf(choice: HostChoice | undefined, config: ClientConfig, timeoutMs: number): HostSelector | undefined {
+  if (!choice) return undefined;
+  const port = setting(config, 'port');
+  const hosts = choice.hosts.length > 0 ? choice.hosts : [{ host: String(setting(config, 'host')), ...(port === undefined ? {} : { port: Number(port) }) }];
+  return new HostSelector(hosts, choice.attrs, timeoutMs);
 }

@@ -342,7 +342,8 @@ export class PglnListener {
       if (this.listenedBefore) this.reconnects++;
       this.listenedBefore = true;
       clearTimeout(this.startupTimer);
-      this.transition('syncing', `listening on ${this.channels.size} channel(s), running out-of-sync handlers`);
+      const where = session.server ? ` at ${session.server}` : '';
+      this.transition('syncing', `listening on ${this.channels.size} channel(s)${where}, running out-of-sync handlers`);
       this.scheduleHealthCheck(session);
       if (!this.receivesChecked) void this.checkReceives(session).then(() => this.settleState());
       this.settleState();

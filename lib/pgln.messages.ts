@@ -222,3 +222,18 @@ export const CHANNEL_NAME_CASE = (name: string) =>
   `Channel "${name}" has upper-case letters. Channel names are case-sensitive, and SQL folds unquoted names to ` +
   `lower case: NOTIFY ${name} (or LISTEN) in SQL means "${name.toLowerCase()}", which this channel does not hear; ` +
   `quote it (NOTIFY "${name}") or use pg_notify('${name}', ...).`;
+
+export const HOST_NOT_QUALIFIED = (host: string, reason: string, attrs: string) =>
+  `${host}: ${reason}, not target_session_attrs=${attrs}`;
+
+export const NO_HOST_QUALIFIES = (attrs: string, failures: readonly string[]) =>
+  `no host answered as target_session_attrs=${attrs} asks: ${failures.join('; ')}`;
+
+export const HOSTS_INVALID = (got: string) =>
+  `hosts must be a non-empty array of { host: string, port?: number }, got ${got}`;
+
+export const TARGET_SESSION_ATTRS_INVALID = (where: string, got: string, allowed: readonly string[]) =>
+  `${where} must be one of ${allowed.map((value) => `'${value}'`).join(', ')}, got ${got}` +
+  (['read-only', 'standby', 'prefer-standby'].includes(got.replace(/^'|'$/g, ''))
+    ? ': LISTEN and NOTIFY are refused on a standby, so the module never connects to one on purpose'
+    : '');

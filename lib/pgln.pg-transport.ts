@@ -46,7 +46,7 @@ export class PgTransport implements PglnTransport {
   }
 
   session(events: ListenSessionEvents): ListenSession {
-    return new ListenSession(this.connection.listener, this.timeoutMs, events);
+    return new ListenSession(this.connection.listener, this.timeoutMs, events, this.connection.hosts);
   }
 
   /** On the caller's executor, as it is (no timeout, no release: the connection is theirs); else through the pool. */
@@ -89,6 +89,8 @@ export class PgTransport implements PglnTransport {
       });
       client.release();
     } catch (error) {
+      // A host gone or demoted (a read-only refusal): the pool's next connection looks for another.
+      this.connection.poolHosts?.failed(client, error);
       if (broken || !keepsConnection(error)) {
         // Failed, hung (a half-open socket never answers), or ended by the server (FATAL):
         // destroyed rather than reused.

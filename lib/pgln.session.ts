@@ -1,8 +1,9 @@
 import { randomInt, randomUUID } from 'node:crypto';
-import pg from 'pg';
 import type { Client, ClientConfig, Notification, QueryResultRow } from 'pg';
 import { PglnTimeoutError } from './errors/index.js';
 import { destroyConnection, keepsConnection } from './pgln.connection.js';
+import { HostSelector } from './pgln.host-selector.js';
+import { describeHost } from './pgln.hosts.js';
 import { NO_ANSWER } from './pgln.messages.js';
 import { withTimeout } from './pgln.promises.js';
 import { probeReceives, type ProbeVerdict } from './pgln.receive-probe.js';
@@ -62,11 +63,16 @@ export interface ListenSessionEvents {
  * half-open socket never answers): it is reported lost, whoever sent the query.
  */
 export class ListenSession implements Session {
-  private readonly client: Client;
+  /** Its connection, once {@link connect} got one. */
+  private client?: Client;
+  /** Aborted by {@link destroy}: a connection attempt in flight stops. */
+  private readonly stopConnecting = new AbortController();
   /** The last query sent: each waits for the one before. */
   private tail: Promise<unknown> = Promise.resolve();
   /** Its backend, once connected. */
   identity?: BackendIdentity;
+  /** The host it connected to, and why it skipped those before it, when it chose among several. */
+  server?: string;
   /** The advisory lock's keys, and the comment that starts every statement (see {@link BackendIdentity}). */
   private readonly keys = [randomInt(2 ** 31), randomInt(2 ** 31)] as const;
   private readonly marker = `/* pgln ${this.keys[0]}-${this.keys[1]} */`;
@@ -75,23 +81,31 @@ export class ListenSession implements Session {
   private stopProbe?: () => void;
 
   constructor(
-    private readonly config: ClientConfig,
+    /** Its settings; once connected, those of the host it connected to. */
+    private config: ClientConfig,
     private readonly timeoutMs: number,
     private readonly events: ListenSessionEvents,
-  ) {
-    this.client = new pg.Client(config);
-    this.client.on('error', (error) => this.lose(error));
-    this.client.on('end', () => this.lose());
-    this.client.on('notification', events.notification);
-  }
+    /** Which host it connects to: the first of several that qualifies, or the one of `config`. */
+    private readonly hosts: HostSelector = new HostSelector([], 'any', timeoutMs),
+  ) {}
 
   /**
-   * Opens the connection (pg's `connectionTimeoutMillis` bounds it) and learns who its backend
-   * is; on failure the connection is destroyed.
+   * Opens the connection (pg's `connectionTimeoutMillis` bounds each attempt) on the host the
+   * selector chooses, and learns who its backend is; on failure the connection is destroyed.
    */
   async connect(): Promise<void> {
     try {
-      await this.client.connect();
+      const { client, config, skipped } = await this.hosts.connect(this.config, this.stopConnecting.signal);
+      this.client = client;
+      this.config = config;
+      if (this.hosts.hosts.length > 1) {
+        const host = describeHost({ host: String(config.host), port: config.port });
+        this.server = skipped.length > 0 ? `${host} (skipped ${skipped.join('; ')})` : host;
+      }
+      client.on('error', (error: Error) => this.lose(error));
+      client.on('end', () => this.lose());
+      client.on('notification', this.events.notification);
+      if (this.ended) throw new Error('the session was closed while connecting');
       const { keys } = this;
       const { rows } = await this.query<{ pid: number; name: string }>(
         "SELECT pg_backend_pid() AS pid, current_setting('application_name') AS name, pg_try_advisory_lock($1::int, $2::int) AS locked",
@@ -100,8 +114,7 @@ export class ListenSession implements Session {
       );
       this.identity = { pid: rows[0]!.pid, keys, applicationName: rows[0]!.name, marker: this.marker };
     } catch (error) {
-      this.ended = true;
-      destroyConnection(this.client);
+      this.destroy();
       throw error;
     }
   }
@@ -134,7 +147,7 @@ export class ListenSession implements Session {
 
   /** UNLISTENs one channel. */
   async unlisten(name: string): Promise<void> {
-    await this.query(`UNLISTEN ${this.client.escapeIdentifier(name)}`, 'UNLISTEN');
+    await this.query(`UNLISTEN ${this.connection.escapeIdentifier(name)}`, 'UNLISTEN');
   }
 
   /** The channels the server says this session listens on, and how full the notification queue is. */
@@ -189,7 +202,7 @@ export class ListenSession implements Session {
       arrived = true;
       resolve();
     };
-    this.client.on('notification', onNotification);
+    this.connection.on('notification', onNotification);
     try {
       await this.listen([channel]);
       await send(channel, token);
@@ -200,7 +213,7 @@ export class ListenSession implements Session {
       return arrived;
     } finally {
       this.stopProbe = undefined;
-      this.client.removeListener('notification', onNotification);
+      this.connection.removeListener('notification', onNotification);
       await this.unlisten(channel).catch(noop);
     }
   }
@@ -215,7 +228,7 @@ export class ListenSession implements Session {
     if (!this.ended) {
       await this.query('UNLISTEN *', 'UNLISTEN').catch(noop);
       const { timeoutMs } = this;
-      await withTimeout(this.client.end(), timeoutMs, () => new PglnTimeoutError(NO_ANSWER('Disconnect', timeoutMs))).catch(noop);
+      await withTimeout(this.connection.end(), timeoutMs, () => new PglnTimeoutError(NO_ANSWER('Disconnect', timeoutMs))).catch(noop);
     }
     this.destroy();
   }
@@ -223,20 +236,28 @@ export class ListenSession implements Session {
   /** Drops the connection at once, without telling the owner. */
   destroy(): void {
     this.ended = true;
+    this.stopConnecting.abort();
     this.stopProbe?.();
+    if (!this.client) return;
     this.client.removeListener('notification', this.events.notification);
     destroyConnection(this.client);
   }
 
   private listenStatement(name: string): string {
-    return `LISTEN ${this.client.escapeIdentifier(name)}`;
+    return `LISTEN ${this.connection.escapeIdentifier(name)}`;
+  }
+
+  /** Its connection: there is one once {@link connect} resolved. */
+  private get connection(): Client {
+    if (!this.client) throw new Error('the session is not connected');
+    return this.client;
   }
 
   private query<R extends QueryResultRow = QueryResultRow>(sql: string, what: string, values?: unknown[]) {
     const { timeoutMs } = this;
     const text = `${this.marker} ${sql}`;
     const send = () =>
-      withTimeout(this.client.query<R>(text, values), timeoutMs, () => {
+      withTimeout(this.connection.query<R>(text, values), timeoutMs, () => {
         const error = new PglnTimeoutError(NO_ANSWER(what, timeoutMs));
         this.lose(error);
         return error;

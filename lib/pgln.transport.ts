@@ -7,6 +7,8 @@ import type { BackendIdentity, ListenSessionEvents, SessionHealth } from './pgln
 export interface Session {
   /** Its backend, once connected. */
   readonly identity?: BackendIdentity;
+  /** The host it connected to, `host:port`, and why it skipped those before it, when it chose among several (for logs). */
+  readonly server?: string;
   connect(): Promise<void>;
   /** LISTENs on every name; resolves with those the server refused (see {@link ListenSession.listen}). */
   listen(names: readonly string[]): Promise<Map<string, Error>>;

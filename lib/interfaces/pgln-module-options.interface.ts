@@ -57,6 +57,24 @@ export interface PglnTelemetryOptions {
   metrics?: boolean;
 }
 
+/** One server of several (see {@link PglnModuleOptions.hosts}). */
+export interface PglnHost {
+  /** Host name or IP address. */
+  host: string;
+  /**
+   * TCP port.
+   * @default the connection settings' port (5432)
+   */
+  port?: number;
+}
+
+/**
+ * Which server a connection keeps, as libpq's `target_session_attrs`: `'any'` the first that
+ * answers, `'read-write'` the first that accepts writes, `'primary'` the first not in recovery.
+ * (libpq's `read-only`, `standby` and `prefer-standby` are refused: LISTEN and NOTIFY fail on a standby.)
+ */
+export type PglnTargetSessionAttrs = 'any' | 'read-write' | 'primary';
+
 /** Options of `PglnModule.forRoot()` (and the value `forRootAsync()` factories return). */
 export interface PglnModuleOptions {
   /**
@@ -71,6 +89,21 @@ export interface PglnModuleOptions {
    * @default a pool created from `connectionString`
    */
   pool?: Pool | PoolConfig;
+  /**
+   * Several servers, tried in order (libpq's multi-host form, which node-postgres lacks; the
+   * connection string may give it too: `postgres://user@h1:5432,h2:5433/db`). The LISTEN connection
+   * keeps the first that answers and qualifies ({@link targetSessionAttrs}), starting over from the
+   * first after a loss; the pool the module creates follows, each new connection going to the host
+   * that last qualified. A `pg.Pool` of yours stays yours: only the LISTEN connection uses these.
+   * @default the one host of `connectionString` or `pool`
+   */
+  hosts?: PglnHost[];
+  /**
+   * Which of several hosts a connection keeps (also `?target_session_attrs=` in the connection
+   * string).
+   * @default 'primary' with several hosts (LISTEN and NOTIFY are refused during recovery), else 'any'
+   */
+  targetSessionAttrs?: PglnTargetSessionAttrs;
   /**
    * Settings that override, for the LISTEN connection only, those taken from `connectionString`
    * or `pool` (e.g. to bypass a transaction-mode PgBouncer, which cannot hold LISTEN).

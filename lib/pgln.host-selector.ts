@@ -1,0 +1,145 @@
+import pg from 'pg';
+import type { Client, ClientConfig } from 'pg';
+import { PglnConnectionError, PglnTimeoutError } from './errors/index.js';
+import type { PglnHost, PglnTargetSessionAttrs } from './interfaces/index.js';
+import { destroyConnection, keepsConnection } from './pgln.connection.js';
+import { describeError, isFatalAtStartup } from './pgln.connection-errors.js';
+import { describeHost } from './pgln.hosts.js';
+import { HOST_NOT_QUALIFIED, NO_HOST_QUALIFIES, NO_ANSWER } from './pgln.messages.js';
+import { withTimeout } from './pgln.promises.js';
+
+const noop = () => undefined;
+
+/** SQLSTATE 25006, read_only_sql_transaction: what a standby (or a read-only default) says to a NOTIFY. */
+const READ_ONLY = '25006';
+
+/** Why a connected host does not qualify for `attrs`, or undefined when it does. */
+async function disqualification(client: Client, attrs: PglnTargetSessionAttrs): Promise<string | undefined> {
+  if (attrs === 'any') return undefined;
+  const { rows } = await client.query<{ recovery: boolean; read_only: string }>(
+    "SELECT pg_is_in_recovery() AS recovery, current_setting('transaction_read_only') AS read_only",
+  );
+  const { recovery, read_only: readOnly } = rows[0]!;
+  if (recovery) return 'a standby (in recovery)';
+  if (attrs === 'read-write' && readOnly === 'on') return 'read-only (default_transaction_read_only is on)';
+  return undefined;
+}
+
+/**
+ * Connections to the first of several hosts that answers and qualifies, as libpq does with a
+ * multi-host connection string and `target_session_attrs`: each host in order, each attempt bounded
+ * by the connect timeout and `timeoutMs`; a host that refuses, times out or does not qualify (a
+ * standby, for `primary`) is skipped. The LISTEN connection starts over from the first host on every
+ * attempt and keeps the host it got until that connection is lost. The module's pool follows: its
+ * connections go to the host that last qualified ({@link current}), found again once one fails.
+ */
+export class HostSelector {
+  /** The host the last qualifying connection went to; none until one did, or once it failed. */
+  private current?: PglnHost;
+  /** A search for a qualifying host in flight, for the pool's connections (one at a time). */
+  private finding?: Promise<PglnHost>;
+
+  constructor(
+    /** In order; none: the one host of the connection settings given to {@link connect}. */
+    readonly hosts: readonly PglnHost[],
+    readonly attrs: PglnTargetSessionAttrs,
+    /** How long the qualifying query may take. */
+    private readonly timeoutMs: number,
+  ) {}
+
+  /**
+   * A connected client on the first host, in order, that answers and qualifies, the settings it
+   * connected with, and what each host before it answered; rejects with a {@link PglnConnectionError} that says what each host answered (or,
+   * when every host refused the same settings for good, a wrong password say, with the first such
+   * error, which retrying cannot fix). `signal` stops the search and destroys the connection in
+   * flight. The client carries a listener for `'error'` that ignores it: add your own.
+   */
+  async connect(config: ClientConfig, signal?: AbortSignal): Promise<{ client: Client; config: ClientConfig; skipped: readonly string[] }> {
+    const failures: string[] = [];
+    const errors: unknown[] = [];
+    for (const host of this.hosts.length > 0 ? this.hosts : [undefined]) {
+      if (signal?.aborted) break;
+      const settings = host ? { ...config, host: host.host, port: host.port ?? config.port } : config;
+      const client = new pg.Client(settings);
+      client.on('error', noop);
+      const abort = () => destroyConnection(client);
+      signal?.addEventListener('abort', abort);
+      try {
+        await client.connect();
+        const reason = await withTimeout(disqualification(client, this.attrs), this.timeoutMs, () => new PglnTimeoutError(NO_ANSWER('The host check', this.timeoutMs)));
+        if (reason === undefined) {
+          if (host) this.current = host;
+          return { client, config: settings, skipped: failures };
+        }
+        failures.push(HOST_NOT_QUALIFIED(this.describe(host, settings), reason, this.attrs));
+      } catch (error) {
+        errors.push(error);
+        failures.push(`${this.describe(host, settings)}: ${describeError(error)}`);
+      } finally {
+        signal?.removeEventListener('abort', abort);
+      }
+      destroyConnection(client);
+    }
+    // One host: its own error, as without a choice. Every host refusing for good: the first such error.
+    if (this.hosts.length <= 1 && errors.length === 1) throw errors[0];
+    if (errors.length === this.hosts.length && errors.every(isFatalAtStartup)) throw errors[0];
+    const target = this.hosts.map((host) => describeHost(host)).join(',');
+    throw new PglnConnectionError(NO_HOST_QUALIFIES(this.attrs, failures), target);
+  }
+
+  /**
+   * A `pg.Client` class for the module's pool: each connection goes to the host that last
+   * qualified, searched for (with a connection of `probe`'s settings, closed at once) when none is
+   * known. A connection that fails, or a statement refused as read-only, makes the next connection
+   * search again (see {@link failed}).
+   */
+  poolClient(Base: typeof pg.Client, probe: ClientConfig): typeof pg.Client {
+    const selector = this;
+    return class HostClient extends Base {
+      // pg-pool calls connect(callback); everything else calls connect().
+      override connect(): Promise<Client>;
+      override connect(callback: (error: Error | null, client?: Client) => void): void;
+      override connect(callback?: (error: Error | null, client?: Client) => void): Promise<Client> | void {
+        const connected = selector.pick(probe).then((host) => {
+          // Ended (the pool shut down) while a host was being searched for: connect nowhere.
+          if ((this as unknown as { _ending?: boolean })._ending) throw new Error('Connection terminated');
+          this.host = host.host;
+          if (host.port !== undefined) this.port = host.port;
+          return super.connect().catch((error: unknown) => {
+            selector.forget(host);
+            throw error;
+          });
+        });
+        if (!callback) return connected;
+        connected.then((client) => callback(null, client), callback);
+      }
+    } as typeof pg.Client;
+  }
+
+  /** A pooled connection failed with `error`: the next connection searches for a host again if it tells the host is gone or demoted. */
+  failed(client: Client, error: unknown): void {
+    const code = (error as { code?: unknown } | undefined)?.code;
+    if (!keepsConnection(error) || code === READ_ONLY) this.forget({ host: client.host, port: client.port });
+  }
+
+  /** The host that last qualified, or a search for one. */
+  private pick(probe: ClientConfig): Promise<PglnHost> {
+    if (this.current) return Promise.resolve(this.current);
+    this.finding ??= this.connect(probe)
+      .then(({ client, config }) => {
+        destroyConnection(client);
+        return { host: config.host!, port: config.port };
+      })
+      .finally(() => (this.finding = undefined));
+    return this.finding;
+  }
+
+  private describe(host: PglnHost | undefined, settings: ClientConfig): string {
+    return describeHost(host ?? { host: String(settings.host ?? 'localhost'), port: settings.port });
+  }
+
+  private forget(host: PglnHost): void {
+    const { current } = this;
+    if (current && current.host === host.host && (current.port === undefined || current.port === host.port)) this.current = undefined;
+  }
+}

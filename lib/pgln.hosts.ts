@@ -8,7 +8,7 @@ export const TARGET_SESSION_ATTRS: readonly PglnTargetSessionAttrs[] = ['any', '
 export interface SplitConnectionString {
   /** The string with one host (the first), and without `target_session_attrs`. */
   readonly single: string;
-  /** Every host, in order; one for a single-host string. */
+  /** Every host, in order, when there are several; none for a single-host string. */
   readonly hosts: readonly PglnHost[];
   /** `target_session_attrs` as given, if it was. */
   readonly targetSessionAttrs?: string;
@@ -26,14 +26,16 @@ function parseHost(text: string): PglnHost {
 /**
  * Splits libpq's multi-host URL, `postgres://user:pass@h1:5432,h2:5433/db?target_session_attrs=primary`,
  * which node-postgres cannot parse (brianc/node-postgres#1470), into its hosts and a single-host
- * string for the rest of the settings. A string in another form is returned as it is, with no hosts
- * of its own beyond what pg parses. Never throws a message that holds the string (it may hold a password).
+ * string for the rest of the settings. A string with one host, or in another form, keeps its host
+ * for pg to parse (`hosts` is empty). Throws for an entry of a host list that is not `host[:port]`,
+ * naming that entry only (never the rest of the string, which may hold a password).
  */
 export function splitConnectionString(connectionString: string): SplitConnectionString {
   const url = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#]*@)?([^/?#]*)(.*)$/i.exec(connectionString);
   if (!url) return { single: connectionString, hosts: [] };
   const [, scheme, userinfo = '', hostList, rest] = url as unknown as [string, string, string | undefined, string, string];
-  const hosts = hostList === '' ? [] : hostList.split(',').map(parseHost);
+  // One host is pg's to parse (and to report, for a bad port say): only a list is taken apart here.
+  const hosts = hostList.includes(',') ? hostList.split(',').map(parseHost) : [];
   // The query string, without target_session_attrs (pg would pass it on to the server as a setting).
   const [path, query = ''] = rest.split(/\?(.*)/s) as [string, string | undefined];
   const params = new URLSearchParams(query);
@@ -105,7 +107,7 @@ export function hostProblems({ hosts, targetSessionAttrs }: HostOptions, connect
  * Undefined when there is nothing to choose: one host, any server.
  */
 export function chooseHosts(options: HostOptions, split: SplitConnectionString | undefined): HostChoice | undefined {
-  const hosts = (options.hosts as PglnHost[] | undefined) ?? (split && split.hosts.length > 1 ? split.hosts : undefined);
+  const hosts = (options.hosts as PglnHost[] | undefined) ?? (split && split.hosts.length > 0 ? split.hosts : undefined);
   const attrs = (options.targetSessionAttrs ?? split?.targetSessionAttrs ?? (hosts && hosts.length > 1 ? 'primary' : 'any')) as PglnTargetSessionAttrs;
   if (attrs === 'any' && (!hosts || hosts.length < 2)) return undefined;
   return { hosts: hosts ?? [], attrs };

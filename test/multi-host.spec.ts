@@ -23,7 +23,8 @@ describe('several hosts: the options', () => {
       hosts: [{ host: 'h1', port: 5432 }, { host: 'h2', port: 5433 }, { host: '::1' }],
       targetSessionAttrs: 'read-write',
     });
-    expect(splitConnectionString('postgres://h1/shop')).toEqual({ single: 'postgres://h1/shop', hosts: [{ host: 'h1' }] });
+    // One host is pg's to parse.
+    expect(splitConnectionString('postgres://h1:5432/shop')).toEqual({ single: 'postgres://h1:5432/shop', hosts: [] });
   });
 
   it('makes the LISTEN connection and the pool choose among them, primary by default, and logs them without a password', async () => {

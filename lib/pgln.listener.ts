@@ -1,46 +1,38 @@
 import type { Logger } from '@nestjs/common';
-import type { Notification } from 'pg';
-import { BehaviorSubject, type Observable } from 'rxjs';
+import type { Observable } from 'rxjs';
 import { PglnChannelError, PglnClosedError, PglnConnectionError, PglnError } from './errors/index.js';
-import type { OutOfSyncReason, PglnChannelStats, PglnNotification, PglnState, PglnStateChange, PglnStats } from './interfaces/index.js';
-import { Backoff } from './pgln.backoff.js';
-import { Channel } from './channel/channel.js';
-import type { ChannelContext } from './channel/channel-context.js';
-import { Subscriber } from './channel/subscriber.js';
-import { describeError, isFatalAtStartup } from './pgln.connection-errors.js';
-import { Counts } from './pgln.counts.js';
+import type { OutOfSyncReason, PglnState, PglnStateChange, PglnStats } from './interfaces/index.js';
+import type { Channel } from './channel/channel.js';
+import { createChannelContext, type ChannelContext } from './channel/channel-context.js';
+import type { Subscriber } from './channel/subscriber.js';
+import { Channels } from './pgln.channels.js';
+import { describeError } from './pgln.connection-errors.js';
 import {
   ATTEMPT_FAILED,
-  CHANNELS_MISSING,
   CLOSED,
   LISTEN_REFUSED,
   LISTENER_POOLED,
   NOT_LISTENING,
   PROBE_INCONCLUSIVE,
   RESYNC_ABANDONED,
-  SLOW_SYNC_HANDLERS,
-  STARTUP_FATAL,
-  STARTUP_UNREACHABLE,
   UNLISTENED,
 } from './pgln.messages.js';
 import type { ResolvedPglnOptions } from './pgln.options.js';
-import { QueueUsage } from './pgln.queue-usage.js';
+import { HealthCheck } from './pgln.health-check.js';
+import { ListenerState } from './pgln.listener-state.js';
+import { Startup } from './pgln.startup.js';
+import { ReconnectSchedule } from './pgln.reconnect-schedule.js';
 import type { PglnTransport, Session } from './pgln.transport.js';
 import { StaleBackends } from './pgln.stale-backends.js';
 import type { SubscriptionSpec } from './pgln.subscription.js';
 import { withTimeout } from './pgln.promises.js';
 import type { Telemetry } from './pgln.telemetry.js';
-import { TurnTimer } from './pgln.turn-timer.js';
 
 const noop = () => undefined;
 
-/** A connection live for at least this long counts as stable: losing it, the first attempt is immediate. */
-const STABLE_AFTER_MS = 1_000;
-
-
 /**
  * Owns the LISTEN session and every channel. The connection's life is a state machine whose
- * transitions all go through {@link PglnListener.transition}:
+ * transitions all go through {@link ListenerState.transition}:
  *
  *   idle -> connecting -> syncing -> live -> reconnecting -> syncing -> live ... -> closed
  *
@@ -53,44 +45,27 @@ const STABLE_AFTER_MS = 1_000;
  * session. The session's own queries live in {@link Session}.
  */
 export class PglnListener {
-  private readonly channels = new Map<string, Channel>();
-  /**
-   * The channel the last notification went to. Notifications come in runs on one channel, and pg
-   * parses each channel name into a new string, which a `Map` must hash: comparing it with the
-   * last name is several times cheaper. Cleared when that channel is dropped.
-   */
-  private lastChannel?: Channel;
+  private readonly channels: Channels;
   private readonly context: ChannelContext;
-  private readonly states: BehaviorSubject<PglnStateChange>;
+  private readonly states: ListenerState;
   /** The connected LISTEN session, if any. */
   private session?: Session;
   /** A session whose connect() is in flight. */
   private connecting?: Session;
-  /** Cancels the scheduled connection attempt, if any. */
-  private cancelRetry?: () => void;
-  private healthTimer?: NodeJS.Timeout;
-  private startupTimer?: NodeJS.Timeout;
+  /** When the next connection attempt runs. */
+  private readonly schedule: ReconnectSchedule;
+  private readonly health: HealthCheck;
+  /** The first connection, which `start()` waits for. */
+  private readonly startup: Startup;
   private watchdog?: NodeJS.Timeout;
-  /** Backoff step of the next connection attempt. */
-  private attempt = 0;
-  /** Attempts that failed since the connection was last live, for logs. */
-  private failedAttempts = 0;
   /** True once a LISTEN has succeeded: later connections are reconnects. */
   private listenedBefore = false;
-  private lastError?: unknown;
   private started?: Promise<void>;
-  private firstLive?: { resolve: () => void; reject: (error: Error) => void };
   private closing?: Promise<void>;
-  /** When the connection last went live, to tell a stable connection from one that keeps dropping. */
-  private liveSince = 0;
-  /** When the listener stopped being live (or was created); undefined while live. */
-  private notLiveSince?: Date = new Date();
   /** Backends of lost sessions, terminated once a new one is live if they are still there. */
   private readonly stale: StaleBackends;
   /** Whether a probe proved something about the LISTEN sessions hearing other connections (see {@link checkReceives}). */
   private receivesChecked = false;
-  private readonly queueUsage: QueueUsage;
-  private lastHealthCheck?: { at: Date; roundTripMs: number };
   private reconnects = 0;
   /** Numbers the connections (see {@link Channel.listening}). */
   private epoch = 0;
@@ -107,43 +82,39 @@ export class PglnListener {
     private readonly transport: PglnTransport,
     private readonly logger: Logger,
   ) {
-    this.context = {
-      logger,
-      backoff: new Backoff(options.backoff),
-      maxQueuedNotifications: options.maxQueuedNotifications,
-      totals: new Counts(),
-      turns: new TurnTimer(options.slowHandlerMs, (elapsed, handlers) =>
-        logger.warn(SLOW_SYNC_HANDLERS(handlers, elapsed, options.slowHandlerMs)),
-      ),
-      caseHinted: new Set(),
-      sync: {
-        behind: (subscriber) => {
-          this.behind.add(subscriber as Subscriber);
-          this.settleState();
-        },
-        caughtUp: (subscriber) => {
-          if (this.behind.delete(subscriber as Subscriber)) this.settleState();
-        },
+    const listener = this;
+    this.context = createChannelContext(options, logger, {
+      behind: (subscriber) => {
+        this.behind.add(subscriber as Subscriber);
+        this.settleState();
       },
-    };
-    this.queueUsage = new QueueUsage(options.healthCheck.queueUsageWarning, logger);
-    this.stale = new StaleBackends(logger);
-    this.states = new BehaviorSubject<PglnStateChange>({
-      state: 'idle',
-      previous: 'idle',
-      detail: 'created',
-      at: new Date(),
+      caughtUp: (subscriber) => {
+        if (this.behind.delete(subscriber as Subscriber)) this.settleState();
+      },
     });
+    this.channels = new Channels(this.context);
+    this.health = new HealthCheck(options.healthCheck, logger, {
+      get session() {
+        return listener.session;
+      },
+      wants: (name) => this.channels.has(name),
+      channels: () => this.channels.names(),
+      lost: (session, error) => this.lost(session, error),
+    });
+    this.stale = new StaleBackends(logger);
+    this.states = new ListenerState(logger);
+    this.schedule = new ReconnectSchedule(this.context.backoff, () => this.connect());
+    this.startup = new Startup(options.startupTimeoutMs, transport.target, logger, (error) => void this.close('startup failed', error));
   }
 
   /** The connection state. */
   get state(): PglnState {
-    return this.states.value.state;
+    return this.states.value;
   }
 
   /** The current state, then every transition; completes after `'closed'`. */
   get state$(): Observable<PglnStateChange> {
-    return this.states.asObservable();
+    return this.states.changes;
   }
 
   /** Spans and duration histograms for every channel's handlers, from now on. */
@@ -155,30 +126,17 @@ export class PglnListener {
 
   /** A snapshot: the state, counts in total and per channel, and what the health check last measured. */
   stats(): PglnStats {
-    const { state, at } = this.states.value;
-    const channels: Record<string, PglnChannelStats> = {};
-    let queued = 0;
-    for (const channel of this.channels.values()) {
-      const depth = channel.depth;
-      queued += depth;
-      channels[channel.name] = {
-        ...channel.counts.snapshot(),
-        subscriptions: channel.subscribers.length,
-        queued: depth,
-        inSync: channel.inSync,
-        lastResync: channel.lastResync,
-      };
-    }
+    const { channels, queued } = this.channels.stats();
     return {
       name: this.name,
-      state,
-      since: at,
-      notLiveSince: this.notLiveSince,
+      state: this.states.value,
+      since: this.states.since,
+      notLiveSince: this.states.notLiveSince,
       ...this.context.totals.snapshot(),
       reconnects: this.reconnects,
       queued,
-      notificationQueueUsage: this.queueUsage.last,
-      lastHealthCheck: this.lastHealthCheck,
+      notificationQueueUsage: this.health.queueUsage.last,
+      lastHealthCheck: this.health.last,
       channels,
     };
   }
@@ -190,14 +148,13 @@ export class PglnListener {
    */
   start(): Promise<void> {
     if (this.closing) return Promise.reject(new PglnClosedError(CLOSED('start listening')));
-    this.started ??= new Promise<void>((resolve, reject) => {
-      this.firstLive = { resolve, reject };
-      this.armStartupTimer();
+    if (!this.started) {
+      this.started = this.startup.begin();
       const { slowHandlerMs } = this.options;
-      this.watchdog = setInterval(() => this.checkSlowHandlers(), Math.max(10, slowHandlerMs / 4));
-      this.transition('connecting', this.transport.target);
+      this.watchdog = setInterval(() => this.channels.checkSlow(Date.now(), slowHandlerMs), Math.max(10, slowHandlerMs / 4));
+      this.states.transition('connecting', this.transport.target);
       this.connect();
-    });
+    }
     return this.started;
   }
 
@@ -209,32 +166,9 @@ export class PglnListener {
    */
   subscribe(entries: readonly { channel: string; spec: SubscriptionSpec }[], firstReason: OutOfSyncReason): Subscriber[] {
     if (this.closing) throw new PglnClosedError(CLOSED(`listen on "${entries[0]?.channel}"`));
-    // Channel, then owner, in registration order.
-    const groups = new Map<string, Map<object, SubscriptionSpec[]>>();
-    for (const { channel, spec } of entries) {
-      const owners = groups.get(channel) ?? groups.set(channel, new Map()).get(channel)!;
-      owners.set(spec.owner, [...(owners.get(spec.owner) ?? []), spec]);
-    }
-    const fresh: Channel[] = [];
-    const added: Subscriber[] = [];
-    for (const [name, owners] of groups) {
-      let channel = this.channels.get(name);
-      if (!channel) {
-        channel = new Channel(name, this.context);
-        this.channels.set(name, channel);
-        fresh.push(channel);
-      }
-      for (const specs of owners.values()) {
-        const subscriber = new Subscriber(channel, specs, firstReason);
-        channel.add(subscriber);
-        added.push(subscriber);
-      }
-    }
+    const { added, fresh } = this.channels.add(entries, firstReason);
     const { session } = this;
-    if (session && fresh.length > 0) {
-      const ran = this.listen(session, fresh);
-      for (const channel of fresh) channel.listening({ epoch: this.epoch, ran });
-    }
+    if (session && fresh.length > 0) this.channels.listening(fresh, { epoch: this.epoch, ran: this.listen(session, fresh) });
     return added;
   }
 
@@ -244,7 +178,7 @@ export class PglnListener {
    */
   async unsubscribe(subscriber: Subscriber): Promise<void> {
     const { channel } = subscriber;
-    if (!subscriber.active || this.channels.get(channel.name) !== channel) return;
+    if (!this.channels.holds(subscriber)) return;
     subscriber.remove(new PglnError(UNLISTENED(channel.name)));
     channel.remove(subscriber);
     if (channel.subscribers.length === 0) await this.drop(channel);
@@ -276,9 +210,8 @@ export class PglnListener {
   }
 
   /** Resolves once no handler of the channel (of every channel, without a name) runs or waits to run. */
-  async settled(name?: string): Promise<void> {
-    const channels = name === undefined ? [...this.channels.values()] : [this.channels.get(name)].filter((c) => c !== undefined);
-    await Promise.all(channels.flatMap((channel) => channel.subscribers.map((subscriber) => subscriber.settled())));
+  settled(name?: string): Promise<void> {
+    return this.channels.settled(name);
   }
 
   /**
@@ -292,33 +225,14 @@ export class PglnListener {
   }
 
   private async drop(channel: Channel): Promise<void> {
-    this.forget(channel, new PglnError(UNLISTENED(channel.name)));
+    void this.channels.forget(channel, new PglnError(UNLISTENED(channel.name)));
     // Failing is the session's own business: one that does not answer in time is replaced.
     await this.session?.unlisten(channel.name).catch(noop);
   }
 
-  /** Stops delivering to a channel, its subscribers removed with `error`, and no longer LISTENs on it on new connections. */
-  private forget(channel: Channel, error: Error): void {
-    this.channels.delete(channel.name);
-    if (this.lastChannel === channel) this.lastChannel = undefined;
-    void channel.close(error);
-  }
-
-  private readonly dispatch = (message: Notification): void => {
-    this.context.turns.begin();
-    let channel = this.lastChannel;
-    if (channel?.name !== message.channel) {
-      channel = this.lastChannel = this.channels.get(message.channel);
-      if (!channel) return;
-    }
-    // pg's own object, passed on as is (no copy on the hot path): it has channel, payload (always a
-    // string, '' when none was sent) and processId, as PglnNotification says.
-    channel.push(message as PglnNotification);
-  };
-
   private connect(): void {
     const session = this.transport.session({
-      notification: this.dispatch,
+      notification: this.channels.dispatch,
       lost: this.lost,
     });
     this.connecting = session;
@@ -333,18 +247,18 @@ export class PglnListener {
     if (this.closing) return session.destroy();
     this.session = session;
     const epoch = ++this.epoch;
-    const channels = [...this.channels.values()];
+    const channels = this.channels.all();
     const ran = this.listen(session, channels);
     // Before any notification can arrive: a subscriber whose last read followed an older LISTEN reads again.
-    for (const channel of channels) channel.listening({ epoch, ran });
+    this.channels.listening(channels, { epoch, ran });
     void ran.then((ok) => {
       if (!ok || this.session !== session || this.closing) return;
       if (this.listenedBefore) this.reconnects++;
       this.listenedBefore = true;
-      clearTimeout(this.startupTimer);
+      this.startup.listening();
       const where = session.server ? ` at ${session.server}` : '';
-      this.transition('syncing', `listening on ${this.channels.size} channel(s)${where}, running out-of-sync handlers`);
-      this.scheduleHealthCheck(session);
+      this.states.transition('syncing', `listening on ${this.channels.size} channel(s)${where}, running out-of-sync handlers`);
+      this.health.watch(session);
       if (!this.receivesChecked) void this.checkReceives(session).then(() => this.settleState());
       this.settleState();
     });
@@ -357,16 +271,14 @@ export class PglnListener {
   private settleState(): void {
     if (this.closing || !this.session) return;
     if (this.state === 'syncing' && this.behind.size === 0 && this.receivesChecked) {
-      this.liveSince = Date.now();
-      this.failedAttempts = 0;
-      this.transition('live', `${this.channels.size} channel(s) in sync`);
-      this.firstLive?.resolve();
-      this.firstLive = undefined;
+      this.schedule.live();
+      this.states.transition('live', `${this.channels.size} channel(s) in sync`);
+      this.startup.live();
       void this.stale.terminate(this.session);
     } else if (this.state === 'live' && this.behind.size > 0) {
       const [first] = this.behind;
       const reason = first!.state.kind === 'due' || first!.state.kind === 'reading' ? first!.state.reason : 'manual';
-      this.transition('syncing', `${first!.name} on ${JSON.stringify(first!.channel.name)} resyncs (${reason})`);
+      this.states.transition('syncing', `${first!.name} on ${JSON.stringify(first!.channel.name)} resyncs (${reason})`);
     }
   }
 
@@ -388,7 +300,7 @@ export class PglnListener {
     if (verdict.kind === 'hears') return;
     const error = new PglnConnectionError(LISTENER_POOLED(target, healthCheck.timeoutMs), target);
     // Starting: startup fails. (After startup, a probe runs only if the first ones proved nothing.)
-    if (this.firstLive) this.failStart(error);
+    if (this.startup.starting) this.startup.fail(error);
     else this.logger.error(error.message);
   }
 
@@ -418,30 +330,7 @@ export class PglnListener {
     const handlers = channel.subscribers.map((subscriber) => subscriber.name);
     const error = new PglnChannelError(LISTEN_REFUSED(name, describeError(cause), handlers), name, { cause });
     this.logger.error(error.message);
-    this.forget(channel, error);
-  }
-
-  private scheduleHealthCheck(session: Session): void {
-    this.healthTimer = setTimeout(() => void this.checkHealth(session), this.options.healthCheck.intervalMs);
-  }
-
-  /** Asks the session which channels it listens on; replaces it if it does not answer in time or lost one. */
-  private async checkHealth(session: Session): Promise<void> {
-    if (session !== this.session) return;
-    const expected = [...this.channels.keys()];
-    const started = Date.now();
-    try {
-      const { channels: held, queueUsage } = await session.health();
-      this.lastHealthCheck = { at: new Date(), roundTripMs: Date.now() - started };
-      this.queueUsage.observe(queueUsage);
-      // A channel unlistened meanwhile is no longer wanted.
-      const missing = expected.filter((name) => !held.has(name) && this.channels.has(name));
-      if (missing.length > 0) throw new Error(CHANNELS_MISSING(missing));
-    } catch (error) {
-      this.lost(session, error as Error);
-      return;
-    }
-    if (session === this.session) this.scheduleHealthCheck(session);
+    void this.channels.forget(channel, error);
   }
 
   private connectFailed(error: Error): void {
@@ -453,19 +342,16 @@ export class PglnListener {
   private readonly lost = (session: Session, error?: Error): void => {
     if (session !== this.session) return;
     this.session = undefined;
-    clearTimeout(this.healthTimer);
+    this.health.stop();
     session.destroy();
     this.stale.remember(session.identity);
     if (this.closing) return;
-    for (const channel of this.channels.values()) channel.disconnected();
+    this.channels.disconnected();
     if (this.state === 'syncing' || this.state === 'live') {
-      // The first attempt after losing a connection that was stable is immediate; one that keeps
-      // dropping right after going live backs off like any failed attempt.
-      if (this.state === 'live' && Date.now() - this.liveSince >= STABLE_AFTER_MS) this.attempt = 0;
-      // Still starting: a new window of startupTimeoutMs to get back (a slow out-of-sync handler does not count).
-      if (this.firstLive) this.armStartupTimer();
-      this.transition('reconnecting', `connection lost: ${error ? describeError(error) : 'the server closed it'}`);
-      this.scheduleConnect();
+      const wasLive = this.state === 'live';
+      this.startup.lost();
+      this.states.transition('reconnecting', `connection lost: ${error ? describeError(error) : 'the server closed it'}`);
+      this.schedule.lost(wasLive);
     } else {
       // Connected, but LISTEN failed (a standby in recovery, say): one more failed attempt.
       this.retry(error ?? new Error('the server closed the connection'));
@@ -474,90 +360,24 @@ export class PglnListener {
 
   /** Schedules the next attempt after a failed one, logging one line; while starting, gives up on errors retrying cannot fix. */
   private retry(error: unknown): void {
-    this.lastError = error;
-    if (this.firstLive && isFatalAtStartup(error)) {
-      return this.failStart(
-        new PglnConnectionError(STARTUP_FATAL(this.transport.target, describeError(error)), this.transport.target, { cause: error }),
-      );
-    }
-    const delay = this.scheduleConnect();
-    this.logger.warn(ATTEMPT_FAILED(this.transport.target, ++this.failedAttempts, describeError(error), delay));
-  }
-
-  /** Connects after the backoff's delay for the next attempt: returns that delay. */
-  private scheduleConnect(): number {
-    const delay = this.context.backoff.delay(this.attempt++);
-    if (delay === 0) {
-      // Immediate means now: even setImmediate would queue behind every other I/O callback.
-      // (pg reports connection errors asynchronously, so this cannot recurse.)
-      this.connect();
-      return delay;
-    }
-    const timer = setTimeout(() => {
-      this.cancelRetry = undefined;
-      this.connect();
-    }, delay);
-    this.cancelRetry = () => clearTimeout(timer);
-    return delay;
-  }
-
-  private armStartupTimer(): void {
-    clearTimeout(this.startupTimer);
-    this.startupTimer = setTimeout(() => this.failStart(this.unreachable()), this.options.startupTimeoutMs);
-  }
-
-  private unreachable(): PglnConnectionError {
-    const { startupTimeoutMs } = this.options;
-    const { target } = this.transport;
-    const reason = this.lastError ? describeError(this.lastError) : 'no answer';
-    return new PglnConnectionError(STARTUP_UNREACHABLE(target, startupTimeoutMs, reason), target, {
-      cause: this.lastError,
-    });
-  }
-
-  /** Startup cannot succeed: fail `start()` (and so `app.init()`, and any `listen()` waiting) and release everything. */
-  private failStart(error: PglnConnectionError): void {
-    if (!this.firstLive) return;
-    this.logger.error(error.message);
-    this.firstLive.reject(error);
-    this.firstLive = undefined;
-    void this.close('startup failed', error);
-  }
-
-  private checkSlowHandlers(): void {
-    const now = Date.now();
-    for (const channel of this.channels.values()) channel.checkSlow(now, this.options.slowHandlerMs);
-  }
-
-  private transition(next: PglnState, detail: string): void {
-    const previous = this.state;
-    if (previous === next || previous === 'closed') return;
-    const at = new Date();
-    if (next === 'live') this.notLiveSince = undefined;
-    else this.notLiveSince ??= at;
-    this.states.next({ state: next, previous, detail, at });
-    const line = `${previous} -> ${next}: ${detail}`;
-    if (next === 'reconnecting') this.logger.warn(line);
-    else this.logger.log(line);
+    if (this.startup.attemptFailed(error)) return;
+    const { delayMs, failures } = this.schedule.failed();
+    this.logger.warn(ATTEMPT_FAILED(this.transport.target, failures, describeError(error), delayMs));
   }
 
   private async shutdown(reason: string, cause?: Error): Promise<void> {
     this.shutdownSignal.abort();
-    this.cancelRetry?.();
-    for (const timer of [this.healthTimer, this.startupTimer]) clearTimeout(timer);
+    this.schedule.stop();
+    this.health.stop();
     clearInterval(this.watchdog);
-    this.transition('closed', reason);
+    this.states.transition('closed', reason);
     const error = cause ?? new PglnClosedError(CLOSED('finish starting'));
-    this.firstLive?.reject(error);
-    this.firstLive = undefined;
-    const channels = [...this.channels.values()];
-    this.channels.clear();
-    this.lastChannel = undefined;
-    await this.waitForHandlers(channels.map((channel) => channel.close(error)));
+    this.startup.stop(error);
+    await this.waitForHandlers(this.channels.closeAll(error));
     const { session, connecting } = this;
     this.session = undefined;
     connecting?.destroy();
-    clearTimeout(this.healthTimer);
+    this.health.stop();
     await session?.close();
     // Its observable instruments stop reading these stats (after a failed startup too).
     this.context.telemetry?.close();

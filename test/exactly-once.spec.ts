@@ -21,8 +21,8 @@ afterAll(() => admin.end());
 /** A counter of the table's rows, kept by one listen(). */
 class Counter {
   value = 0;
-  /** The next reload reads slowly (300 ms): enough notifications pile up to overflow its queue. */
-  slowNext = false;
+  /** The next reload waits for this before it reads: until enough notifications piled up to overflow a queue. */
+  holdNext?: () => Promise<unknown>;
 
   constructor(
     private readonly table: string,
@@ -36,20 +36,22 @@ class Counter {
   };
 
   readonly onOutOfSync = async (event: OutOfSyncEvent): Promise<void> => {
-    const pause = this.slowNext ? 0.3 : 0.05;
-    this.slowNext = false;
+    const hold = this.holdNext;
+    this.holdNext = undefined;
+    // A read that takes a little while, so that rows are committed during it (what the naive counter counts twice).
+    const pause = async (client: pg.PoolClient) => (hold ? hold() : client.query('SELECT pg_sleep(0.05)'));
     const client = await this.pool.connect();
     try {
       if (this.snapshot) {
         // One snapshot for every statement of the transaction: the count is the snapshot's.
         await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
         await event.snapshot(client);
-        await client.query('SELECT pg_sleep($1)', [pause]);
+        await pause(client);
         this.value = Number((await client.query<{ n: string }>(`SELECT count(*) AS n FROM ${this.table}`)).rows[0]!.n);
         await client.query('COMMIT');
       } else {
         // Rows committed meanwhile are counted, and their notifications arrive after the read began.
-        await client.query('SELECT pg_sleep($1)', [pause]);
+        await pause(client);
         this.value = Number((await client.query<{ n: string }>(`SELECT count(*) AS n FROM ${this.table}`)).rows[0]!.n);
       }
     } finally {
@@ -99,7 +101,9 @@ describe('an exactly-once channel whose reload records its snapshot', () => {
     let t: TestApp | undefined;
     let writer: Writer | undefined;
     try {
-      t = await createTestApp({}, { ...throughProxy(proxy), maxQueuedNotifications: 150, healthCheck: { intervalMs: 100, timeoutMs: 300 } });
+      // A queue long enough that a reload after a reconnect never overflows, however fast the writers (an
+      // overflow during every reload would keep the channel resyncing); the one overflow is made below.
+      t = await createTestApp({}, { ...throughProxy(proxy), maxQueuedNotifications: 2_000, healthCheck: { intervalMs: 100, timeoutMs: 300 } });
       const exact = new Counter(table, pool, true);
       const naive = new Counter(table, pool, false);
       await t.pgln.listen(Counted, exact);
@@ -125,10 +129,11 @@ describe('an exactly-once channel whose reload records its snapshot', () => {
       await states.reach('reconnecting', 3, 10_000);
       proxy.blackhole(false);
       await recovered(4);
-      // resync() twice, the second reading slowly enough for its queue to overflow meanwhile.
+      // resync() twice, the second reading only once a queue overflowed meanwhile.
       await app.pgln.resync(Counted);
       await progress(200);
-      exact.slowNext = naive.slowNext = true;
+      const dropped = app.pgln.stats().dropped;
+      exact.holdNext = naive.holdNext = () => waitFor('a queue to overflow', () => app.pgln.stats().dropped > dropped, { timeoutMs: 30_000 });
       await app.pgln.resync(Counted);
       await progress(200);
       expect(app.pgln.stats().dropped).toBeGreaterThan(0);

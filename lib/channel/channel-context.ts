@@ -1,8 +1,10 @@
 import type { Logger } from '@nestjs/common';
-import type { Backoff } from '../pgln.backoff.js';
-import type { Counts } from '../pgln.counts.js';
+import type { PglnBackoffOptions } from '../interfaces/index.js';
+import { Backoff } from '../pgln.backoff.js';
+import { Counts } from '../pgln.counts.js';
+import { SLOW_SYNC_HANDLERS } from '../pgln.messages.js';
 import type { Telemetry } from '../pgln.telemetry.js';
-import type { TurnTimer } from '../pgln.turn-timer.js';
+import { TurnTimer } from '../pgln.turn-timer.js';
 
 /** What the listener tells it about subscribers that fell behind and caught up (see {@link ChannelContext.behind}). */
 export interface SyncWatch {
@@ -32,4 +34,22 @@ export interface ChannelContext {
   readonly sync: SyncWatch;
   /** Channel names whose upper-case hint was logged: once per name and instance. */
   readonly caseHinted: Set<string>;
+}
+
+/** The context of one instance's channels, from its options; `sync` hears who falls behind and catches up. */
+export function createChannelContext(
+  options: { readonly backoff: Required<PglnBackoffOptions>; readonly maxQueuedNotifications: number; readonly slowHandlerMs: number },
+  logger: Logger,
+  sync: SyncWatch,
+): ChannelContext {
+  const { slowHandlerMs } = options;
+  return {
+    logger,
+    backoff: new Backoff(options.backoff),
+    maxQueuedNotifications: options.maxQueuedNotifications,
+    totals: new Counts(),
+    turns: new TurnTimer(slowHandlerMs, (elapsed, handlers) => logger.warn(SLOW_SYNC_HANDLERS(handlers, elapsed, slowHandlerMs))),
+    caseHinted: new Set(),
+    sync,
+  };
 }

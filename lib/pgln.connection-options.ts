@@ -2,11 +2,11 @@ import pg from 'pg';
 import type { ClientConfig, Pool, PoolConfig } from 'pg';
 import { parseIntoClientConfig } from 'pg-connection-string';
 import { PglnOptionsError } from './errors/index.js';
-import type { PglnHost, PglnModuleOptions } from './interfaces/index.js';
+import type { PglnHost, PglnListenerOptions, PglnModuleOptions } from './interfaces/index.js';
 import { HostSelector } from './pgln.host-selector.js';
 import { chooseHosts, describeHost, hostProblems, splitConnectionString, type HostChoice } from './pgln.hosts.js';
 import { OPTIONS_INVALID } from './pgln.messages.js';
-import { defined, type OptionChecks } from './pgln.option-checks.js';
+import { defined, describe, type OptionChecks } from './pgln.option-checks.js';
 import { OwnedPool } from './pgln.owned-pool.js';
 
 /** How an instance reaches PostgreSQL: the pool it notifies through and the LISTEN connection's settings. */
@@ -23,6 +23,8 @@ export interface ResolvedConnection {
   readonly hosts?: HostSelector;
   /** Which of several hosts the module's own pool connects to (often the listener's selector); none for one plain host. */
   readonly poolHosts?: HostSelector;
+  /** Keep a spare LISTEN connection (`listener.spare`). */
+  readonly spare: boolean;
 }
 
 /** TCP keepalive of the LISTEN connection: first probe after this much idle time. */
@@ -72,6 +74,8 @@ export function checkConnection(options: PglnModuleOptions, checks: OptionChecks
       'side by side and is never replaced once it fails. Give a pg.Pool, or a PoolConfig for the module to create one.',
   );
   checks.check(listener !== null && typeof listener === 'object', `listener must be a pg ClientConfig object, got ${describeSettings(listener)}`);
+  const spare = (listener as PglnListenerOptions | null)?.spare;
+  checks.check(spare === undefined || typeof spare === 'boolean', `listener.spare must be true or false, got ${describe(spare)}`);
   const strings = [connectionString, (pool as PoolConfig | undefined)?.connectionString, (listener as ClientConfig | null)?.connectionString];
   for (const problem of hostProblems(options, isQueryable(pool) ? [connectionString] : strings)) checks.check(false, problem);
 }
@@ -145,8 +149,9 @@ export function resolveConnection(
   // A multi-host string, which pg cannot parse, is reduced to its first host; the hosts are chosen from apart.
   const baseSplit = typeof base.connectionString === 'string' ? splitConnectionString(base.connectionString) : undefined;
   if (baseSplit) base.connectionString = baseSplit.single;
-  const listenerSplit = typeof listener.connectionString === 'string' ? splitConnectionString(listener.connectionString) : undefined;
-  const listenerSettings = listenerSplit ? { ...listener, connectionString: listenerSplit.single } : listener;
+  const { spare = false, ...listenerPg } = listener as PglnListenerOptions;
+  const listenerSplit = typeof listenerPg.connectionString === 'string' ? splitConnectionString(listenerPg.connectionString) : undefined;
+  const listenerSettings = listenerSplit ? { ...listenerPg, connectionString: listenerSplit.single } : listenerPg;
   let listenerConfig: ClientConfig;
   let poolConfig: ClientConfig;
   try {
@@ -179,7 +184,7 @@ export function resolveConnection(
     ownPool.Client = poolHosts.poolClient(pg.Client, probe);
   }
   const owned = userPool ? undefined : new OwnedPool(ownPool);
-  return { pool: userPool ?? owned!.pool, owned, listener: listenerConfig, hosts, poolHosts, target: describeTarget(listenerConfig, hosts?.hosts) };
+  return { pool: userPool ?? owned!.pool, owned, listener: listenerConfig, hosts, poolHosts, spare, target: describeTarget(listenerConfig, hosts?.hosts) };
 }
 
 /** A selector for a choice of hosts (the one host of `config` when the choice names none), or none when there is no choice. */

@@ -20,6 +20,7 @@ import {
 import type { ResolvedPglnOptions } from './pgln.options.js';
 import { HealthCheck } from './pgln.health-check.js';
 import { ListenerState } from './pgln.listener-state.js';
+import { Spare } from './pgln.spare.js';
 import { Startup } from './pgln.startup.js';
 import { ReconnectSchedule } from './pgln.reconnect-schedule.js';
 import type { PglnTransport, Session } from './pgln.transport.js';
@@ -54,6 +55,10 @@ export class PglnListener {
   private connecting?: Session;
   /** When the next connection attempt runs. */
   private readonly schedule: ReconnectSchedule;
+  /** The spare session, with `listener: { spare: true }`. */
+  private readonly spare?: Spare;
+  /** A spare LISTENing in place of a lost session, until its LISTEN ran; `wasLive` of the session it replaced. */
+  private promoted?: { session: Session; wasLive: boolean };
   private readonly health: HealthCheck;
   /** The first connection, which `start()` waits for. */
   private readonly startup: Startup;
@@ -104,6 +109,10 @@ export class PglnListener {
     this.stale = new StaleBackends(logger);
     this.states = new ListenerState(logger);
     this.schedule = new ReconnectSchedule(this.context.backoff, () => this.connect());
+    if (options.connection?.spare) {
+      const events = { notification: this.channels.dispatch, lost: this.lost };
+      this.spare = new Spare(() => transport.session(events, { spare: true }), options.healthCheck.intervalMs);
+    }
     this.startup = new Startup(options.startupTimeoutMs, transport.target, logger, (error) => void this.close('startup failed', error));
   }
 
@@ -253,6 +262,7 @@ export class PglnListener {
     this.channels.listening(channels, { epoch, ran });
     void ran.then((ok) => {
       if (!ok || this.session !== session || this.closing) return;
+      if (this.promoted?.session === session) this.promoted = undefined;
       if (this.listenedBefore) this.reconnects++;
       this.listenedBefore = true;
       this.startup.listening();
@@ -274,6 +284,7 @@ export class PglnListener {
       this.schedule.live();
       this.states.transition('live', `${this.channels.size} channel(s) in sync`);
       this.startup.live();
+      this.spare?.fill();
       void this.stale.terminate(this.session);
     } else if (this.state === 'live' && this.behind.size > 0) {
       const [first] = this.behind;
@@ -340,6 +351,8 @@ export class PglnListener {
 
   /** The session can no longer be trusted (error, end, timeout, failed LISTEN): replace it, once. */
   private readonly lost = (session: Session, error?: Error): void => {
+    // A spare lost before it was used: its backend, if still there, goes with the next live session's stale ones.
+    if (this.spare?.lost(session)) return this.stale.remember(session.identity);
     if (session !== this.session) return;
     this.session = undefined;
     this.health.stop();
@@ -351,6 +364,15 @@ export class PglnListener {
       const wasLive = this.state === 'live';
       this.startup.lost();
       this.states.transition('reconnecting', `connection lost: ${error ? describeError(error) : 'the server closed it'}`);
+      // A spare LISTENs at once; without one, a new connection (at once, after a stable one).
+      const spare = this.spare?.take();
+      if (!spare) return this.schedule.lost(wasLive);
+      this.promoted = { session: spare, wasLive };
+      this.connected(spare);
+    } else if (this.promoted?.session === session) {
+      // The spare failed when used: a new connection, as without one.
+      const { wasLive } = this.promoted;
+      this.promoted = undefined;
       this.schedule.lost(wasLive);
     } else {
       // Connected, but LISTEN failed (a standby in recovery, say): one more failed attempt.
@@ -378,7 +400,7 @@ export class PglnListener {
     this.session = undefined;
     connecting?.destroy();
     this.health.stop();
-    await session?.close();
+    await Promise.all([session?.close(), this.spare?.close()]);
     // Its observable instruments stop reading these stats (after a failed startup too).
     this.context.telemetry?.close();
     this.states.complete();

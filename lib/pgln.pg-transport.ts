@@ -45,8 +45,11 @@ export class PgTransport implements PglnTransport {
     return this.connection.target;
   }
 
-  session(events: ListenSessionEvents): ListenSession {
-    return new ListenSession(this.connection.listener, this.timeoutMs, events, this.connection.hosts);
+  session(events: ListenSessionEvents, { spare = false }: { spare?: boolean } = {}): ListenSession {
+    const { listener, hosts } = this.connection;
+    if (!spare) return new ListenSession(listener, this.timeoutMs, events, hosts);
+    const config = { ...listener, application_name: `${listener.application_name}-spare` };
+    return new ListenSession(config, this.timeoutMs, events, hosts, listener.application_name);
   }
 
   /** On the caller's executor, as it is (no timeout, no release: the connection is theirs); else through the pool. */

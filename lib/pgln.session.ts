@@ -87,6 +87,11 @@ export class ListenSession implements Session {
     private readonly events: ListenSessionEvents,
     /** Which host it connects to: the first of several that qualifies, or the one of `config`. */
     private readonly hosts: HostSelector = new HostSelector([], 'any', timeoutMs),
+    /**
+     * For a spare: the `application_name` it takes with its first LISTEN (it connects as
+     * `<name>-spare`, so that only the live session is named `<name>`).
+     */
+    private promoteAs?: string,
   ) {}
 
   /**
@@ -126,14 +131,22 @@ export class ListenSession implements Session {
    */
   async listen(names: readonly string[]): Promise<Map<string, Error>> {
     const refused = new Map<string, Error>();
+    // A spare taking over renames itself in the same round trip.
+    const rename = this.promoteAs === undefined ? [] : [`SET application_name = ${this.connection.escapeLiteral(this.promoteAs)}`];
     try {
-      if (names.length > 0) await this.query(names.map((name) => this.listenStatement(name)).join('; '), 'LISTEN');
+      const statements = [...rename, ...names.map((name) => this.listenStatement(name))];
+      if (statements.length > 0) await this.query(statements.join('; '), 'LISTEN');
+      this.promoted();
       return refused;
     } catch (error) {
       if (!refusesName(error)) throw error;
-      if (names.length === 1) return refused.set(names[0]!, error as Error);
+      if (names.length === 1 && rename.length === 0) return refused.set(names[0]!, error as Error);
     }
-    // The statements ran as one transaction, so none took effect: one at a time, to tell which.
+    // The statements ran as one transaction, so none took effect: the rename on its own, then one LISTEN at a time.
+    if (rename.length > 0) {
+      await this.query(rename[0]!, 'LISTEN');
+      this.promoted();
+    }
     for (const name of names) {
       try {
         await this.query(this.listenStatement(name), 'LISTEN');
@@ -143,6 +156,13 @@ export class ListenSession implements Session {
       }
     }
     return refused;
+  }
+
+  /** The rename of a spare took effect: its identity says so, for a later session to recognise its backend. */
+  private promoted(): void {
+    if (this.promoteAs === undefined) return;
+    if (this.identity) this.identity = { ...this.identity, applicationName: this.promoteAs };
+    this.promoteAs = undefined;
   }
 
   /** UNLISTENs one channel. */

@@ -42,8 +42,11 @@ export interface Outgoing {
 export interface PglnTransport {
   /** Where it connects, for logs: `user@host:port/database`, never a password. */
   readonly target: string;
-  /** A LISTEN session, not connected yet. */
-  session(events: ListenSessionEvents): Session;
+  /**
+   * A LISTEN session, not connected yet; a `spare` one connects under another `application_name`
+   * and takes the listener's with its first LISTEN.
+   */
+  session(events: ListenSessionEvents, options?: { spare?: boolean }): Session;
   /** Sends a notify statement; resolves once it was accepted. */
   send(outgoing: Outgoing): Promise<void>;
   /** Ends what it owns, at shutdown, within a bound. */

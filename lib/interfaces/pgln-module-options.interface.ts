@@ -75,6 +75,19 @@ export interface PglnHost {
  */
 export type PglnTargetSessionAttrs = 'any' | 'read-write' | 'primary';
 
+/** The LISTEN connection's `pg` settings, and whether a spare connection waits beside it. */
+export interface PglnListenerOptions extends ClientConfig {
+  /**
+   * Keep one more connection open, connected and authenticated but idle (the listener's
+   * `application_name` with `-spare`, `pgln-listener-spare` by default, in `pg_stat_activity`): when the LISTEN connection is lost, LISTEN runs on it at once instead
+   * of on a new connection, and a new spare opens in the background. Recovery after a killed
+   * backend is then one round trip; the cost is one more connection per instance. A spare is checked
+   * every `healthCheck.intervalMs`; one that fails when used is given up for a new connection at once.
+   * @default false
+   */
+  spare?: boolean;
+}
+
 /** Options of `PglnModule.forRoot()` (and the value `forRootAsync()` factories return). */
 export interface PglnModuleOptions {
   /**
@@ -106,10 +119,10 @@ export interface PglnModuleOptions {
   targetSessionAttrs?: PglnTargetSessionAttrs;
   /**
    * Settings that override, for the LISTEN connection only, those taken from `connectionString`
-   * or `pool` (e.g. to bypass a transaction-mode PgBouncer, which cannot hold LISTEN).
+   * or `pool` (e.g. to bypass a transaction-mode PgBouncer, which cannot hold LISTEN), and `spare`.
    * @default {}
    */
-  listener?: ClientConfig;
+  listener?: PglnListenerOptions;
   /**
    * `application_name` of the module's connections, as seen in `pg_stat_activity`; the LISTEN
    * connection reports `<applicationName>-listener`.

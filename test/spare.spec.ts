@@ -1,0 +1,95 @@
+import { Injectable } from '@nestjs/common';
+import { OnNotification, OnOutOfSync, type OutOfSyncEvent } from 'nestjs-pgln';
+import { createTestApp, throughProxy, type TestApp } from './support/app.js';
+import { adminPool, backends, databaseUrl, unique } from './support/database.js';
+import { TcpProxy } from './support/tcp-proxy.js';
+import { Inbox, StateLog, waitFor } from './support/wait.js';
+
+const admin = adminPool();
+afterAll(() => admin.end());
+
+/** Records what its channel delivers and why it reloaded. */
+function recorderFor(channel: string) {
+  @Injectable()
+  class Recorder {
+    readonly syncs: string[] = [];
+    readonly received = new Inbox<string>();
+
+    @OnOutOfSync(channel)
+    reload(event: OutOfSyncEvent): void {
+      this.syncs.push(event.reason);
+    }
+
+    @OnNotification(channel)
+    hear(payload: string): void {
+      this.received.push(payload);
+    }
+  }
+  return Recorder;
+}
+
+/** The PIDs of the app's LISTEN backend (`<appName>-listener`) or its spare (`<appName>-listener-spare`). */
+async function pids(t: TestApp, role: 'listener' | 'spare'): Promise<number[]> {
+  return (await backends(admin, role === 'listener' ? `${t.appName}-listener` : `${t.appName}-listener-spare`)).map(({ pid }) => pid);
+}
+
+describe('listener: { spare: true }', () => {
+  it('keeps a spare beside the LISTEN connection; the LISTEN backend killed, it LISTENs on the spare and opens a new one', async () => {
+    const channel = unique('spare');
+    const Recorder = recorderFor(channel);
+    const t = await createTestApp({ providers: [Recorder] }, { listener: { spare: true } });
+    try {
+      const recorder = t.get(Recorder);
+      const states = new StateLog(t.pgln);
+      await waitFor('a spare', async () => (await pids(t, 'spare')).length === 1);
+      const [spare] = await pids(t, 'spare');
+      const [listener] = await pids(t, 'listener');
+
+      await admin.query('SELECT pg_terminate_backend($1)', [listener]);
+      await states.reach('live', 2);
+      // The spare is the LISTEN connection now, under the listener's name; a new spare took its place.
+      expect(await pids(t, 'listener')).toEqual([spare]);
+      await waitFor('a new spare', async () => (await pids(t, 'spare')).some((pid) => pid !== spare));
+      expect(recorder.syncs).toEqual(['connect', 'reconnect']);
+
+      await admin.query('SELECT pg_notify($1, $2)', [channel, 'after']);
+      expect(await recorder.received.until(1)).toEqual(['after']);
+    } finally {
+      await t.app.close();
+    }
+    expect(await pids(t, 'spare')).toEqual([]);
+  });
+
+  it('recovers with a new connection when the spare died unnoticed with the LISTEN connection', async () => {
+    const channel = unique('spare');
+    const Recorder = recorderFor(channel);
+    const proxy = await TcpProxy.forUrl(databaseUrl()).start();
+    const t = await createTestApp(
+      { providers: [Recorder] },
+      { listener: { ...throughProxy(proxy).listener, spare: true }, healthCheck: { intervalMs: 200, timeoutMs: 300 } },
+    );
+    try {
+      const recorder = t.get(Recorder);
+      const states = new StateLog(t.pgln);
+      await waitFor('a spare', async () => (await pids(t, 'spare')).length === 1);
+      const [spare] = await pids(t, 'spare');
+      // Both connections go silent for good (a dead network path); new ones get through again.
+      proxy.blackhole(true);
+      await states.reach('reconnecting');
+      proxy.blackhole(false);
+      await states.reach('live', 2, 20_000);
+      expect(await pids(t, 'listener')).not.toContain(spare);
+      expect(recorder.syncs).toEqual(['connect', 'reconnect']);
+      await admin.query('SELECT pg_notify($1, $2)', [channel, 'after']);
+      expect(await recorder.received.until(1)).toEqual(['after']);
+      await waitFor('a new spare', async () => (await pids(t, 'spare')).some((pid) => pid !== spare));
+    } finally {
+      await t.app.close();
+      await proxy.stop();
+    }
+  });
+
+  it('refuses a spare that is not true or false', async () => {
+    await expect(createTestApp({}, { listener: { spare: 'yes' as never } })).rejects.toThrow('listener.spare must be true or false, got "yes"');
+  });
+});

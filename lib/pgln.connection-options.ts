@@ -4,8 +4,8 @@ import { parseIntoClientConfig } from 'pg-connection-string';
 import { PglnOptionsError } from './errors/index.js';
 import type { PglnHost, PglnListenerOptions, PglnModuleOptions } from './interfaces/index.js';
 import { HostSelector } from './pgln.host-selector.js';
-import { chooseHosts, describeHost, hostProblems, splitConnectionString, type HostChoice } from './pgln.hosts.js';
-import { OPTIONS_INVALID } from './pgln.messages.js';
+import { chooseHosts, describeHost, hostProblems, isMultiHost, splitConnectionString, type HostChoice } from './pgln.hosts.js';
+import { LISTENER_HOST_WITH_HOSTS, OPTIONS_INVALID } from './pgln.messages.js';
 import { defined, describe, type OptionChecks } from './pgln.option-checks.js';
 import { OwnedPool } from './pgln.owned-pool.js';
 
@@ -76,8 +76,13 @@ export function checkConnection(options: PglnModuleOptions, checks: OptionChecks
   checks.check(listener !== null && typeof listener === 'object', `listener must be a pg ClientConfig object, got ${describeSettings(listener)}`);
   const spare = (listener as PglnListenerOptions | null)?.spare;
   checks.check(spare === undefined || typeof spare === 'boolean', `listener.spare must be true or false, got ${describe(spare)}`);
-  const strings = [connectionString, (pool as PoolConfig | undefined)?.connectionString, (listener as ClientConfig | null)?.connectionString];
-  for (const problem of hostProblems(options, isQueryable(pool) ? [connectionString] : strings)) checks.check(false, problem);
+  // A pool of yours keeps its own connection string: it is not taken apart.
+  const baseString = isQueryable(pool) ? undefined : (connectionString ?? (pool as PoolConfig | undefined)?.connectionString);
+  const listenerString = (listener as ClientConfig | null)?.connectionString;
+  for (const problem of hostProblems(options, [baseString, listenerString])) checks.check(false, problem);
+  const severalShared = options.hosts !== undefined || (typeof baseString === 'string' && isMultiHost(baseString));
+  const { host, port } = (listener ?? {}) as ClientConfig;
+  checks.check(!severalShared || (host === undefined && port === undefined), LISTENER_HOST_WITH_HOSTS());
 }
 
 /**
@@ -147,7 +152,8 @@ export function resolveConnection(
       ? { ...(pool as PoolConfig) }
       : { connectionString };
   // A multi-host string, which pg cannot parse, is reduced to its first host; the hosts are chosen from apart.
-  const baseSplit = typeof base.connectionString === 'string' ? splitConnectionString(base.connectionString) : undefined;
+  // (A pool of yours keeps its own string.)
+  const baseSplit = !userPool && typeof base.connectionString === 'string' ? splitConnectionString(base.connectionString) : undefined;
   if (baseSplit) base.connectionString = baseSplit.single;
   const { spare = false, ...listenerPg } = listener as PglnListenerOptions;
   const listenerSplit = typeof listenerPg.connectionString === 'string' ? splitConnectionString(listenerPg.connectionString) : undefined;
@@ -180,7 +186,8 @@ export function resolveConnection(
   const ownPool: PoolConfig = { application_name: applicationName, connectionTimeoutMillis: notifyTimeoutMs, ...base };
   const poolHosts = userPool ? undefined : shared;
   if (poolHosts) {
-    const probe = { ...poolConfig, application_name: `${ownPool.application_name}-probe`, connectionTimeoutMillis: ownPool.connectionTimeoutMillis };
+    // Searching is bounded like the listener's connecting, not by notify's whole budget.
+    const probe = { ...poolConfig, application_name: `${ownPool.application_name}-probe`, connectionTimeoutMillis: connectTimeoutMs };
     ownPool.Client = poolHosts.poolClient(pg.Client, probe);
   }
   const owned = userPool ? undefined : new OwnedPool(ownPool);

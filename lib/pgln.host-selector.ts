@@ -11,7 +11,9 @@ import { withTimeout } from './pgln.promises.js';
 const noop = () => undefined;
 
 /** SQLSTATE 25006, read_only_sql_transaction: what a standby (or a read-only default) says to a NOTIFY. */
-const READ_ONLY = '25006';
+export function isReadOnly(error: unknown): boolean {
+  return (error as { code?: unknown } | undefined)?.code === '25006';
+}
 
 /** Why a connected host does not qualify for `attrs`, or undefined when it does. */
 async function disqualification(client: Client, attrs: PglnTargetSessionAttrs): Promise<string | undefined> {
@@ -30,14 +32,20 @@ async function disqualification(client: Client, attrs: PglnTargetSessionAttrs): 
  * multi-host connection string and `target_session_attrs`: each host in order, each attempt bounded
  * by the connect timeout and `timeoutMs`; a host that refuses, times out or does not qualify (a
  * standby, for `primary`) is skipped. The LISTEN connection starts over from the first host on every
- * attempt and keeps the host it got until that connection is lost. The module's pool follows: its
- * connections go to the host that last qualified ({@link current}), found again once one fails.
+ * attempt and keeps the host it got until that connection is lost. The module's pool sends where
+ * the LISTEN connection listens ({@link follow}): a notification sent to another server (two
+ * primaries at once, a split brain) would never reach it. Only while there is no LISTEN connection
+ * does the pool search on its own, from the first host, and keep what it found until a connection
+ * there fails.
  */
 export class HostSelector {
-  /** The host the last qualifying connection went to; none until one did, or once it failed. */
-  private current?: PglnHost;
-  /** A search for a qualifying host in flight, for the pool's connections (one at a time). */
+  /** The host of the live LISTEN connection, if any: where the pool sends. */
+  private listening?: PglnHost;
+  /** The host the pool's own search found, while there is no LISTEN connection; cleared when a connection there fails. */
+  private found?: PglnHost;
+  /** The pool's search in flight (one at a time), and how to stop it (shutdown). */
   private finding?: Promise<PglnHost>;
+  private readonly stopSearch = new AbortController();
 
   constructor(
     /** In order; none: the one host of the connection settings given to {@link connect}. */
@@ -67,10 +75,7 @@ export class HostSelector {
       try {
         await client.connect();
         const reason = await withTimeout(disqualification(client, this.attrs), this.timeoutMs, () => new PglnTimeoutError(NO_ANSWER('The host check', this.timeoutMs)));
-        if (reason === undefined) {
-          if (host) this.current = host;
-          return { client, config: settings, skipped: failures };
-        }
+        if (reason === undefined) return { client, config: settings, skipped: failures };
         failures.push(HOST_NOT_QUALIFIED(this.describe(host, settings), reason, this.attrs));
       } catch (error) {
         errors.push(error);
@@ -116,19 +121,38 @@ export class HostSelector {
     } as typeof pg.Client;
   }
 
-  /** A pooled connection failed with `error`: the next connection searches for a host again if it tells the host is gone or demoted. */
-  failed(client: Client, error: unknown): void {
-    const code = (error as { code?: unknown } | undefined)?.code;
-    if (!keepsConnection(error) || code === READ_ONLY) this.forget({ host: client.host, port: client.port });
+  /**
+   * The LISTEN connection now listens on `host` (undefined: it lost its connection). The pool sends
+   * there; without one, its next connection searches from the first host, as the listener does.
+   */
+  follow(host: PglnHost | undefined): void {
+    this.listening = host;
+    if (!host) this.found = undefined;
   }
 
-  /** The host that last qualified, or a search for one. */
+  /**
+   * A pooled connection failed with `error`: if it tells the host is gone or demoted (a read-only
+   * refusal), the pool's next connection searches again, unless it follows the LISTEN connection,
+   * which notices a lost server itself.
+   */
+  failed(client: Client, error: unknown): void {
+    if (!keepsConnection(error) || isReadOnly(error)) this.forget({ host: client.host, port: client.port });
+  }
+
+  /** Stops a search in flight (shutdown): its connection is destroyed. */
+  stop(): void {
+    this.stopSearch.abort();
+  }
+
+  /** Where the pool's next connection goes: the LISTEN connection's host, or the one found, or a search for one. */
   private pick(probe: ClientConfig): Promise<PglnHost> {
-    if (this.current) return Promise.resolve(this.current);
-    this.finding ??= this.connect(probe)
+    const known = this.listening ?? this.found;
+    if (known) return Promise.resolve(known);
+    this.finding ??= this.connect(probe, this.stopSearch.signal)
       .then(({ client, config }) => {
         destroyConnection(client);
-        return { host: config.host!, port: config.port };
+        this.found = { host: config.host!, port: config.port };
+        return this.found;
       })
       .finally(() => (this.finding = undefined));
     return this.finding;
@@ -139,7 +163,7 @@ export class HostSelector {
   }
 
   private forget(host: PglnHost): void {
-    const { current } = this;
-    if (current && current.host === host.host && (current.port === undefined || current.port === host.port)) this.current = undefined;
+    const { found } = this;
+    if (found && found.host === host.host && (found.port === undefined || found.port === host.port)) this.found = undefined;
   }
 }

@@ -1,5 +1,5 @@
 import type { PglnHost, PglnTargetSessionAttrs } from './interfaces/index.js';
-import { HOSTS_INVALID, TARGET_SESSION_ATTRS_INVALID } from './pgln.messages.js';
+import { ANY_WITH_SEVERAL_HOSTS, HOSTS_INVALID, TARGET_SESSION_ATTRS_INVALID } from './pgln.messages.js';
 
 /** The values of `target_session_attrs` the module accepts: the ones a LISTEN or a NOTIFY can run on. */
 export const TARGET_SESSION_ATTRS: readonly PglnTargetSessionAttrs[] = ['any', 'read-write', 'primary'];
@@ -17,10 +17,10 @@ export interface SplitConnectionString {
 /** `host[:port]`, an IPv6 address in brackets: `[::1]:5432`. */
 function parseHost(text: string): PglnHost {
   const match = /^(\[[^\]]*\]|[^:]*)(?::(\d*))?$/.exec(text);
-  if (!match) throw new Error(`"${text}" is not host[:port]`);
+  if (!match) throw new Error('an entry is not host[:port]');
   const host = decodeURIComponent(match[1]!.replace(/^\[(.*)\]$/, '$1'));
-  const port = match[2] ? Number(match[2]) : undefined;
-  return port === undefined ? { host } : { host, port };
+  // As libpq: a host without a port gets the default one, not another host's.
+  return { host, port: match[2] ? Number(match[2]) : Number(process.env.PGPORT) || 5432 };
 }
 
 /**
@@ -70,7 +70,8 @@ function isHost(value: unknown): value is PglnHost {
   const { host, port } = (value ?? {}) as Partial<PglnHost>;
   return (
     typeof host === 'string' &&
-    host.trim() !== '' &&
+    host !== '' &&
+    !/[\s,]/.test(host) &&
     (port === undefined || (Number.isInteger(port) && port > 0 && port < 65_536))
   );
 }
@@ -95,10 +96,31 @@ export function hostProblems({ hosts, targetSessionAttrs }: HostOptions, connect
       if (split.hosts.length > 1 && !split.hosts.every(isHost)) problems.push("the connection string's host list must be host[:port] entries separated by commas");
     } catch (error) {
       // Never the string itself: it may hold a password.
-      problems.push(`the connection string's host list cannot be parsed: ${(error as Error).message.replace(/"[^"]*"/, 'an entry')}`);
+      problems.push(`the connection string's host list cannot be parsed: ${(error as Error).message}`);
     }
   }
+  // 'any' could keep a standby, which refuses LISTEN and NOTIFY.
+  const several = (Array.isArray(hosts) && hosts.length > 1) || connectionStrings.some((text) => typeof text === 'string' && isMultiHost(text));
+  const anyAttrs = targetSessionAttrs === 'any' || (targetSessionAttrs === undefined && connectionStrings.some((text) => typeof text === 'string' && attrsOf(text) === 'any'));
+  if (several && anyAttrs) problems.push(ANY_WITH_SEVERAL_HOSTS());
   return problems;
+}
+
+/** Whether a connection string lists several hosts. */
+export function isMultiHost(connectionString: string): boolean {
+  try {
+    return splitConnectionString(connectionString).hosts.length > 1;
+  } catch {
+    return false;
+  }
+}
+
+function attrsOf(connectionString: string): string | undefined {
+  try {
+    return splitConnectionString(connectionString).targetSessionAttrs;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -109,6 +131,7 @@ export function hostProblems({ hosts, targetSessionAttrs }: HostOptions, connect
 export function chooseHosts(options: HostOptions, split: SplitConnectionString | undefined): HostChoice | undefined {
   const hosts = (options.hosts as PglnHost[] | undefined) ?? (split && split.hosts.length > 0 ? split.hosts : undefined);
   const attrs = (options.targetSessionAttrs ?? split?.targetSessionAttrs ?? (hosts && hosts.length > 1 ? 'primary' : 'any')) as PglnTargetSessionAttrs;
-  if (attrs === 'any' && (!hosts || hosts.length < 2)) return undefined;
+  // One host of the connection settings, any server: nothing to choose (a one-entry hosts still names its host).
+  if (attrs === 'any' && options.hosts === undefined && (!hosts || hosts.length < 2)) return undefined;
   return { hosts: hosts ?? [], attrs };
 }

@@ -263,6 +263,7 @@ export class PglnListener {
     void ran.then((ok) => {
       if (!ok || this.session !== session || this.closing) return;
       if (this.promoted?.session === session) this.promoted = undefined;
+      this.transport.live?.(session);
       if (this.listenedBefore) this.reconnects++;
       this.listenedBefore = true;
       this.startup.listening();
@@ -355,6 +356,7 @@ export class PglnListener {
     if (this.spare?.lost(session)) return this.stale.remember(session.identity);
     if (session !== this.session) return;
     this.session = undefined;
+    this.transport.live?.(undefined);
     this.health.stop();
     session.destroy();
     this.stale.remember(session.identity);

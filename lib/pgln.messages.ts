@@ -237,3 +237,11 @@ export const TARGET_SESSION_ATTRS_INVALID = (where: string, got: string, allowed
   (['read-only', 'standby', 'prefer-standby'].includes(got.replace(/^'|'$/g, ''))
     ? ': LISTEN and NOTIFY are refused on a standby, so the module never connects to one on purpose'
     : '');
+
+export const ANY_WITH_SEVERAL_HOSTS = () =>
+  "targetSessionAttrs (or target_session_attrs) 'any' cannot go with several hosts: it could keep a standby, which " +
+  "refuses LISTEN and NOTIFY; use 'primary' (the default with several hosts) or 'read-write'";
+
+export const LISTENER_HOST_WITH_HOSTS = () =>
+  'listener.host or listener.port cannot go with hosts or a multi-host connectionString: the LISTEN connection chooses ' +
+  'among those hosts; give its own hosts as listener.connectionString (a multi-host URL) instead';

@@ -8,7 +8,8 @@ import { NOTIFY_NO_CONNECTION, NOTIFY_POOL_STUCK, NOTIFY_TIMEOUT, POOL_CLIENT_ER
 import { run } from './pgln.notify-query.js';
 import { withTimeout } from './pgln.promises.js';
 import { ListenSession, type ListenSessionEvents } from './pgln.session.js';
-import type { Outgoing, PglnTransport } from './pgln.transport.js';
+import type { Outgoing, PglnTransport, Session } from './pgln.transport.js';
+import { isReadOnly } from './pgln.host-selector.js';
 
 /** pg-pool's errors when its own `connectionTimeoutMillis` ran out: waiting for a connection, or opening one. */
 const POOL_TIMEOUT = /^(timeout exceeded when trying to connect|Connection terminated due to connection timeout)$/;
@@ -52,6 +53,12 @@ export class PgTransport implements PglnTransport {
     return new ListenSession(config, this.timeoutMs, events, hosts, listener.application_name);
   }
 
+  /** The pool sends where the listener listens, when they choose among the same hosts. */
+  live(session: Session | undefined): void {
+    const { hosts, poolHosts } = this.connection;
+    if (poolHosts && poolHosts === hosts) poolHosts.follow(session?.host);
+  }
+
   /** On the caller's executor, as it is (no timeout, no release: the connection is theirs); else through the pool. */
   async send({ query, what, executor }: Outgoing): Promise<void> {
     if (executor) await run(executor, query);
@@ -63,6 +70,7 @@ export class PgTransport implements PglnTransport {
    * connections `timeoutMs` to close politely, then what is left is destroyed.
    */
   async end(): Promise<void> {
+    this.connection.poolHosts?.stop();
     await this.connection.owned?.end(this.notifyTimeoutMs, this.timeoutMs);
   }
 
@@ -94,9 +102,9 @@ export class PgTransport implements PglnTransport {
     } catch (error) {
       // A host gone or demoted (a read-only refusal): the pool's next connection looks for another.
       this.connection.poolHosts?.failed(client, error);
-      if (broken || !keepsConnection(error)) {
-        // Failed, hung (a half-open socket never answers), or ended by the server (FATAL):
-        // destroyed rather than reused.
+      if (broken || !keepsConnection(error) || isReadOnly(error)) {
+        // Failed, hung (a half-open socket never answers), ended by the server (FATAL), or on a
+        // server that refuses to write (a standby): destroyed rather than reused.
         client.release(error as Error);
         destroyConnection(client);
       } else {

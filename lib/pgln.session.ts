@@ -1,5 +1,6 @@
 import { randomInt, randomUUID } from 'node:crypto';
 import type { Client, ClientConfig, Notification, QueryResultRow } from 'pg';
+import type { PglnHost } from './interfaces/index.js';
 import { PglnTimeoutError } from './errors/index.js';
 import { destroyConnection, keepsConnection } from './pgln.connection.js';
 import { HostSelector } from './pgln.host-selector.js';
@@ -73,6 +74,8 @@ export class ListenSession implements Session {
   identity?: BackendIdentity;
   /** The host it connected to, and why it skipped those before it, when it chose among several. */
   server?: string;
+  /** The host it connected to, when it chose among several. */
+  host?: PglnHost;
   /** The advisory lock's keys, and the comment that starts every statement (see {@link BackendIdentity}). */
   private readonly keys = [randomInt(2 ** 31), randomInt(2 ** 31)] as const;
   private readonly marker = `/* pgln ${this.keys[0]}-${this.keys[1]} */`;
@@ -103,8 +106,9 @@ export class ListenSession implements Session {
       const { client, config, skipped } = await this.hosts.connect(this.config, this.stopConnecting.signal);
       this.client = client;
       this.config = config;
-      if (this.hosts.hosts.length > 1) {
-        const host = describeHost({ host: String(config.host), port: config.port });
+      if (this.hosts.hosts.length > 0) {
+        this.host = { host: String(config.host), port: config.port };
+        const host = describeHost(this.host);
         this.server = skipped.length > 0 ? `${host} (skipped ${skipped.join('; ')})` : host;
       }
       client.on('error', (error: Error) => this.lose(error));

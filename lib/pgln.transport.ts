@@ -1,5 +1,5 @@
 import type { Observable } from 'rxjs';
-import type { PglnBackoffOptions, PglnExecutor, PglnNotifyManyQuery, PglnNotifyQuery, PglnState, PglnStateChange } from './interfaces/index.js';
+import type { PglnBackoffOptions, PglnExecutor, PglnHost, PglnNotifyManyQuery, PglnNotifyQuery, PglnState, PglnStateChange } from './interfaces/index.js';
 import type { ProbeVerdict } from './pgln.receive-probe.js';
 import type { BackendIdentity, ListenSessionEvents, SessionHealth } from './pgln.session.js';
 
@@ -9,6 +9,8 @@ export interface Session {
   readonly identity?: BackendIdentity;
   /** The host it connected to, `host:port`, and why it skipped those before it, when it chose among several (for logs). */
   readonly server?: string;
+  /** The host it connected to, when it chose among several. */
+  readonly host?: PglnHost;
   connect(): Promise<void>;
   /** LISTENs on every name; resolves with those the server refused (see {@link ListenSession.listen}). */
   listen(names: readonly string[]): Promise<Map<string, Error>>;
@@ -56,6 +58,8 @@ export interface PglnTransport {
    * lost session is back at once, so that tests never wait on production delays).
    */
   readonly reconnect?: Required<PglnBackoffOptions>;
+  /** The session the listener now listens on (undefined: it lost it): the pool sends where it listens. */
+  live?(session: Session | undefined): void;
   /** The listener it serves, once created (the in-memory bus waits on its channels). */
   attach?(listener: TransportListener): void;
 }

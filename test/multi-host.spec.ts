@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import pg from 'pg';
 import { OnNotification, OnOutOfSync, PglnOptionsError, type OutOfSyncEvent } from 'nestjs-pgln';
+import { HostSelector } from '../lib/pgln.host-selector.js';
 import { splitConnectionString } from '../lib/pgln.hosts.js';
 import { resolveOptions } from '../lib/pgln.options.js';
 import { createTestApp, type TestApp } from './support/app.js';
@@ -20,7 +21,8 @@ describe('several hosts: the options', () => {
   it("splits libpq's multi-host URL, which node-postgres cannot parse, into its hosts", () => {
     expect(splitConnectionString('postgres://app:s3cret@h1:5432,h2:5433,[::1]/shop?target_session_attrs=read-write&sslmode=disable')).toEqual({
       single: 'postgres://app:s3cret@h1:5432/shop?sslmode=disable',
-      hosts: [{ host: 'h1', port: 5432 }, { host: 'h2', port: 5433 }, { host: '::1' }],
+      // A host without a port gets the default one (as libpq), not the first host's.
+      hosts: [{ host: 'h1', port: 5432 }, { host: 'h2', port: 5433 }, { host: '::1', port: 5432 }],
       targetSessionAttrs: 'read-write',
     });
     // One host is pg's to parse.
@@ -38,9 +40,11 @@ describe('several hosts: the options', () => {
     expect(fromOption.connection!.hosts).toMatchObject({ hosts: [{ host: 'a' }, { host: 'b', port: 6432 }], attrs: 'read-write' });
     expect(fromOption.connection!.target).toBe('app@a:5432,b:6432/shop');
 
-    // One host: nothing to choose, no extra round trip.
+    // One host: nothing to choose, no extra round trip; one given as hosts replaces the string's.
     const single = await resolved({ connectionString: 'postgres://app@db/shop' });
     expect(single.connection!.hosts).toBeUndefined();
+    const one = await resolved({ connectionString: 'postgres://app@db/shop', hosts: [{ host: 'other', port: 6000 }] });
+    expect(one.connection!.hosts).toMatchObject({ hosts: [{ host: 'other', port: 6000 }], attrs: 'any' });
   });
 
   it('a pg.Pool of your own stays yours: only the LISTEN connection chooses', async () => {
@@ -69,6 +73,14 @@ describe('several hosts: the options', () => {
     expect(problems({ connectionString: 'postgres://db/shop', targetSessionAttrs: 'standby' as never })).toContain(
       "targetSessionAttrs must be one of 'any', 'read-write', 'primary', got 'standby': LISTEN and NOTIFY are refused on a standby",
     );
+    expect(problems({ connectionString: 'postgres://db/shop', hosts: [{ host: 'a,b' }, { host: 'c' }] })).toContain('hosts must be');
+    expect(problems({ connectionString: 'postgres://app@h1,h2/shop?target_session_attrs=any' })).toContain(
+      "targetSessionAttrs (or target_session_attrs) 'any' cannot go with several hosts: it could keep a standby",
+    );
+    expect(problems({ connectionString: 'postgres://app@h1,h2/shop', listener: { port: 5432 } })).toContain(
+      'listener.host or listener.port cannot go with hosts or a multi-host connectionString',
+    );
+    expect(problems({ connectionString: 'postgres://app:s3cret@h1,h2:x/shop' })).toContain("the connection string's host list cannot be parsed: an entry is not host[:port]");
     const message = problems({ connectionString: 'postgres://app:s3cret@h1,h2/shop?target_session_attrs=prefer-standby' });
     expect(message).toContain("the connection string's target_session_attrs must be one of 'any', 'read-write', 'primary', got 'prefer-standby'");
     expect(message).not.toContain('s3cret');
@@ -153,6 +165,27 @@ describe('several hosts: two servers of the tests’ own', () => {
       await t.app.close();
     }
   }, 120_000);
+
+  it("the module's pool sends where the LISTEN connection listens, whatever fails on the pool; without one, it searches from the first host", async () => {
+    const [a, b] = [{ host: '127.0.0.1', port: first.port }, { host: '127.0.0.1', port: second.port }];
+    // Two primaries at once (a split brain): a notification sent to the one the listener is not on would be lost.
+    const selector = new HostSelector([a, b], 'primary', 2_000);
+    const Client = selector.poolClient(pg.Client, { user: 'postgres', database: 'postgres', application_name: unique('probe') });
+    const portOfNewConnection = async () => {
+      const client = new Client({ user: 'postgres', database: 'postgres' });
+      await client.connect();
+      await client.end();
+      return client.port;
+    };
+    selector.follow(b);
+    expect(await portOfNewConnection()).toBe(second.port);
+    // A pooled connection on it failed as a lost server's would: the pool still follows the listener, not the first host.
+    selector.failed(Object.assign(new pg.Client(), b), Object.assign(new Error('terminating connection'), { code: '57P01', severity: 'FATAL' }));
+    expect(await portOfNewConnection()).toBe(second.port);
+    // The listener lost its connection: the pool searches as it will, from the first host.
+    selector.follow(undefined);
+    expect(await portOfNewConnection()).toBe(first.port);
+  });
 
   it('skips a host that does not answer within the connect timeout; an attempt where none qualifies is one log line naming each', async () => {
     const channel = unique('hosts');

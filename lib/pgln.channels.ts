@@ -3,6 +3,10 @@ import type { OutOfSyncReason, PglnChannelStats, PglnNotification } from './inte
 import { Channel, type Listen } from './channel/channel.js';
 import type { ChannelContext } from './channel/channel-context.js';
 import { Subscriber } from './channel/subscriber.js';
+import { PglnChannelError } from './errors/index.js';
+import { describeError } from './pgln.connection-errors.js';
+import { LISTEN_REFUSED } from './pgln.messages.js';
+import { withTimeout } from './pgln.promises.js';
 import type { SubscriptionSpec } from './pgln.subscription.js';
 
 /**
@@ -83,12 +87,29 @@ export class Channels {
     return channel.close(error);
   }
 
-  /** Forgets every channel (shutdown): resolves once their running handlers finished. */
-  closeAll(error: Error): Promise<void>[] {
+  /** The server refused to LISTEN on a channel: its subscriptions fail with a {@link PglnChannelError}, the channel goes. */
+  refuse(name: string, cause: Error): void {
+    const channel = this.byName.get(name);
+    if (!channel) return;
+    const handlers = channel.subscribers.map((subscriber) => subscriber.name);
+    const error = new PglnChannelError(LISTEN_REFUSED(name, describeError(cause), handlers), name, { cause });
+    this.context.logger.error(error.message);
+    void this.forget(channel, error);
+  }
+
+  /**
+   * Forgets every channel (shutdown), their subscriptions removed with `error`: resolves once their
+   * running handlers finished, or after `timeoutMs` (logged) whatever they do.
+   */
+  async closeAll(error: Error, timeoutMs: number): Promise<void> {
     const closing = this.all().map((channel) => channel.close(error));
     this.byName.clear();
     this.last = undefined;
-    return closing;
+    try {
+      await withTimeout(Promise.all(closing), timeoutMs, () => new Error('timeout'));
+    } catch {
+      this.context.logger.warn(`Handlers still running after shutdownTimeoutMs (${timeoutMs} ms); closing the connection anyway`);
+    }
   }
 
   /** Hands a notification to its channel (none: nothing listens on it any more). */

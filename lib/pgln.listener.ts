@@ -1,6 +1,6 @@
 import type { Logger } from '@nestjs/common';
 import type { Observable } from 'rxjs';
-import { PglnChannelError, PglnClosedError, PglnConnectionError, PglnError } from './errors/index.js';
+import { PglnClosedError, PglnConnectionError, PglnError } from './errors/index.js';
 import type { OutOfSyncReason, PglnState, PglnStateChange, PglnStats } from './interfaces/index.js';
 import type { Channel } from './channel/channel.js';
 import { createChannelContext, type ChannelContext } from './channel/channel-context.js';
@@ -10,7 +10,6 @@ import { describeError } from './pgln.connection-errors.js';
 import {
   ATTEMPT_FAILED,
   CLOSED,
-  LISTEN_REFUSED,
   LISTENER_POOLED,
   NOT_LISTENING,
   PROBE_INCONCLUSIVE,
@@ -26,7 +25,6 @@ import { ReconnectSchedule } from './pgln.reconnect-schedule.js';
 import type { PglnTransport, Session } from './pgln.transport.js';
 import { StaleBackends } from './pgln.stale-backends.js';
 import type { SubscriptionSpec } from './pgln.subscription.js';
-import { withTimeout } from './pgln.promises.js';
 import type { Telemetry } from './pgln.telemetry.js';
 
 const noop = () => undefined;
@@ -325,7 +323,7 @@ export class PglnListener {
   private listen(session: Session, channels: Channel[]): Promise<boolean> {
     return session.listen(channels.map((channel) => channel.name)).then(
       (refused) => {
-        for (const [name, error] of refused) this.refuse(name, error);
+        for (const [name, error] of refused) this.channels.refuse(name, error);
         return true;
       },
       (error: Error) => {
@@ -333,16 +331,6 @@ export class PglnListener {
         return false;
       },
     );
-  }
-
-  /** The server refused to LISTEN on a channel: its subscriptions fail with a {@link PglnChannelError}, the channel goes. */
-  private refuse(name: string, cause: Error): void {
-    const channel = this.channels.get(name);
-    if (!channel) return;
-    const handlers = channel.subscribers.map((subscriber) => subscriber.name);
-    const error = new PglnChannelError(LISTEN_REFUSED(name, describeError(cause), handlers), name, { cause });
-    this.logger.error(error.message);
-    void this.channels.forget(channel, error);
   }
 
   private connectFailed(error: Error): void {
@@ -397,7 +385,7 @@ export class PglnListener {
     this.states.transition('closed', reason);
     const error = cause ?? new PglnClosedError(CLOSED('finish starting'));
     this.startup.stop(error);
-    await this.waitForHandlers(this.channels.closeAll(error));
+    await this.channels.closeAll(error, this.options.shutdownTimeoutMs);
     const { session, connecting } = this;
     this.session = undefined;
     connecting?.destroy();
@@ -406,16 +394,5 @@ export class PglnListener {
     // Its observable instruments stop reading these stats (after a failed startup too).
     this.context.telemetry?.close();
     this.states.complete();
-  }
-
-  private async waitForHandlers(running: Promise<void>[]): Promise<void> {
-    const { shutdownTimeoutMs } = this.options;
-    try {
-      await withTimeout(Promise.all(running), shutdownTimeoutMs, () => new Error('timeout'));
-    } catch {
-      this.logger.warn(
-        `Handlers still running after shutdownTimeoutMs (${shutdownTimeoutMs} ms); closing the connection anyway`,
-      );
-    }
   }
 }

@@ -1,7 +1,8 @@
 /** Messages between the orchestrator (main.ts) and a receiver process (receiver.ts), over IPC. */
 
 /**
- * The libraries measured; `pgln-sync` / `pgln-async` differ only in their handler. The
+ * The libraries measured; `pgln-sync` / `pgln-async` differ only in their handler, `pgln-spare` is
+ * `pgln-sync` with `listener: { spare: true }` (scenario 4). The
  * `pgln-telemetry-off` / `pgln-otel-*` variants of `pgln-sync` measure what OpenTelemetry costs:
  * switched off (the API never loaded, as in an app without it), and with an SDK registered.
  */
@@ -10,6 +11,7 @@ export type Contender =
   | 'pg-listen'
   | 'postgres.js'
   | 'pgln-sync'
+  | 'pgln-spare'
   | 'pgln-async'
   | 'pgln-baseline'
   | 'pgln-telemetry-off'

@@ -119,9 +119,14 @@ async function registerSdk(): Promise<void> {
   metrics.setGlobalMeterProvider(new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter })] }));
 }
 
-async function startPgln(async: boolean, telemetry?: { traces: boolean; metrics: boolean }, lib: typeof current = current): Promise<void> {
+async function startPgln(
+  async: boolean,
+  telemetry?: { traces: boolean; metrics: boolean },
+  lib: typeof current = current,
+  options: Partial<current.PglnModuleOptions> = {},
+): Promise<void> {
   const handler = async ? async (payload: string) => onPayload(payload) : (payload: string) => onPayload(payload);
-  await startPglnApp(task.channels, handler, { connectionString: task.databaseUrl, applicationName: task.applicationName, telemetry }, lib);
+  await startPglnApp(task.channels, handler, { connectionString: task.databaseUrl, applicationName: task.applicationName, telemetry, ...options }, lib);
 }
 
 const starters = {
@@ -129,6 +134,7 @@ const starters = {
   'pg-listen': startPgListen,
   'postgres.js': startPostgresJs,
   'pgln-sync': () => startPgln(false),
+  'pgln-spare': () => startPgln(false, undefined, current, { listener: { spare: true } }),
   'pgln-async': () => startPgln(true),
   'pgln-baseline': async () => startPgln(false, undefined, await import(task.baseline!)),
   'pgln-telemetry-off': () => startPgln(false, { traces: false, metrics: false }),

@@ -14,6 +14,8 @@ import {
   NOT_LISTENING,
   PROBE_INCONCLUSIVE,
   RESYNC_ABANDONED,
+  SPARE_FAILED,
+  SPARE_TAKES_OVER,
   UNLISTENED,
 } from './pgln.messages.js';
 import type { ResolvedPglnOptions } from './pgln.options.js';
@@ -354,15 +356,17 @@ export class PglnListener {
       const wasLive = this.state === 'live';
       this.startup.lost();
       this.states.transition('reconnecting', `connection lost: ${error ? describeError(error) : 'the server closed it'}`);
-      // A spare LISTENs at once; without one, a new connection (at once, after a stable one).
-      const spare = this.spare?.take();
+      // A spare LISTENs at once where a new connection would be made at once (after a stable one).
+      const spare = this.schedule.stable(wasLive) ? this.spare?.take() : undefined;
       if (!spare) return this.schedule.lost(wasLive);
+      this.logger.log(SPARE_TAKES_OVER());
       this.promoted = { session: spare, wasLive };
       this.connected(spare);
     } else if (this.promoted?.session === session) {
       // The spare failed when used: a new connection, as without one.
       const { wasLive } = this.promoted;
       this.promoted = undefined;
+      this.logger.warn(SPARE_FAILED(error ? describeError(error) : 'the server closed it'));
       this.schedule.lost(wasLive);
     } else {
       // Connected, but LISTEN failed (a standby in recovery, say): one more failed attempt.
@@ -379,6 +383,7 @@ export class PglnListener {
 
   private async shutdown(reason: string, cause?: Error): Promise<void> {
     this.shutdownSignal.abort();
+    const spareClosed = this.spare?.close();
     this.schedule.stop();
     this.health.stop();
     clearInterval(this.watchdog);
@@ -390,7 +395,7 @@ export class PglnListener {
     this.session = undefined;
     connecting?.destroy();
     this.health.stop();
-    await Promise.all([session?.close(), this.spare?.close()]);
+    await Promise.allSettled([session?.close(), spareClosed]);
     // Its observable instruments stop reading these stats (after a failed startup too).
     this.context.telemetry?.close();
     this.states.complete();

@@ -245,3 +245,7 @@ export const ANY_WITH_SEVERAL_HOSTS = () =>
 export const LISTENER_HOST_WITH_HOSTS = () =>
   'listener.host or listener.port cannot go with hosts or a multi-host connectionString: the LISTEN connection chooses ' +
   'among those hosts; give its own hosts as listener.connectionString (a multi-host URL) instead';
+
+export const SPARE_TAKES_OVER = () => 'LISTEN connection lost: listening on the spare connection';
+
+export const SPARE_FAILED = (reason: string) => `The spare connection failed when used (${reason}); connecting anew`;

@@ -29,9 +29,17 @@ export class ReconnectSchedule {
     this.failures = 0;
   }
 
+  /**
+   * Whether a connection lost now would be replaced at once (it was live, for long enough): a spare
+   * may take over then, and only then, so that one dropped right after going live still backs off.
+   */
+  stable(wasLive: boolean): boolean {
+    return wasLive && Date.now() - this.liveSince >= STABLE_AFTER_MS;
+  }
+
   /** A live connection (or one still syncing, `wasLive` false) was lost: schedules the next attempt. */
   lost(wasLive: boolean): void {
-    if (wasLive && Date.now() - this.liveSince >= STABLE_AFTER_MS) this.step = 0;
+    if (this.stable(wasLive)) this.step = 0;
     this.next();
   }
 

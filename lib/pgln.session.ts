@@ -33,7 +33,11 @@ function refusesName(error: unknown): boolean {
 export interface BackendIdentity {
   readonly pid: number;
   readonly keys: readonly [number, number];
-  readonly applicationName: string;
+  /**
+   * The `application_name`s `pg_stat_activity` may show for it: the one it connected with and, for
+   * a spare whose rename was sent (whether or not the answer came back), the listener's.
+   */
+  readonly applicationNames: readonly string[];
   readonly marker: string;
 }
 
@@ -121,7 +125,7 @@ export class ListenSession implements Session {
         'Identify',
         [...keys],
       );
-      this.identity = { pid: rows[0]!.pid, keys, applicationName: rows[0]!.name, marker: this.marker };
+      this.identity = { pid: rows[0]!.pid, keys, applicationNames: shownAs(rows[0]!.name), marker: this.marker };
     } catch (error) {
       this.destroy();
       throw error;
@@ -137,10 +141,11 @@ export class ListenSession implements Session {
     const refused = new Map<string, Error>();
     // A spare taking over renames itself in the same round trip.
     const rename = this.promoteAs === undefined ? [] : [`SET application_name = ${this.connection.escapeLiteral(this.promoteAs)}`];
+    this.renaming();
     try {
       const statements = [...rename, ...names.map((name) => this.listenStatement(name))];
       if (statements.length > 0) await this.query(statements.join('; '), 'LISTEN');
-      this.promoted();
+      this.promoteAs = undefined;
       return refused;
     } catch (error) {
       if (!refusesName(error)) throw error;
@@ -149,7 +154,7 @@ export class ListenSession implements Session {
     // The statements ran as one transaction, so none took effect: the rename on its own, then one LISTEN at a time.
     if (rename.length > 0) {
       await this.query(rename[0]!, 'LISTEN');
-      this.promoted();
+      this.promoteAs = undefined;
     }
     for (const name of names) {
       try {
@@ -162,11 +167,14 @@ export class ListenSession implements Session {
     return refused;
   }
 
-  /** The rename of a spare took effect: its identity says so, for a later session to recognise its backend. */
-  private promoted(): void {
-    if (this.promoteAs === undefined) return;
-    if (this.identity) this.identity = { ...this.identity, applicationName: this.promoteAs };
-    this.promoteAs = undefined;
+  /**
+   * The rename of a spare was sent: from now on its backend may show either name (the answer may
+   * never come back), and a later session must recognise it by both.
+   */
+  private renaming(): void {
+    if (this.promoteAs === undefined || !this.identity) return;
+    const names = new Set([...this.identity.applicationNames, ...shownAs(this.promoteAs)]);
+    this.identity = { ...this.identity, applicationNames: [...names] };
   }
 
   /** UNLISTENs one channel. */
@@ -191,7 +199,8 @@ export class ListenSession implements Session {
   async terminate(backends: readonly BackendIdentity[]): Promise<number[]> {
     // In the select list, not the WHERE clause: only rows that matched are ever terminated. A
     // backend matches while it holds the advisory lock its session took, still has that session's
-    // application_name, last ran a statement of that session's, and is never this one.
+    // application_name (one of them: a row per name), last ran a statement of that session's, and is never this one.
+    const candidates = backends.flatMap((backend) => backend.applicationNames.map((name) => ({ backend, name })));
     const { rows } = await this.query<{ pid: number; terminated: boolean }>(
       'SELECT l.pid, pg_terminate_backend(l.pid) AS terminated FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid ' +
         "JOIN unnest($1::int[], $2::int[]::oid[], $3::int[]::oid[], $4::text[], $5::text[]) AS b(pid, key1, key2, name, marker) " +
@@ -199,11 +208,11 @@ export class ListenSession implements Session {
         "AND starts_with(a.query, b.marker) WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.granted AND l.pid <> pg_backend_pid()",
       'Terminate',
       [
-        backends.map((backend) => backend.pid),
-        backends.map((backend) => backend.keys[0]),
-        backends.map((backend) => backend.keys[1]),
-        backends.map((backend) => backend.applicationName),
-        backends.map((backend) => backend.marker),
+        candidates.map(({ backend }) => backend.pid),
+        candidates.map(({ backend }) => backend.keys[0]),
+        candidates.map(({ backend }) => backend.keys[1]),
+        candidates.map(({ name }) => name),
+        candidates.map(({ backend }) => backend.marker),
       ],
     );
     return rows.filter((row) => row.terminated).map((row) => row.pid);
@@ -249,7 +258,8 @@ export class ListenSession implements Session {
 
   /** UNLISTENs everything and disconnects, each step bounded by `timeoutMs`; the connection is destroyed in any case. */
   async close(): Promise<void> {
-    if (!this.ended) {
+    // Still connecting (or never connected): nothing to say goodbye on.
+    if (!this.ended && this.client) {
       await this.query('UNLISTEN *', 'UNLISTEN').catch(noop);
       const { timeoutMs } = this;
       await withTimeout(this.connection.end(), timeoutMs, () => new PglnTimeoutError(NO_ANSWER('Disconnect', timeoutMs))).catch(noop);
@@ -296,4 +306,15 @@ export class ListenSession implements Session {
     this.destroy();
     this.events.lost(this, error);
   }
+}
+
+/**
+ * The `application_name`s PostgreSQL may show for `name` in `pg_stat_activity`: as given, with
+ * characters other than printable ASCII replaced by `?` (as it stores them), and each cut to the 63
+ * bytes the view keeps.
+ */
+function shownAs(name: string): string[] {
+  const cleaned = name.replace(/[^\x20-\x7e]/g, '?');
+  const cut = (text: string) => Buffer.from(text).subarray(0, 63).toString('utf8').replace(/\uFFFD$/, '');
+  return [...new Set([name, cleaned, cut(name), cut(cleaned)])];
 }

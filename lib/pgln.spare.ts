@@ -13,7 +13,10 @@ export class Spare {
   /** The spare: connecting, or connected once `ready`. */
   private session?: Session;
   private ready = false;
-  private timer?: NodeJS.Timeout;
+  /** The next check of the ready spare. */
+  private checkTimer?: NodeJS.Timeout;
+  /** The next attempt after a spare was lost. */
+  private refillTimer?: NodeJS.Timeout;
   private stopped = false;
 
   constructor(
@@ -44,7 +47,7 @@ export class Spare {
     const { session } = this;
     this.session = undefined;
     this.ready = false;
-    clearTimeout(this.timer);
+    clearTimeout(this.checkTimer);
     return session;
   }
 
@@ -57,15 +60,17 @@ export class Spare {
     session.destroy();
     this.session = undefined;
     this.ready = false;
-    clearTimeout(this.timer);
-    if (!this.stopped) this.timer = setTimeout(() => this.fill(), this.checkEveryMs);
+    clearTimeout(this.checkTimer);
+    clearTimeout(this.refillTimer);
+    if (!this.stopped) this.refillTimer = setTimeout(() => this.fill(), this.checkEveryMs);
     return true;
   }
 
-  /** Closes the spare (shutdown). */
+  /** Closes the spare and opens none any more (shutdown). */
   async close(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.timer);
+    clearTimeout(this.checkTimer);
+    clearTimeout(this.refillTimer);
     const { session } = this;
     this.session = undefined;
     await session?.close();
@@ -73,10 +78,10 @@ export class Spare {
 
   /** Asks the spare for a round trip every `checkEveryMs`: no answer in time, and the session reports itself lost. */
   private check(session: Session): void {
-    this.timer = setTimeout(() => {
-      if (this.session !== session) return;
+    this.checkTimer = setTimeout(() => {
+      if (this.stopped || this.session !== session) return;
       session.health().then(
-        () => this.check(session),
+        () => !this.stopped && this.session === session && this.check(session),
         () => this.lost(session),
       );
     }, this.checkEveryMs);

@@ -44,6 +44,10 @@ describe('listener: { spare: true }', () => {
       await waitFor('a spare', async () => (await pids(t, 'spare')).length === 1);
       const [spare] = await pids(t, 'spare');
       const [listener] = await pids(t, 'listener');
+      // A spare replaces only what would be reconnected at once: a connection live for a second (one that drops
+      // sooner backs off, spare or not). The condition is the time itself.
+      const liveSince = t.pgln.stats().since.getTime();
+      await waitFor('the connection to count as stable', () => Date.now() - liveSince >= 1_000);
 
       await admin.query('SELECT pg_terminate_backend($1)', [listener]);
       await states.reach('live', 2);
@@ -51,6 +55,7 @@ describe('listener: { spare: true }', () => {
       expect(await pids(t, 'listener')).toEqual([spare]);
       await waitFor('a new spare', async () => (await pids(t, 'spare')).some((pid) => pid !== spare));
       expect(recorder.syncs).toEqual(['connect', 'reconnect']);
+      expect(t.logs.messages('log')).toContain('LISTEN connection lost: listening on the spare connection');
 
       await admin.query('SELECT pg_notify($1, $2)', [channel, 'after']);
       expect(await recorder.received.until(1)).toEqual(['after']);
@@ -58,6 +63,21 @@ describe('listener: { spare: true }', () => {
       await t.app.close();
     }
     expect(await pids(t, 'spare')).toEqual([]);
+  });
+
+  it('closes while its spare is still connecting: the spare goes, and close() resolves', async () => {
+    const proxy = await TcpProxy.forUrl(databaseUrl()).start();
+    // The LISTEN connection and the startup probe's get through; the spare's is held, never reaching the server.
+    proxy.holdAfter(2);
+    // A connect timeout far beyond the wait below: only stopping the attempt closes the held connection in time.
+    const t = await createTestApp({}, { listener: { ...throughProxy(proxy).listener, spare: true, connectionTimeoutMillis: 60_000 } });
+    const states = new StateLog(t.pgln);
+    // init() resolved when the listener went live, which is when the spare began connecting: it is held now.
+    await t.app.close();
+    expect(states.states.at(-1)).toBe('closed');
+    expect(t.logs.messages('error')).toEqual([]);
+    await waitFor('no connection left through the proxy', () => proxy.openSockets === 0);
+    await proxy.stop();
   });
 
   it('recovers with a new connection when the spare died unnoticed with the LISTEN connection', async () => {

@@ -81,8 +81,10 @@ export interface PglnListenerOptions extends ClientConfig {
    * Keep one more connection open, connected and authenticated but idle (the listener's
    * `application_name` with `-spare`, `pgln-listener-spare` by default, in `pg_stat_activity`): when the LISTEN connection is lost, LISTEN runs on it at once instead
    * of on a new connection, and a new spare opens in the background. Recovery after a killed
-   * backend is then one round trip; the cost is one more connection per instance. A spare is checked
-   * every `healthCheck.intervalMs`; one that fails when used is given up for a new connection at once.
+   * backend is then one round trip; the cost is one more connection per instance. It stands in only
+   * for an immediate reconnect (the lost connection had been live for a second); sooner, the backoff
+   * applies as without it. A spare is checked every `healthCheck.intervalMs`; one that fails when
+   * used is given up for a new connection at once.
    * @default false
    */
   spare?: boolean;

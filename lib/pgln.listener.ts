@@ -24,6 +24,7 @@ import { ListenerState } from './pgln.listener-state.js';
 import { Spare } from './pgln.spare.js';
 import { Startup } from './pgln.startup.js';
 import { ReconnectSchedule } from './pgln.reconnect-schedule.js';
+import { ResyncGate } from './pgln.resync-gate.js';
 import type { PglnTransport, Session } from './pgln.transport.js';
 import { StaleBackends } from './pgln.stale-backends.js';
 import type { SubscriptionSpec } from './pgln.subscription.js';
@@ -88,6 +89,7 @@ export class PglnListener {
     private readonly logger: Logger,
   ) {
     const listener = this;
+    const gate = ResyncGate.of(options, name, transport, logger);
     this.context = createChannelContext(options, logger, {
       behind: (subscriber) => {
         this.behind.add(subscriber as Subscriber);
@@ -96,7 +98,7 @@ export class PglnListener {
       caughtUp: (subscriber) => {
         if (this.behind.delete(subscriber as Subscriber)) this.settleState();
       },
-    });
+    }, gate);
     this.channels = new Channels(this.context);
     this.health = new HealthCheck(options.healthCheck, logger, {
       get session() {
@@ -143,6 +145,7 @@ export class PglnListener {
       notLiveSince: this.states.notLiveSince,
       ...this.context.totals.snapshot(),
       reconnects: this.reconnects,
+      waitingForResyncSlot: this.context.gate?.waiting ?? 0,
       queued,
       notificationQueueUsage: this.health.queueUsage.last,
       lastHealthCheck: this.health.last,

@@ -249,3 +249,9 @@ export const LISTENER_HOST_WITH_HOSTS = () =>
 export const SPARE_TAKES_OVER = () => 'LISTEN connection lost: listening on the spare connection';
 
 export const SPARE_FAILED = (reason: string) => `The spare connection failed when used (${reason}); connecting anew`;
+
+export const RESYNC_SLOT_WAITING = (concurrency: number) =>
+  `Out-of-sync handlers wait for one of the fleet's ${concurrency} resync slot(s) (resync.concurrency); their notifications stay held`;
+
+export const RESYNC_SLOT_GIVEN_UP = (slot: number, holdMs: number) =>
+  `Resync slot ${slot} given up after resync.holdMs (${holdMs} ms): its out-of-sync handler still runs, another instance may start its own`;

@@ -1,4 +1,4 @@
-import type { PglnBackoffOptions, PglnHealthCheckOptions, PglnModuleOptions, PglnTelemetryOptions } from './interfaces/index.js';
+import type { PglnBackoffOptions, PglnHealthCheckOptions, PglnModuleOptions, PglnResyncOptions, PglnTelemetryOptions } from './interfaces/index.js';
 import { PglnOptionsError } from './errors/index.js';
 import { checkConnection, checkPgTimers, resolveConnection, type ResolvedConnection } from './pgln.connection-options.js';
 import { DEFAULT_CONNECTION } from './pgln.constants.js';
@@ -19,6 +19,9 @@ export interface ResolvedPglnOptions {
   readonly slowHandlerMs: number;
   readonly notifyTimeoutMs: number;
   readonly telemetry: Required<PglnTelemetryOptions>;
+  readonly resync: { readonly concurrency?: number; readonly jitterMs: number; readonly holdMs: number };
+  /** `application_name` of the module's connections. */
+  readonly applicationName: string;
 }
 
 const DEFAULTS = {
@@ -31,6 +34,7 @@ const DEFAULTS = {
   slowHandlerMs: 5_000,
   notifyTimeoutMs: 10_000,
   telemetry: { traces: true, metrics: true },
+  resync: { jitterMs: 0, holdMs: 60_000 },
 } as const;
 
 /**
@@ -57,6 +61,7 @@ export function resolveOptions(
   const slowHandlerMs = options.slowHandlerMs ?? DEFAULTS.slowHandlerMs;
   const notifyTimeoutMs = options.notifyTimeoutMs ?? DEFAULTS.notifyTimeoutMs;
   const telemetry = { ...DEFAULTS.telemetry, ...defined(options.telemetry) };
+  const resync: { concurrency?: number; jitterMs: number; holdMs: number } = { ...DEFAULTS.resync, ...defined<PglnResyncOptions>(options.resync) };
 
   const checks = new OptionChecks();
   if (connection) checkConnection(options, checks);
@@ -92,6 +97,16 @@ export function resolveOptions(
   for (const signal of ['traces', 'metrics'] as const) {
     checks.check(typeof telemetry[signal] === 'boolean', `telemetry.${signal} must be true or false, got ${describe(telemetry[signal])}`);
   }
+  checks.check(
+    options.resync === undefined || (options.resync !== null && typeof options.resync === 'object'),
+    `resync must be an object such as { concurrency: 4 }, got ${describe(options.resync)}`,
+  );
+  checks.check(
+    resync.concurrency === undefined || (Number.isInteger(resync.concurrency) && resync.concurrency >= 1 && resync.concurrency <= 1_000),
+    `resync.concurrency must be a whole number from 1 to 1000 (out-of-sync runs at once across the fleet), got ${describe(resync.concurrency)}`,
+  );
+  checks.duration('resync.jitterMs', resync.jitterMs, 0);
+  checks.duration('resync.holdMs', resync.holdMs);
   if (connection) checkPgTimers(options, checks);
   checks.throwIfAny();
 
@@ -105,5 +120,7 @@ export function resolveOptions(
     slowHandlerMs,
     notifyTimeoutMs,
     telemetry,
+    resync,
+    applicationName,
   };
 }

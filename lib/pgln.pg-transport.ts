@@ -10,6 +10,7 @@ import { withTimeout } from './pgln.promises.js';
 import { ListenSession, type ListenSessionEvents } from './pgln.session.js';
 import type { Outgoing, PglnTransport, Session } from './pgln.transport.js';
 import { isReadOnly } from './pgln.host-selector.js';
+import { ResyncSlots } from './pgln.resync-gate.js';
 
 /** pg-pool's errors when its own `connectionTimeoutMillis` ran out: waiting for a connection, or opening one. */
 const POOL_TIMEOUT = /^(timeout exceeded when trying to connect|Connection terminated due to connection timeout)$/;
@@ -51,6 +52,10 @@ export class PgTransport implements PglnTransport {
     if (!spare) return new ListenSession(listener, this.timeoutMs, events, hosts);
     const config = { ...listener, application_name: `${listener.application_name}-spare` };
     return new ListenSession(config, this.timeoutMs, events, hosts, listener.application_name);
+  }
+
+  resyncSlots(name: string, concurrency: number, holdMs: number, logger: Logger): ResyncSlots {
+    return new ResyncSlots(this.connection.pool, name, concurrency, holdMs, logger);
   }
 
   /** The pool sends where the listener listens, when they choose among the same hosts. */

@@ -1,6 +1,8 @@
 import type { Observable } from 'rxjs';
 import type { PglnBackoffOptions, PglnExecutor, PglnHost, PglnNotifyManyQuery, PglnNotifyQuery, PglnState, PglnStateChange } from './interfaces/index.js';
+import type { Logger } from '@nestjs/common';
 import type { ProbeVerdict } from './pgln.receive-probe.js';
+import type { ResyncSlots } from './pgln.resync-gate.js';
 import type { BackendIdentity, ListenSessionEvents, SessionHealth } from './pgln.session.js';
 
 /** A LISTEN session as the listener uses it: pg's is {@link ListenSession}. */
@@ -58,6 +60,8 @@ export interface PglnTransport {
    * lost session is back at once, so that tests never wait on production delays).
    */
   readonly reconnect?: Required<PglnBackoffOptions>;
+  /** Slots shared by the fleet for out-of-sync runs (`resync.concurrency`), where there is a database to hold them. */
+  resyncSlots?(name: string, concurrency: number, holdMs: number, logger: Logger): ResyncSlots;
   /** The session the listener now listens on (undefined: it lost it): the pool sends where it listens. */
   live?(session: Session | undefined): void;
   /** The listener it serves, once created (the in-memory bus waits on its channels). */

@@ -4,6 +4,7 @@ import { Backoff } from '../pgln.backoff.js';
 import { Counts } from '../pgln.counts.js';
 import { SLOW_SYNC_HANDLERS } from '../pgln.messages.js';
 import type { Telemetry } from '../pgln.telemetry.js';
+import type { ResyncGate } from '../pgln.resync-gate.js';
 import { TurnTimer } from '../pgln.turn-timer.js';
 
 /** What the listener tells it about subscribers that fell behind and caught up (see {@link ChannelContext.behind}). */
@@ -34,6 +35,8 @@ export interface ChannelContext {
   readonly sync: SyncWatch;
   /** Channel names whose upper-case hint was logged: once per name and instance. */
   readonly caseHinted: Set<string>;
+  /** What an out-of-sync run waits for before its handlers (`resync` options), if anything. */
+  readonly gate?: ResyncGate;
 }
 
 /** The context of one instance's channels, from its options; `sync` hears who falls behind and catches up. */
@@ -41,6 +44,7 @@ export function createChannelContext(
   options: { readonly backoff: Required<PglnBackoffOptions>; readonly maxQueuedNotifications: number; readonly slowHandlerMs: number },
   logger: Logger,
   sync: SyncWatch,
+  gate?: ResyncGate,
 ): ChannelContext {
   const { slowHandlerMs } = options;
   return {
@@ -51,5 +55,6 @@ export function createChannelContext(
     turns: new TurnTimer(slowHandlerMs, (elapsed, handlers) => logger.warn(SLOW_SYNC_HANDLERS(handlers, elapsed, slowHandlerMs))),
     caseHinted: new Set(),
     sync,
+    gate,
   };
 }

@@ -46,14 +46,25 @@ export class OutOfSyncHandlers {
    * or undefined as soon as `removed` aborts (a handler running then finishes on its own).
    */
   async run(reason: OutOfSyncReason, removed: AbortSignal, running: HandlerRun): Promise<ReadResult | undefined> {
-    // The earliest snapshot: whatever it saw, every later read of the run saw too.
-    let snapshot: Snapshot | undefined;
-    for (const spec of this.specs) {
-      const recorded = await this.runOne(spec, reason, removed, running);
-      if (!recorded) return undefined;
-      snapshot ??= recorded.snapshot;
+    // A jitter after a reconnect, a slot of the fleet's: the notifications stay held meanwhile.
+    let leave: (() => void) | undefined;
+    try {
+      leave = await this.context.gate?.enter(reason, removed);
+    } catch {
+      return undefined; // removed while waiting
     }
-    return { snapshot };
+    try {
+      // The earliest snapshot: whatever it saw, every later read of the run saw too.
+      let snapshot: Snapshot | undefined;
+      for (const spec of this.specs) {
+        const recorded = await this.runOne(spec, reason, removed, running);
+        if (!recorded) return undefined;
+        snapshot ??= recorded.snapshot;
+      }
+      return { snapshot };
+    } finally {
+      leave?.();
+    }
   }
 
   /** One handler, until it succeeds (with what it recorded) or the subscriber is removed. */

@@ -15,6 +15,32 @@ export interface PglnBackoffOptions {
   maxDelayMs?: number;
 }
 
+/** How out-of-sync handlers start after a reconnect, across a fleet of instances. */
+export interface PglnResyncOptions {
+  /**
+   * At most this many out-of-sync runs at once across every instance with the same
+   * `applicationName` and instance name on the database (PostgreSQL advisory locks, one per slot,
+   * each held on a connection of the pool while its run's handlers run): a restart then does not
+   * send the whole fleet's reloads to the primary at the same moment. Notifications stay held while
+   * a run waits. Unset: no limit.
+   * @default undefined
+   */
+  concurrency?: number;
+  /**
+   * After a reconnect, each run starts after a random delay of up to this many ms, so that
+   * instances that lost the server together do not all reload in the same instant.
+   * @default 0
+   */
+  jitterMs?: number;
+  /**
+   * The longest a slot is held, in ms: past it the slot is given up (and that logged) while the
+   * handler runs on, so that one that hangs cannot stall the fleet. A slot whose connection is lost
+   * is given up at once.
+   * @default 60000
+   */
+  holdMs?: number;
+}
+
 /** Liveness check of the LISTEN connection. */
 export interface PglnHealthCheckOptions {
   /**
@@ -175,6 +201,12 @@ export interface PglnModuleOptions {
    * @default 5000
    */
   slowHandlerMs?: number;
+  /**
+   * How out-of-sync runs start after a reconnect, across a fleet: a limit on how many run at once
+   * (`concurrency`), a random delay (`jitterMs`).
+   * @default {}
+   */
+  resync?: PglnResyncOptions;
   /**
    * Which OpenTelemetry signals to produce when an SDK is registered.
    * @default { traces: true, metrics: true }

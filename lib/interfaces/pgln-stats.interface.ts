@@ -73,6 +73,8 @@ export interface PglnStats extends PglnCounts {
   readonly notLiveSince?: Date;
   /** Times the LISTEN connection came back (LISTEN ran again) after it was lost. */
   readonly reconnects: number;
+  /** Out-of-sync runs waiting now for one of the fleet's resync slots (`resync.concurrency`). */
+  readonly waitingForResyncSlot: number;
   /** Notifications waiting on all channels (see {@link PglnChannelStats.queued}). */
   readonly queued: number;
   /**

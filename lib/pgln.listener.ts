@@ -387,6 +387,7 @@ export class PglnListener {
   private async shutdown(reason: string, cause?: Error): Promise<void> {
     this.shutdownSignal.abort();
     const spareClosed = this.spare?.close();
+    this.context.gate?.close();
     this.schedule.stop();
     this.health.stop();
     clearInterval(this.watchdog);

@@ -255,3 +255,6 @@ export const RESYNC_SLOT_WAITING = (concurrency: number) =>
 
 export const RESYNC_SLOT_GIVEN_UP = (slot: number, holdMs: number) =>
   `Resync slot ${slot} given up after resync.holdMs (${holdMs} ms): its out-of-sync handler still runs, another instance may start its own`;
+
+export const RESYNC_SLOT_FAILED = (reason: string) =>
+  `The resync slot connection failed (${reason}); its slots are given up, and it reconnects when a run needs one`;

@@ -106,6 +106,7 @@ export function resolveOptions(
     `resync.concurrency must be a whole number from 1 to 1000 (out-of-sync runs at once across the fleet), got ${describe(resync.concurrency)}`,
   );
   checks.duration('resync.jitterMs', resync.jitterMs, 0);
+  checks.check(!(typeof resync.jitterMs === 'number' && !Number.isInteger(resync.jitterMs)), `resync.jitterMs must be a whole number of ms, got ${describe(resync.jitterMs)}`);
   checks.duration('resync.holdMs', resync.holdMs);
   if (connection) checkPgTimers(options, checks);
   checks.throwIfAny();

@@ -9,7 +9,7 @@ import { run } from './pgln.notify-query.js';
 import { withTimeout } from './pgln.promises.js';
 import { ListenSession, type ListenSessionEvents } from './pgln.session.js';
 import type { Outgoing, PglnTransport, Session } from './pgln.transport.js';
-import { isReadOnly } from './pgln.host-selector.js';
+import { HostSelector, isReadOnly } from './pgln.host-selector.js';
 import { ResyncSlots } from './pgln.resync-gate.js';
 
 /** pg-pool's errors when its own `connectionTimeoutMillis` ran out: waiting for a connection, or opening one. */
@@ -54,8 +54,13 @@ export class PgTransport implements PglnTransport {
     return new ListenSession(config, this.timeoutMs, events, hosts, listener.application_name);
   }
 
+  /** Slots held on a connection of their own, with the LISTEN connection's settings and hosts (never through a pooler). */
   resyncSlots(name: string, concurrency: number, holdMs: number, logger: Logger): ResyncSlots {
-    return new ResyncSlots(this.connection.pool, name, concurrency, holdMs, logger);
+    const { listener, hosts } = this.connection;
+    const config = { ...listener, application_name: `${listener.application_name}-resync` };
+    const selector = hosts ?? new HostSelector([], 'any', this.timeoutMs);
+    const connect = () => selector.connect(config).then(({ client }) => client);
+    return new ResyncSlots(connect, name, concurrency, holdMs, this.timeoutMs, logger);
   }
 
   /** The pool sends where the listener listens, when they choose among the same hosts. */

@@ -1,10 +1,12 @@
 import { createHash, randomInt } from 'node:crypto';
 import type { Logger } from '@nestjs/common';
-import type { Pool, PoolClient } from 'pg';
+import type { Client, QueryResultRow } from 'pg';
+import { PglnTimeoutError } from './errors/index.js';
 import type { OutOfSyncReason } from './interfaces/index.js';
 import { destroyConnection } from './pgln.connection.js';
 import { describeError } from './pgln.connection-errors.js';
-import { RESYNC_SLOT_GIVEN_UP, RESYNC_SLOT_WAITING } from './pgln.messages.js';
+import { NO_ANSWER, RESYNC_SLOT_FAILED, RESYNC_SLOT_GIVEN_UP, RESYNC_SLOT_WAITING } from './pgln.messages.js';
+import { withTimeout } from './pgln.promises.js';
 import type { ResolvedPglnOptions } from './pgln.options.js';
 import type { PglnTransport } from './pgln.transport.js';
 
@@ -26,103 +28,188 @@ function pause(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-/** How often a run without a slot asks again, at most (each wait is random up to this). */
+/** How often the instance asks again while runs wait for a slot, at most (each wait is random up to this). */
 const SLOT_POLL_MS = 200;
+
+/** A run waiting for a slot. */
+interface Waiter {
+  readonly resolve: (release: () => void) => void;
+  readonly reject: (error: unknown) => void;
+  /** Stops listening to the run's signal (once it has its slot, or was dropped). */
+  readonly done: () => void;
+}
 
 /**
  * At most `concurrency` out-of-sync runs at once across every instance that shares the key (the
- * same database, `applicationName` and instance name): N PostgreSQL advisory locks, one per slot,
- * each held on a pooled connection while its run's handlers run. A slot is given up when its
- * connection is lost (PostgreSQL releases the lock) or after `holdMs`, whatever the handler does,
- * so that one that hangs cannot stall the fleet for good.
+ * same database, `applicationName` and instance name): N PostgreSQL advisory locks, one per slot.
+ * Each instance holds its slots on one connection of its own, made with the LISTEN connection's
+ * settings (a direct one: a transaction-mode pooler could take a lock on one backend and release it
+ * on another), never a pooled one the application needs for `notify`. Its runs wait in order, and
+ * one loop asks for free slots for all of them. Every query is bounded by `timeoutMs`: a connection
+ * that does not answer is destroyed, which gives up its slots. A slot is given up after `holdMs`
+ * whatever its handler does (and the server gives it up by itself: the connection's
+ * `idle_session_timeout` is `holdMs`), so that one that hangs cannot stall the fleet.
  */
 export class ResyncSlots {
   /** The advisory lock's first key, from the name: every instance of the fleet computes the same. */
   private readonly key: number;
-  /** Runs waiting for a slot now (for stats). */
-  waiting = 0;
+  private readonly waiters: Waiter[] = [];
+  /** The slots this instance holds, each with its holdMs timer. */
+  private readonly held = new Map<number, NodeJS.Timeout>();
+  private connection?: Promise<Client>;
+  private polling = false;
+  private closed = false;
   private warned = false;
 
   constructor(
-    private readonly pool: Pool,
+    /** Opens the slot connection (the LISTEN connection's settings and hosts). */
+    private readonly connect: () => Promise<Client>,
     name: string,
     private readonly concurrency: number,
     private readonly holdMs: number,
+    private readonly timeoutMs: number,
     private readonly logger: Logger,
   ) {
     this.key = createHash('sha256').update(`pgln-resync:${name}`).digest().readInt32BE(0);
   }
 
-  /** Waits for a slot (rejects if `signal` aborts first); resolves with its release. */
-  async acquire(signal: AbortSignal): Promise<() => void> {
-    this.waiting++;
+  /** Runs waiting for a slot now (for stats). */
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
+  /** Waits for a slot, in order (rejects if `signal` aborts first, or at shutdown); resolves with its release. */
+  acquire(signal: AbortSignal): Promise<() => void> {
+    if (this.closed) return Promise.reject(new Error('closed'));
+    return new Promise((resolve, reject) => {
+      const abort = () => this.drop(waiter, signal.reason);
+      const waiter: Waiter = { resolve, reject, done: () => signal.removeEventListener('abort', abort) };
+      this.waiters.push(waiter);
+      signal.addEventListener('abort', abort, { once: true });
+      void this.poll();
+    });
+  }
+
+  /** Gives every slot up and rejects every waiter (shutdown). */
+  close(): void {
+    this.closed = true;
+    for (const waiter of this.waiters.splice(0)) {
+      waiter.done();
+      waiter.reject(new Error('closed'));
+    }
+    this.disconnect();
+  }
+
+  /** One loop per instance: while runs wait, takes free slots and hands them over in order. */
+  private async poll(): Promise<void> {
+    if (this.polling) return;
+    this.polling = true;
     try {
-      for (;;) {
-        const held = await this.tryAll().catch(() => undefined);
-        if (held) return held;
+      while (this.waiters.length > 0 && !this.closed) {
+        const slot = await this.tryAny().catch((error: unknown) => {
+          this.logger.warn(RESYNC_SLOT_FAILED(describeError(error)));
+          this.disconnect();
+          return undefined;
+        });
+        if (slot !== undefined) {
+          this.handOver(slot);
+          continue;
+        }
         if (!this.warned) this.logger.log(RESYNC_SLOT_WAITING(this.concurrency));
         this.warned = true;
-        await pause(1 + randomInt(SLOT_POLL_MS), signal);
+        await new Promise((resolve) => setTimeout(resolve, 1 + randomInt(SLOT_POLL_MS)));
       }
     } finally {
-      this.waiting--;
+      this.polling = false;
     }
   }
 
-  /** Takes a free slot, trying them from a random one; undefined if every one is taken. */
-  private async tryAll(): Promise<(() => void) | undefined> {
-    const client = await this.pool.connect();
-    let broken = false;
-    const onError = () => (broken = true);
-    client.on('error', onError);
-    let kept = false;
-    try {
-      const first = randomInt(this.concurrency);
-      for (let i = 0; i < this.concurrency; i++) {
-        const slot = (first + i) % this.concurrency;
-        const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS ok', [this.key, slot]);
-        if (rows[0]!.ok) {
-          kept = true;
-          return this.hold(client, slot, onError);
-        }
-      }
-      return undefined;
-    } catch (error) {
-      broken = true;
-      throw error;
-    } finally {
-      if (!kept) {
-        client.removeListener('error', onError);
-        // A connection that failed is destroyed rather than reused.
-        client.release(broken);
-      }
+  /** A free slot, taken on this instance's connection, or undefined when every one is taken. */
+  private async tryAny(): Promise<number | undefined> {
+    const client = await this.client();
+    const first = randomInt(this.concurrency);
+    for (let i = 0; i < this.concurrency; i++) {
+      const slot = (first + i) % this.concurrency;
+      if (this.held.has(slot)) continue;
+      const { rows } = await this.query<{ ok: boolean }>(client, 'SELECT pg_try_advisory_lock($1, $2) AS ok', [this.key, slot]);
+      if (rows[0]!.ok) return slot;
     }
+    return undefined;
   }
 
-  /** Keeps the slot's connection until released, or until `holdMs` passed. */
-  private hold(client: PoolClient, slot: number, onError: () => void): () => void {
-    let released = false;
-    const release = (reason?: string) => {
-      if (released) return;
-      released = true;
-      clearTimeout(timer);
-      if (reason) this.logger.warn(reason);
-      client
-        .query('SELECT pg_advisory_unlock($1, $2)', [this.key, slot])
-        .then(
-          () => client.release(),
-          (error: unknown) => {
-            // The lock goes with the connection.
-            this.logger.warn(`Could not release resync slot ${slot}: ${describeError(error)}`);
-            client.release(error as Error);
-            destroyConnection(client);
-          },
-        )
-        .finally(() => client.removeListener('error', onError))
-        .catch(noop);
-    };
-    const timer = setTimeout(() => release(RESYNC_SLOT_GIVEN_UP(slot, this.holdMs)), this.holdMs);
-    return () => release();
+  /** Gives `slot` to the first waiter still waiting (or back, if none is). */
+  private handOver(slot: number): void {
+    const waiter = this.waiters.shift();
+    if (!waiter) return this.release(slot);
+    const timer = setTimeout(() => {
+      this.logger.warn(RESYNC_SLOT_GIVEN_UP(slot, this.holdMs));
+      this.unlock(slot);
+    }, this.holdMs);
+    this.held.set(slot, timer);
+    waiter.done();
+    waiter.resolve(() => this.unlock(slot));
+  }
+
+  /** Releases `slot` if this instance still holds it (not once given up, or with a dropped connection). */
+  private unlock(slot: number): void {
+    const timer = this.held.get(slot);
+    if (timer === undefined) return;
+    clearTimeout(timer);
+    this.held.delete(slot);
+    this.release(slot);
+    if (this.waiters.length > 0) void this.poll();
+  }
+
+  /** Unlocks `slot` on the connection; one that fails is dropped (and every slot with it). */
+  private release(slot: number): void {
+    const { connection } = this;
+    if (!connection) return;
+    void connection
+      .then((client) => this.query<{ ok: boolean }>(client, 'SELECT pg_advisory_unlock($1, $2) AS ok', [this.key, slot]))
+      .then(({ rows }) => {
+        if (!rows[0]!.ok) throw new Error(`slot ${slot} was not held any more`);
+      })
+      .catch((error: unknown) => {
+        this.logger.warn(RESYNC_SLOT_FAILED(describeError(error)));
+        this.disconnect();
+      });
+  }
+
+  private drop(waiter: Waiter, reason: unknown): void {
+    const index = this.waiters.indexOf(waiter);
+    if (index < 0) return;
+    this.waiters.splice(index, 1);
+    waiter.done();
+    waiter.reject(reason);
+  }
+
+  /** This instance's slot connection, opened when first needed. */
+  private client(): Promise<Client> {
+    this.connection ??= this.connect().then(async (client) => {
+      client.on('error', () => this.disconnect());
+      client.on('end', () => this.disconnect());
+      // The server gives a slot up by itself if this instance goes silent (PostgreSQL 14 and later).
+      await this.query(client, `SET idle_session_timeout = ${Math.max(1, Math.round(this.holdMs))}`).catch(noop);
+      return client;
+    });
+    this.connection.catch(() => this.disconnect());
+    return this.connection;
+  }
+
+  /** Drops the connection: the server releases every slot it held. */
+  private disconnect(): void {
+    const { connection } = this;
+    this.connection = undefined;
+    for (const timer of this.held.values()) clearTimeout(timer);
+    this.held.clear();
+    void connection?.then(destroyConnection, noop);
+  }
+
+  private query<R extends QueryResultRow>(client: Client, text: string, values?: unknown[]) {
+    return withTimeout(client.query<R>(text, values), this.timeoutMs, () => {
+      this.disconnect();
+      return new PglnTimeoutError(NO_ANSWER('A resync slot query', this.timeoutMs));
+    });
   }
 }
 
@@ -150,6 +237,11 @@ export class ResyncGate {
   /** Runs waiting for a slot now. */
   get waiting(): number {
     return this.slots?.waiting ?? 0;
+  }
+
+  /** Gives every slot up and stops waiting (shutdown). */
+  close(): void {
+    this.slots?.close();
   }
 
   /** Resolves with what to call when the run's handlers are done; rejects if `signal` aborts first. */

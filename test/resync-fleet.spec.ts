@@ -7,6 +7,15 @@ import { deferred, StateLog, waitFor } from './support/wait.js';
 const admin = adminPool();
 afterAll(() => admin.end());
 
+/** Advisory locks held by the instances' resync slot connections (`<applicationName>-listener-resync`). */
+async function slotsHeld(applicationName: string): Promise<number> {
+  const { rows } = await admin.query<{ n: string }>(
+    "SELECT count(*) AS n FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND a.application_name = $1",
+    [`${applicationName}-listener-resync`],
+  );
+  return Number(rows[0]!.n);
+}
+
 /** Out-of-sync runs of every instance of a test: who runs now, and the most that ever ran at once. */
 class Runs {
   readonly running = new Set<string>();
@@ -64,12 +73,16 @@ describe('resync: { concurrency } across instances', () => {
       await waitFor('one reload running and the other waiting for the slot', () =>
         runs.running.size === 1 && a.pgln.stats().waitingForResyncSlot + b.pgln.stats().waitingForResyncSlot === 1,
       );
+      // The slot is a lock on a connection of its own (never the pool notify uses).
+      expect(await slotsHeld(applicationName)).toBe(1);
       const waiting = a.pgln.stats().waitingForResyncSlot === 1 ? a : b;
       // Sent while one waits: held, and applied after its reload.
       await admin.query('SELECT pg_notify($1, $2)', [channel, 'during']);
-      expect(waiting.logs.messages('log').filter((line) => line.includes("wait for one of the fleet's 1 resync slot(s)"))).toHaveLength(1);
+      const waits = () => waiting.logs.messages('log').filter((line) => line.includes("wait for one of the fleet's 1 resync slot(s)"));
+      await waitFor('the wait to be logged', () => waits().length > 0);
       runs.gate.resolve();
       await Promise.all(states.map((log) => log.reach('live', 2)));
+      expect(waits()).toHaveLength(1); // once, however many times it asked
       expect(runs.most).toBe(1);
       for (const app of apps) {
         const cache = app.get(app === a ? A : B);
@@ -104,6 +117,8 @@ describe('resync: { concurrency } across instances', () => {
       runs.gate.resolve();
       for (const app of apps) await app.app.close();
     }
+    // Closed, the instances hold no slot any more: their connections are gone, and with them the locks.
+    await waitFor('no resync slot left', async () => (await slotsHeld(applicationName)) === 0);
   });
 
   it('refuses what it cannot honour', async () => {
@@ -111,5 +126,6 @@ describe('resync: { concurrency } across instances', () => {
       'resync.concurrency must be a whole number from 1 to 1000 (out-of-sync runs at once across the fleet), got 0',
     );
     await expect(createTestApp({}, { resync: { jitterMs: -1 } })).rejects.toThrow('resync.jitterMs must be a number >= 0 (ms), got -1');
+    await expect(createTestApp({}, { resync: { jitterMs: 1.5 } })).rejects.toThrow('resync.jitterMs must be a whole number of ms, got 1.5');
   });
 });

@@ -50,8 +50,10 @@ export class OutOfSyncHandlers {
     let leave: (() => void) | undefined;
     try {
       leave = await this.context.gate?.enter(reason, removed);
-    } catch {
-      return undefined; // removed while waiting
+    } catch (error) {
+      if (removed.aborted) return undefined; // removed while waiting
+      // Anything else (shutdown): run without a slot rather than never.
+      this.context.logger.warn(`Out-of-sync handlers of ${this.channel} run without a resync slot: ${String(error)}`);
     }
     try {
       // The earliest snapshot: whatever it saw, every later read of the run saw too.

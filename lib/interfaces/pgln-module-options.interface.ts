@@ -20,14 +20,14 @@ export interface PglnResyncOptions {
   /**
    * At most this many out-of-sync runs at once across every instance with the same
    * `applicationName` and instance name on the database (PostgreSQL advisory locks, one per slot,
-   * each held on a connection of the pool while its run's handlers run): a restart then does not
-   * send the whole fleet's reloads to the primary at the same moment. Notifications stay held while
-   * a run waits. Unset: no limit.
+   * held while a run's handlers run, on one connection of each instance's own with the LISTEN
+   * connection's settings): a restart then does not send the whole fleet's reloads to the primary
+   * at the same moment. Notifications stay held while a run waits. Unset: no limit.
    * @default undefined
    */
   concurrency?: number;
   /**
-   * After a reconnect, each run starts after a random delay of up to this many ms, so that
+   * After a reconnect, each run starts after a random delay of up to this many ms (whole), so that
    * instances that lost the server together do not all reload in the same instant.
    * @default 0
    */

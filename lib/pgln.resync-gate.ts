@@ -5,7 +5,7 @@ import { PglnTimeoutError } from './errors/index.js';
 import type { OutOfSyncReason } from './interfaces/index.js';
 import { destroyConnection } from './pgln.connection.js';
 import { describeError } from './pgln.connection-errors.js';
-import { NO_ANSWER, RESYNC_SLOT_FAILED, RESYNC_SLOT_GIVEN_UP, RESYNC_SLOT_WAITING } from './pgln.messages.js';
+import { NO_ANSWER, RESYNC_SLOT_FAILED, RESYNC_SLOT_GIVEN_UP, RESYNC_SLOT_WAITING, RESYNC_SLOTS_LOST } from './pgln.messages.js';
 import { withTimeout } from './pgln.promises.js';
 import type { ResolvedPglnOptions } from './pgln.options.js';
 import type { PglnTransport } from './pgln.transport.js';
@@ -186,8 +186,12 @@ export class ResyncSlots {
   /** This instance's slot connection, opened when first needed. */
   private client(): Promise<Client> {
     this.connection ??= this.connect().then(async (client) => {
-      client.on('error', () => this.disconnect());
-      client.on('end', () => this.disconnect());
+      const lost = (error?: Error) => {
+        if (this.held.size > 0) this.logger.warn(RESYNC_SLOTS_LOST([...this.held.keys()], error ? describeError(error) : 'it ended'));
+        this.disconnect();
+      };
+      client.on('error', lost);
+      client.on('end', () => lost());
       // The server gives a slot up by itself if this instance goes silent (PostgreSQL 14 and later).
       await this.query(client, `SET idle_session_timeout = ${Math.max(1, Math.round(this.holdMs))}`).catch(noop);
       return client;

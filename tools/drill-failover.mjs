@@ -139,16 +139,45 @@ postgresql:
   node.process = start('/usr/bin/patroni', [file], true, node.name);
 }
 
-/** @returns {Promise<{ members: { name: string; role: string; state: string }[] }>} */
-const cluster = () => fetch(`http://127.0.0.1:${nodes[0].apiPort}/cluster`).then((r) => /** @type {Promise<any>} */ (r.json()));
+/**
+ * The cluster as the first node that answers sees it: after a fault, the node asked before may be
+ * the one that was killed.
+ * @returns {Promise<{ members: { name: string; role: string; state: string }[] }>}
+ */
+async function cluster() {
+  /** @type {unknown} */
+  let lastError;
+  for (const node of nodes) {
+    try {
+      const response = await fetch(`http://127.0.0.1:${node.apiPort}/cluster`, { signal: AbortSignal.timeout(2_000) });
+      if (response.ok) return /** @type {any} */ (await response.json());
+      lastError = new Error(`${node.name}: HTTP ${response.status}`);
+    } catch (error) {
+      lastError = error;
+    }
+  }
+  throw new Error(`drill: no Patroni node answers (${String(lastError)})`);
+}
 const leader = async () => (await cluster()).members.find((member) => member.role === 'leader')?.name;
 await until(
   'a leader and two streaming replicas',
   async () => {
     const { members } = await cluster();
-    return members.length === 3 && members.filter((m) => m.state === 'streaming' || m.state === 'running').length === 3;
+    const leader = nodes.find((node) => node.name === members.find((m) => m.role === 'leader')?.name);
+    if (members.length !== 3 || !leader) return false;
+    // Both replicas streaming, as the leader sees them: Patroni says 'running' of a replica whose WAL
+    // receiver has not connected yet (its slot not made), and switched over to, it would lack the data.
+    const client = new pg.Client({ connectionString: `postgres://postgres:drill@127.0.0.1:${leader.pgPort}/postgres` });
+    client.on('error', () => undefined);
+    try {
+      await client.connect();
+      const { rows } = await client.query("SELECT count(*)::int AS n FROM pg_stat_replication WHERE state = 'streaming'");
+      return rows[0].n === 2;
+    } finally {
+      await client.end().catch(() => undefined);
+    }
   },
-  40_000,
+  60_000,
 );
 
 // HAProxy: one address that leads to the leader.
@@ -282,7 +311,9 @@ const first = await leader();
 const candidate = /** @type {string} */ (nodes.find((node) => node.name !== first)?.name);
 results.push(
   await drill(`switchover ${first} -> ${candidate}`, async () => {
-    const response = await fetch(`http://127.0.0.1:${nodes[0].apiPort}/switchover`, {
+    // The switchover goes to the leader's own REST API (any node would forward; the leader surely answers).
+    const api = nodes.find((node) => node.name === first)?.apiPort ?? nodes[0].apiPort;
+    const response = await fetch(`http://127.0.0.1:${api}/switchover`, {
       method: 'POST',
       body: JSON.stringify({ leader: first, candidate }),
     });

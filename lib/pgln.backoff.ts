@@ -1,3 +1,4 @@
+import { sleep } from './pgln.promises.js';
 import type { PglnBackoffOptions } from './interfaces/index.js';
 
 /**
@@ -17,22 +18,8 @@ export class Backoff {
     return Math.floor(this.random() * cap);
   }
 
-  /**
-   * Waits before attempt number `attempt`; rejects with `signal`'s reason as soon as it aborts,
-   * and its timer is gone then. (A global timer, which tests can see, unlike `timers/promises`'.)
-   */
+  /** Waits before attempt number `attempt`; rejects with `signal`'s reason as soon as it aborts (see {@link sleep}). */
   wait(attempt: number, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve, reject) => {
-      if (signal.aborted) return reject(signal.reason);
-      const abort = () => {
-        clearTimeout(timer);
-        reject(signal.reason);
-      };
-      const timer = setTimeout(() => {
-        signal.removeEventListener('abort', abort);
-        resolve();
-      }, this.delay(attempt));
-      signal.addEventListener('abort', abort, { once: true });
-    });
+    return sleep(this.delay(attempt), signal);
   }
 }

@@ -1,6 +1,6 @@
 import type { Logger } from '@nestjs/common';
 import type { Observable } from 'rxjs';
-import { PglnClosedError, PglnConnectionError, PglnError } from './errors/index.js';
+import { PglnClosedError, PglnError } from './errors/index.js';
 import type { OutOfSyncReason, PglnState, PglnStateChange, PglnStats } from './interfaces/index.js';
 import type { Channel } from './channel/channel.js';
 import { createChannelContext, type ChannelContext } from './channel/channel-context.js';
@@ -10,9 +10,7 @@ import { describeError } from './pgln.connection-errors.js';
 import {
   ATTEMPT_FAILED,
   CLOSED,
-  LISTENER_POOLED,
   NOT_LISTENING,
-  PROBE_INCONCLUSIVE,
   RESYNC_ABANDONED,
   SPARE_FAILED,
   SPARE_TAKES_OVER,
@@ -70,8 +68,6 @@ export class PglnListener {
   private closing?: Promise<void>;
   /** Backends of lost sessions, terminated once a new one is live if they are still there. */
   private readonly stale: StaleBackends;
-  /** Whether a probe proved something about the LISTEN sessions hearing other connections (see {@link checkReceives}). */
-  private receivesChecked = false;
   private reconnects = 0;
   /** Numbers the connections (see {@link Channel.listening}). */
   private epoch = 0;
@@ -115,7 +111,7 @@ export class PglnListener {
       const events = { notification: this.channels.dispatch, lost: this.lost };
       this.spare = new Spare(() => transport.session(events, { spare: true }), options.healthCheck.intervalMs);
     }
-    this.startup = new Startup(options.startupTimeoutMs, transport.target, logger, (error) => void this.close('startup failed', error));
+    this.startup = new Startup(options.startupTimeoutMs, options.healthCheck.timeoutMs, transport.target, logger, (error) => void this.close('startup failed', error));
   }
 
   /** The connection state. */
@@ -273,7 +269,7 @@ export class PglnListener {
       const where = session.server ? ` at ${session.server}` : '';
       this.states.transition('syncing', `listening on ${this.channels.size} channel(s)${where}, running out-of-sync handlers`);
       this.health.watch(session);
-      if (!this.receivesChecked) void this.checkReceives(session).then(() => this.settleState());
+      if (!this.startup.receivesChecked) void this.startup.checkReceives(session, () => this.session, this.shutdownSignal.signal).then(() => this.settleState());
       this.settleState();
     });
   }
@@ -284,7 +280,7 @@ export class PglnListener {
    */
   private settleState(): void {
     if (this.closing || !this.session) return;
-    if (this.state === 'syncing' && this.behind.size === 0 && this.receivesChecked) {
+    if (this.state === 'syncing' && this.behind.size === 0 && this.startup.receivesChecked) {
       this.schedule.live();
       this.states.transition('live', `${this.channels.size} channel(s) in sync`);
       this.startup.live();
@@ -295,28 +291,6 @@ export class PglnListener {
       const reason = first!.state.kind === 'due' || first!.state.kind === 'reading' ? first!.state.reason : 'manual';
       this.states.transition('syncing', `${first!.name} on ${JSON.stringify(first!.channel.name)} resyncs (${reason})`);
     }
-  }
-
-  /**
-   * Checks, once, that the LISTEN session hears notifications sent from other connections: one
-   * pointed at a pooler in transaction mode (PgBouncer's `pool_mode = transaction`) LISTENs
-   * without error and never hears anything. That fails startup with a `PglnConnectionError`
-   * saying how to fix it; a probe that cannot be sent (the pool is down, say) proves nothing and
-   * is only logged.
-   */
-  private async checkReceives(session: Session): Promise<void> {
-    const { healthCheck } = this.options;
-    const { target } = this.transport;
-    const verdict = await session.probe(this.shutdownSignal.signal);
-    // The session died meanwhile: the next one checks again. Otherwise, whatever it proved, no retry.
-    if (this.session !== session) return;
-    this.receivesChecked = true;
-    if (verdict.kind === 'inconclusive') return this.logger.warn(PROBE_INCONCLUSIVE(verdict.reason));
-    if (verdict.kind === 'hears') return;
-    const error = new PglnConnectionError(LISTENER_POOLED(target, healthCheck.timeoutMs), target);
-    // Starting: startup fails. (After startup, a probe runs only if the first ones proved nothing.)
-    if (this.startup.starting) this.startup.fail(error);
-    else this.logger.error(error.message);
   }
 
   /**

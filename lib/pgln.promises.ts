@@ -40,3 +40,22 @@ export function deferred<T = void>(): { promise: Promise<T>; resolve: (value: T)
 export function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as PromiseLike<unknown> | null)?.then === 'function';
 }
+
+/**
+ * Resolves after `ms`, or rejects with `signal`'s reason as soon as it aborts, its timer gone then.
+ * (A global timer, which tests can see, unlike `timers/promises`'.)
+ */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const abort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', abort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', abort, { once: true });
+  });
+}

@@ -6,27 +6,11 @@ import type { OutOfSyncReason } from './interfaces/index.js';
 import { destroyConnection } from './pgln.connection.js';
 import { describeError } from './pgln.connection-errors.js';
 import { NO_ANSWER, RESYNC_SLOT_FAILED, RESYNC_SLOT_GIVEN_UP, RESYNC_SLOT_WAITING, RESYNC_SLOTS_LOST } from './pgln.messages.js';
-import { withTimeout } from './pgln.promises.js';
+import { sleep, withTimeout } from './pgln.promises.js';
 import type { ResolvedPglnOptions } from './pgln.options.js';
 import type { PglnTransport } from './pgln.transport.js';
 
 const noop = () => undefined;
-
-/** Waits `ms`, or less if `signal` aborts (then rejects). A global timer, as the backoff's. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const abort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', abort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', abort, { once: true });
-  });
-}
 
 /** How often the instance asks again while runs wait for a slot, at most (each wait is random up to this). */
 const SLOT_POLL_MS = 200;
@@ -250,7 +234,7 @@ export class ResyncGate {
 
   /** Resolves with what to call when the run's handlers are done; rejects if `signal` aborts first. */
   async enter(reason: OutOfSyncReason, signal: AbortSignal): Promise<() => void> {
-    if (reason === 'reconnect' && this.jitterMs > 0) await pause(randomInt(this.jitterMs + 1), signal);
+    if (reason === 'reconnect' && this.jitterMs > 0) await sleep(randomInt(this.jitterMs + 1), signal);
     return this.slots ? this.slots.acquire(signal) : noop;
   }
 }

@@ -1,7 +1,8 @@
 import type { Logger } from '@nestjs/common';
 import { PglnConnectionError } from './errors/index.js';
 import { describeError, isFatalAtStartup } from './pgln.connection-errors.js';
-import { STARTUP_FATAL, STARTUP_UNREACHABLE } from './pgln.messages.js';
+import { LISTENER_POOLED, PROBE_INCONCLUSIVE, STARTUP_FATAL, STARTUP_UNREACHABLE } from './pgln.messages.js';
+import type { Session } from './pgln.transport.js';
 
 /**
  * The listener's first connection, as `start()` (and so `app.init()`) waits for it: it succeeds
@@ -15,9 +16,13 @@ export class Startup {
   private timer?: NodeJS.Timeout;
   /** The last attempt's error, for the timeout's message. */
   private lastError?: unknown;
+  /** Whether a probe proved something about the LISTEN sessions hearing other connections (see {@link checkReceives}). */
+  receivesChecked = false;
 
   constructor(
     private readonly timeoutMs: number,
+    /** How long the probe waits for its notification (`healthCheck.timeoutMs`), for its message. */
+    private readonly probeTimeoutMs: number,
     /** Where the listener connects, for messages. */
     private readonly target: string,
     private readonly logger: Logger,
@@ -60,6 +65,27 @@ export class Startup {
     if (!this.pending || !isFatalAtStartup(error)) return false;
     this.fail(new PglnConnectionError(STARTUP_FATAL(this.target, describeError(error)), this.target, { cause: error }));
     return true;
+  }
+
+  /**
+   * Checks, once, that the LISTEN session hears notifications sent from other connections: one
+   * pointed at a pooler in transaction mode (PgBouncer's `pool_mode = transaction`) LISTENs
+   * without error and never hears anything. That fails startup with a `PglnConnectionError`
+   * saying how to fix it; a probe that cannot be sent (the pool is down, say) proves nothing and
+   * is only logged. A session that is not `current()` any more when the probe ends proves nothing:
+   * the next one checks again.
+   */
+  async checkReceives(session: Session, current: () => Session | undefined, signal: AbortSignal): Promise<void> {
+    const verdict = await session.probe(signal);
+    if (current() !== session) return;
+    // Whatever it proved, no retry.
+    this.receivesChecked = true;
+    if (verdict.kind === 'inconclusive') return this.logger.warn(PROBE_INCONCLUSIVE(verdict.reason));
+    if (verdict.kind === 'hears') return;
+    const error = new PglnConnectionError(LISTENER_POOLED(this.target, this.probeTimeoutMs), this.target);
+    // Starting: startup fails. (After startup, a probe runs only if the first ones proved nothing.)
+    if (this.starting) this.fail(error);
+    else this.logger.error(error.message);
   }
 
   /** Startup cannot succeed: rejects `begin()`'s promise with `error`, logs it, and abandons. */

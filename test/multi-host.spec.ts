@@ -1,6 +1,5 @@
-import { Injectable } from '@nestjs/common';
 import pg from 'pg';
-import { OnNotification, OnOutOfSync, PglnOptionsError, type OutOfSyncEvent } from 'nestjs-pgln';
+import { PglnOptionsError } from 'nestjs-pgln';
 import { HostSelector } from '../lib/pgln.host-selector.js';
 import { splitConnectionString } from '../lib/pgln.hosts.js';
 import { resolveOptions } from '../lib/pgln.options.js';
@@ -8,6 +7,7 @@ import { createTestApp, type TestApp } from './support/app.js';
 import { backends, unique } from './support/database.js';
 import { LocalServer } from './support/replication.js';
 import { TcpProxy } from './support/tcp-proxy.js';
+import { recorder as recorderFor } from './support/recorder.js';
 import { Inbox, StateLog, waitFor } from './support/wait.js';
 
 /** Resolves the options as the module does, and ends the pool it created. */
@@ -87,26 +87,6 @@ describe('several hosts: the options', () => {
   });
 });
 
-/** Records what its channel delivers and why it reloaded. */
-function recorderFor(channel: string) {
-  @Injectable()
-  class Recorder {
-    readonly syncs: string[] = [];
-    readonly received = new Inbox<string>();
-
-    @OnOutOfSync(channel)
-    reload(event: OutOfSyncEvent): void {
-      this.syncs.push(event.reason);
-    }
-
-    @OnNotification(channel)
-    hear(payload: string): void {
-      this.received.push(payload);
-    }
-  }
-  return Recorder;
-}
-
 /** The PIDs of the app's LISTEN backends on a server. */
 async function listenersOn(server: LocalServer, t: TestApp): Promise<number[]> {
   const pool = new pg.Pool({ connectionString: server.url, max: 1 });
@@ -150,7 +130,7 @@ describe('several hosts: two servers of the tests’ own', () => {
       await first.stop();
       await states.reach('live', 2);
       expect(await listenersOn(second, t)).toHaveLength(1);
-      expect(recorder.syncs).toEqual(['connect', 'reconnect']);
+      expect(recorder.reasons).toEqual(['connect', 'reconnect']);
       expect(t.logs.messages('log').some((line) => line.includes(`at 127.0.0.1:${second.port}`))).toBe(true);
       await roundTrip(t, channel, recorder.received, Array.from({ length: 8 }, (_, i) => `b${i}`));
 
@@ -159,7 +139,7 @@ describe('several hosts: two servers of the tests’ own', () => {
       await roundTrip(t, channel, recorder.received, Array.from({ length: 8 }, (_, i) => `c${i}`));
       expect(await listenersOn(second, t)).toEqual([listener]);
       expect(await listenersOn(first, t)).toEqual([]);
-      expect(recorder.syncs).toEqual(['connect', 'reconnect']);
+      expect(recorder.reasons).toEqual(['connect', 'reconnect']);
       expect(states.count('reconnecting')).toBe(1);
     } finally {
       await t.app.close();
@@ -212,7 +192,7 @@ describe('several hosts: two servers of the tests’ own', () => {
       expect(failed().filter((line) => !pattern.test(line))).toEqual([]);
       await second.start();
       await states.reach('live', 2, 30_000);
-      expect(recorder.syncs).toEqual(['connect', 'reconnect']);
+      expect(recorder.reasons).toEqual(['connect', 'reconnect']);
       await roundTrip(t, channel, recorder.received, ['after']);
     } finally {
       await t.app.close();
@@ -252,7 +232,7 @@ describe('several hosts: a primary and its streaming standby', () => {
       await states.reach('live', 2, 30_000);
       expect(await standby.inRecovery()).toBe(false);
       expect(await listenersOn(standby, t)).toHaveLength(1);
-      expect(recorder.syncs).toEqual(['connect', 'reconnect']);
+      expect(recorder.reasons).toEqual(['connect', 'reconnect']);
       await roundTrip(t, channel, recorder.received, ['s1', 's2', 's3', 's4']);
     } finally {
       await t.app.close();

@@ -1,32 +1,11 @@
-import { Injectable } from '@nestjs/common';
-import { OnNotification, OnOutOfSync, type OutOfSyncEvent } from 'nestjs-pgln';
 import { createTestApp, throughProxy, type TestApp } from './support/app.js';
 import { adminPool, backends, databaseUrl, unique } from './support/database.js';
 import { TcpProxy } from './support/tcp-proxy.js';
-import { Inbox, StateLog, waitFor } from './support/wait.js';
+import { recorder as recorderFor } from './support/recorder.js';
+import { StateLog, waitFor } from './support/wait.js';
 
 const admin = adminPool();
 afterAll(() => admin.end());
-
-/** Records what its channel delivers and why it reloaded. */
-function recorderFor(channel: string) {
-  @Injectable()
-  class Recorder {
-    readonly syncs: string[] = [];
-    readonly received = new Inbox<string>();
-
-    @OnOutOfSync(channel)
-    reload(event: OutOfSyncEvent): void {
-      this.syncs.push(event.reason);
-    }
-
-    @OnNotification(channel)
-    hear(payload: string): void {
-      this.received.push(payload);
-    }
-  }
-  return Recorder;
-}
 
 /** The PIDs of the app's LISTEN backend (`<appName>-listener`) or its spare (`<appName>-listener-spare`). */
 async function pids(t: TestApp, role: 'listener' | 'spare'): Promise<number[]> {
@@ -54,7 +33,7 @@ describe('listener: { spare: true }', () => {
       // The spare is the LISTEN connection now, under the listener's name; a new spare took its place.
       expect(await pids(t, 'listener')).toEqual([spare]);
       await waitFor('a new spare', async () => (await pids(t, 'spare')).some((pid) => pid !== spare));
-      expect(recorder.syncs).toEqual(['connect', 'reconnect']);
+      expect(recorder.reasons).toEqual(['connect', 'reconnect']);
       expect(t.logs.messages('log')).toContain('LISTEN connection lost: listening on the spare connection');
 
       await admin.query('SELECT pg_notify($1, $2)', [channel, 'after']);
@@ -99,7 +78,7 @@ describe('listener: { spare: true }', () => {
       proxy.blackhole(false);
       await states.reach('live', 2, 20_000);
       expect(await pids(t, 'listener')).not.toContain(spare);
-      expect(recorder.syncs).toEqual(['connect', 'reconnect']);
+      expect(recorder.reasons).toEqual(['connect', 'reconnect']);
       await admin.query('SELECT pg_notify($1, $2)', [channel, 'after']);
       expect(await recorder.received.until(1)).toEqual(['after']);
       await waitFor('a new spare', async () => (await pids(t, 'spare')).some((pid) => pid !== spare));

@@ -83,6 +83,8 @@ export class PglnListener {
     /** How it reaches PostgreSQL: its sessions come from there. */
     private readonly transport: PglnTransport,
     private readonly logger: Logger,
+    /** Where references to large payloads are fetched (`largePayloads`). */
+    payloads?: ChannelContext['payloads'],
   ) {
     const listener = this;
     const gate = ResyncGate.of(options, name, transport, logger);
@@ -94,7 +96,7 @@ export class PglnListener {
       caughtUp: (subscriber) => {
         if (this.behind.delete(subscriber as Subscriber)) this.settleState();
       },
-    }, gate);
+    }, gate, payloads);
     this.channels = new Channels(this.context);
     this.health = new HealthCheck(options.healthCheck, logger, {
       get session() {

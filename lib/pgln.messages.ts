@@ -25,7 +25,7 @@ export const CHANNEL_HAS_NUL = (channel: string) =>
 export const PAYLOAD_TOO_LARGE = (channel: string, bytes: number, reserved = 0) =>
   `Payload for channel ${preview(channel)} is ${bytes} bytes in UTF-8; pg_notify accepts at most ${MAX_PAYLOAD_BYTES} bytes` +
   (reserved ? `, of which the exactly-once envelope takes ${reserved} (so at most ${MAX_PAYLOAD_BYTES - reserved} for the payload)` : '') +
-  '. Send a key and let the receiver read the row instead.';
+  '. Send a key and let the receiver read the row, or set largePayloads: {} in the module options to send it through a table.';
 
 export const PAYLOAD_HAS_NUL = (channel: string) =>
   `Payload for channel ${preview(channel)} contains a NUL character, which PostgreSQL text cannot hold.`;
@@ -261,3 +261,17 @@ export const RESYNC_SLOT_FAILED = (reason: string) =>
 
 export const RESYNC_SLOTS_LOST = (slots: readonly number[], reason: string) =>
   `Resync slot(s) ${slots.join(', ')} given up: their connection was lost (${reason}); the server released them`;
+
+export const LARGE_PAYLOAD_MISSING = (id: string, table: string, retentionMs: number) =>
+  `row ${id} of ${table} is gone (rows are deleted after largePayloads.retentionMs, ${retentionMs} ms, or were deleted by hand)`;
+
+export const LARGE_PAYLOAD_LOST = (channel: string, id: string, reason: string) =>
+  `Channel ${preview(channel)}: the large payload of a notification (reference ${id}) could not be fetched: ${reason}. ` +
+  `It is not delivered; a subscriber with an out-of-sync handler reads again (reason 'overflow') to cover it.`;
+
+export const LARGE_PAYLOADS_NO_TABLE = (table: string, reason: string, ddl: string) =>
+  `largePayloads: the table ${table} does not exist and could not be created (${reason}). ` +
+  `Create it yourself (a migration), or grant CREATE on its schema:\n${ddl}`;
+
+export const LARGE_PAYLOADS_CLEANUP_FAILED = (table: string, reason: string) =>
+  `largePayloads: deleting expired rows of ${table} failed (${reason}); the next round tries again`;

@@ -14,6 +14,7 @@ import { isPromiseLike } from './pgln.promises.js';
 import { validatePayload } from './pgln.schema.js';
 import { encodePayload } from './pgln.validation.js';
 import { ENVELOPE_BYTES, envelope } from './channel/exactly-once.js';
+import { goesByTable, largeNotifyManySql, largeNotifySql } from './pgln.large-payloads.js';
 
 export const NOTIFY_SQL = 'SELECT pg_notify($1, $2)';
 /** For an exactly-once channel: the server wraps the payload with the sending transaction's id. */
@@ -26,35 +27,47 @@ export const NOTIFY_MANY_ONCE_SQL =
   `SELECT pg_notify(n.channel, CASE WHEN n.once THEN ${envelope('n.payload')} ELSE n.payload END) ` +
   'FROM unnest($1::text[], $2::text[], $3::boolean[]) AS n(channel, payload, once)';
 
-/** A channel name, the payload text pg_notify gets, and whether the exactly-once envelope wraps it. */
-type Encoded = [name: string, text: string, once: boolean];
+/**
+ * A channel name, the payload text, whether the exactly-once envelope wraps it, and the table it
+ * goes through when it is too large for pg_notify (`largePayloads`).
+ */
+type Encoded = [name: string, text: string, once: boolean, table?: string];
 
 /**
  * Validates and encodes one notification: plain names as `encodePayload` says, definitions as
- * JSON that passed their schema. A promise only when that schema validates asynchronously.
+ * JSON that passed their schema. With a `table` (`largePayloads`), a payload of any size is
+ * accepted, and one too large for pg_notify goes through that table. A promise only when that
+ * schema validates asynchronously.
  */
-export function encodeNotification(channel: string | PglnChannel, payload: unknown): Encoded | Promise<Encoded> {
+export function encodeNotification(channel: string | PglnChannel, payload: unknown, table?: string): Encoded | Promise<Encoded> {
   const name = channelName(channel);
-  if (!isChannelDefinition(channel)) return [name, encodePayload(name, payload), false];
+  const maxBytes = table ? Infinity : undefined;
+  if (!isChannelDefinition(channel)) return byTable([name, encodePayload(name, payload, false, 0, maxBytes), false], table);
   const once = channel.exactlyOnce === true;
-  const encoded: Encoded = [name, encodePayload(name, payload, true, once ? ENVELOPE_BYTES : 0), once];
+  const encoded = byTable([name, encodePayload(name, payload, true, once ? ENVELOPE_BYTES : 0, maxBytes), once], table);
   if (!channel.schema) return encoded;
   // The schema checks what receivers will parse (a Date, say, arrives as a string), not the value given.
   const checked = validatePayload(channel.schema, name, JSON.parse(encoded[1]), 'Payload for');
   return isPromiseLike(checked) ? Promise.resolve(checked).then(() => encoded) : encoded;
 }
 
+/** Marks a notification whose payload must go through `table`: too large, or shaped like a reference. */
+function byTable(encoded: Encoded, table: string | undefined): Encoded {
+  if (table && goesByTable(encoded[1], encoded[2] ? ENVELOPE_BYTES : 0)) encoded[3] = table;
+  return encoded;
+}
+
 /**
- * Every item of a `notifyMany`, validated and encoded; a promise only when a schema validates
- * asynchronously. It fails with the error of the first invalid item.
+ * Every item of a `notifyMany`, validated and encoded (see {@link encodeNotification}); a promise
+ * only when a schema validates asynchronously. It fails with the error of the first invalid item.
  */
-export function encodeNotifications(items: readonly PglnOutgoingNotification[]): Encoded[] | Promise<Encoded[]> {
+export function encodeNotifications(items: readonly PglnOutgoingNotification[], table?: string): Encoded[] | Promise<Encoded[]> {
   if (!Array.isArray(items)) throw new PglnError(NOTIFY_MANY_NOT_ARRAY(typeof items));
   const encoded: (Encoded | Promise<Encoded>)[] = [];
   try {
     for (const [index, item] of items.entries()) {
       if (item === null || typeof item !== 'object') throw new PglnError(NOTIFY_MANY_ITEM_INVALID(index, item === null ? 'null' : typeof item));
-      encoded.push(encodeNotification(item.channel, item.payload));
+      encoded.push(encodeNotification(item.channel, item.payload, table));
     }
   } catch (error) {
     // An earlier item's asynchronous validation is not wanted any more: keep its rejection handled.
@@ -69,17 +82,21 @@ export function encodeNotifications(items: readonly PglnOutgoingNotification[]):
   });
 }
 
-/** The statement that sends one notification. */
-export function toNotifyQuery([name, text, once]: Encoded): PglnNotifyQuery {
+/** The statement that sends one notification (its payload written to the table first, when it goes through one). */
+export function toNotifyQuery([name, text, once, table]: Encoded): PglnNotifyQuery {
+  if (table) return { text: largeNotifySql(table, once), values: [name, text] };
   return { text: once ? NOTIFY_ONCE_SQL : NOTIFY_SQL, values: [name, text] };
 }
 
-/** The statement that sends many notifications, in order. */
+/** The statement that sends many notifications, in order (with those through a table, a fourth array says which). */
 export function toNotifyManyQuery(encoded: readonly Encoded[]): PglnNotifyManyQuery {
   const names = encoded.map(([name]) => name);
   const texts = encoded.map(([, text]) => text);
+  const onces = encoded.map(([, , once]) => once);
+  const table = encoded.find((item) => item[3])?.[3];
+  if (table) return { text: largeNotifyManySql(table), values: [names, texts, onces, encoded.map((item) => item[3] !== undefined)] };
   if (!encoded.some(([, , once]) => once)) return { text: NOTIFY_MANY_SQL, values: [names, texts] };
-  return { text: NOTIFY_MANY_ONCE_SQL, values: [names, texts, encoded.map(([, , once]) => once)] };
+  return { text: NOTIFY_MANY_ONCE_SQL, values: [names, texts, onces] };
 }
 
 /** For the synchronous query builders: an asynchronous schema cannot be waited for there. */
@@ -121,9 +138,10 @@ export function describeChannels(notifications: readonly PglnOutgoingNotificatio
  * whether the server would wrap it in the exactly-once envelope (for the in-memory bus).
  */
 export function notificationsOf({ text, values }: PglnNotifyQuery | PglnNotifyManyQuery): { channel: string; payload: string; once: boolean }[] {
-  if (text === NOTIFY_SQL || text === NOTIFY_ONCE_SQL) {
+  if (!Array.isArray(values[0])) {
+    // One notification: its payload as it is, whether it goes through a table or not.
     const [channel, payload] = values as [string, string];
-    return [{ channel, payload, once: text === NOTIFY_ONCE_SQL }];
+    return [{ channel, payload, once: text.includes(envelope('$2')) }];
   }
   const [names, texts, onces] = values as [string[], string[], boolean[]?];
   return names.map((channel, index) => ({ channel, payload: texts[index], once: onces?.[index] ?? false }));

@@ -1,4 +1,4 @@
-import type { PglnBackoffOptions, PglnHealthCheckOptions, PglnModuleOptions, PglnResyncOptions, PglnTelemetryOptions } from './interfaces/index.js';
+import type { PglnBackoffOptions, PglnHealthCheckOptions, PglnLargePayloadsOptions, PglnModuleOptions, PglnResyncOptions, PglnTelemetryOptions } from './interfaces/index.js';
 import { PglnOptionsError } from './errors/index.js';
 import { checkConnection, checkPgTimers, resolveConnection, type ResolvedConnection } from './pgln.connection-options.js';
 import { DEFAULT_CONNECTION } from './pgln.constants.js';
@@ -20,6 +20,8 @@ export interface ResolvedPglnOptions {
   readonly notifyTimeoutMs: number;
   readonly telemetry: Required<PglnTelemetryOptions>;
   readonly resync: { readonly concurrency?: number; readonly jitterMs: number; readonly holdMs: number };
+  /** Where payloads over the limit go, with `largePayloads`. */
+  readonly largePayloads?: Required<PglnLargePayloadsOptions>;
   /** `application_name` of the module's connections. */
   readonly applicationName: string;
 }
@@ -35,7 +37,11 @@ const DEFAULTS = {
   notifyTimeoutMs: 10_000,
   telemetry: { traces: true, metrics: true },
   resync: { jitterMs: 0, holdMs: 60_000 },
+  largePayloads: { table: 'pgln_payloads', retentionMs: 600_000 },
 } as const;
+
+/** A lower-case SQL identifier, maybe schema-qualified: it goes into statements as it is. */
+const TABLE_NAME = /^[a-z_][a-z0-9_]{0,62}(\.[a-z_][a-z0-9_]{0,62})?$/;
 
 /**
  * Checks module options, reports every problem at once in a {@link PglnOptionsError}, and fills in
@@ -62,6 +68,8 @@ export function resolveOptions(
   const notifyTimeoutMs = options.notifyTimeoutMs ?? DEFAULTS.notifyTimeoutMs;
   const telemetry = { ...DEFAULTS.telemetry, ...defined(options.telemetry) };
   const resync: { concurrency?: number; jitterMs: number; holdMs: number } = { ...DEFAULTS.resync, ...defined<PglnResyncOptions>(options.resync) };
+
+  const largePayloads = options.largePayloads && { ...DEFAULTS.largePayloads, ...defined<PglnLargePayloadsOptions>(options.largePayloads) };
 
   const checks = new OptionChecks();
   if (connection) checkConnection(options, checks);
@@ -108,6 +116,17 @@ export function resolveOptions(
   checks.duration('resync.jitterMs', resync.jitterMs, 0);
   checks.check(!(typeof resync.jitterMs === 'number' && !Number.isInteger(resync.jitterMs)), `resync.jitterMs must be a whole number of ms, got ${describe(resync.jitterMs)}`);
   checks.duration('resync.holdMs', resync.holdMs);
+  checks.check(
+    options.largePayloads === undefined || (options.largePayloads !== null && typeof options.largePayloads === 'object'),
+    `largePayloads must be an object such as {} or { table: 'pgln_payloads' }, got ${describe(options.largePayloads)}`,
+  );
+  if (largePayloads) {
+    checks.check(
+      typeof largePayloads.table === 'string' && TABLE_NAME.test(largePayloads.table),
+      `largePayloads.table must be a lower-case SQL name (letters, digits, _; at most 63 each), maybe schema-qualified, such as 'pgln_payloads' or 'app.payloads', got ${describe(largePayloads.table)}`,
+    );
+    checks.duration('largePayloads.retentionMs', largePayloads.retentionMs);
+  }
   if (connection) checkPgTimers(options, checks);
   checks.throwIfAny();
 
@@ -122,6 +141,7 @@ export function resolveOptions(
     notifyTimeoutMs,
     telemetry,
     resync,
+    largePayloads: largePayloads || undefined,
     applicationName,
   };
 }

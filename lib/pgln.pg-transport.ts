@@ -75,6 +75,11 @@ export class PgTransport implements PglnTransport {
     else await this.sendPooled(query, what);
   }
 
+  /** A statement through the pool; pg-pool hears the connection's errors meanwhile. */
+  query(text: string, values?: unknown[]): Promise<{ rows: any[] }> {
+    return this.connection.pool.query(text, values);
+  }
+
   /**
    * Ends the pool if the module created it: a notification in flight gets `notifyTimeoutMs`,
    * connections `timeoutMs` to close politely, then what is left is destroyed.

@@ -34,6 +34,7 @@ import {
   LISTEN_WITHOUT_HANDLER,
   preview,
 } from './pgln.messages.js';
+import { PayloadStore } from './pgln.payload-store.js';
 import { PgTransport } from './pgln.pg-transport.js';
 import { PGLN_TRANSPORT, type PglnTransport } from './pgln.transport.js';
 import { PGLN_MODULE_OPTIONS } from './pgln.module-definition.js';
@@ -58,6 +59,8 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
   private readonly options: ResolvedPglnOptions;
   private readonly listener: PglnListener;
   private readonly transport: PglnTransport;
+  /** The table of large payloads, with `largePayloads` and a database. */
+  private readonly payloads?: PayloadStore;
 
   constructor(
     @Inject(PGLN_MODULE_OPTIONS) options: PglnModuleOptions,
@@ -72,7 +75,12 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
     this.options = resolveOptions(reconnect ? { ...options, reconnect } : options, name, { connection: !transport });
     const { connection, notifyTimeoutMs, healthCheck } = this.options;
     this.transport = transport ?? new PgTransport(connection!, notifyTimeoutMs, healthCheck.timeoutMs, this.logger);
-    this.listener = new PglnListener(name, this.options, this.transport, this.logger);
+    const { largePayloads } = this.options;
+    const query = this.transport.query?.bind(this.transport);
+    if (largePayloads && query) {
+      this.payloads = new PayloadStore(query, largePayloads.table, largePayloads.retentionMs, notifyTimeoutMs, this.logger);
+    }
+    this.listener = new PglnListener(name, this.options, this.transport, this.logger, this.payloads);
     this.transport.attach?.(this.listener);
   }
 
@@ -124,7 +132,7 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
   async notify(channel: string, payload?: string | object, options?: PglnNotifyOptions): Promise<void>;
   async notify(channel: string | PglnChannel, payload?: unknown, options?: PglnNotifyOptions): Promise<void> {
     const executor = checkExecutor(options);
-    const query = toNotifyQuery(await encodeNotification(channel, payload));
+    const query = toNotifyQuery(await encodeNotification(channel, payload, this.options.largePayloads?.table));
     const notifications = [{ channel: query.values[0], payload }];
     await this.transport.send({ query, notifications, executor, what: () => `notify on ${preview(query.values[0])}` });
   }
@@ -144,7 +152,7 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
   ): Promise<void> {
     const executor = checkExecutor(options);
     const items = notifications as readonly PglnOutgoingNotification[];
-    const encoded = await encodeNotifications(items);
+    const encoded = await encodeNotifications(items, this.options.largePayloads?.table);
     if (encoded.length === 0) return;
     const query = toNotifyManyQuery(encoded);
     const sent = items.map(({ payload }, i) => ({ channel: encoded[i]![0], payload }));
@@ -162,7 +170,7 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
   notifyQuery<TInput>(channel: PglnChannel<any, TInput>, payload: NoInfer<TInput>): PglnNotifyQuery;
   notifyQuery(channel: string, payload?: string | object): PglnNotifyQuery;
   notifyQuery(channel: string | PglnChannel, payload?: unknown): PglnNotifyQuery {
-    return toNotifyQuery(synchronously(encodeNotification(channel, payload), channelName(channel)));
+    return toNotifyQuery(synchronously(encodeNotification(channel, payload, this.options.largePayloads?.table), channelName(channel)));
   }
 
   /**
@@ -175,7 +183,7 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
     readonly [K in keyof TChannels]: PglnOutgoingNotification<TChannels[K]>;
   }): PglnNotifyManyQuery {
     const items = notifications as readonly PglnOutgoingNotification[];
-    return toNotifyManyQuery(synchronously(encodeNotifications(items), describeChannels(items)));
+    return toNotifyManyQuery(synchronously(encodeNotifications(items, this.options.largePayloads?.table), describeChannels(items)));
   }
 
   /**
@@ -328,12 +336,14 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
   async onApplicationBootstrap(): Promise<void> {
     const subscriptions = this.listener.subscribe(this.explorer.explore(this.name), 'connect');
     await this.listener.start();
+    await this.payloads?.prepare();
     await Promise.all(subscriptions.map((subscription) => subscription.ready));
   }
 
   /** @internal Stops delivery, waits for running handlers (bounded), UNLISTENs and disconnects. */
   async onModuleDestroy(): Promise<void> {
     await this.listener.close();
+    this.payloads?.close();
   }
 
   /**

@@ -1,5 +1,5 @@
 import type { StandardSchemaV1 } from '@standard-schema/spec';
-import type { PglnHandlerError, PglnOverflowError, PglnPayloadError } from './errors/index.js';
+import type { PglnHandlerError, PglnOverflowError, PglnPayloadError, PglnPayloadLostError } from './errors/index.js';
 import type { OutOfSyncEvent, PglnNotification } from './interfaces/index.js';
 
 /**
@@ -16,7 +16,7 @@ export interface SubscriptionSpec {
   readonly owner: object;
   readonly onNotification?: (payload: any, notification: PglnNotification) => unknown;
   readonly onOutOfSync?: (event: OutOfSyncEvent) => unknown;
-  readonly onError?: (error: PglnHandlerError | PglnOverflowError | PglnPayloadError) => void;
+  readonly onError?: (error: PglnHandlerError | PglnOverflowError | PglnPayloadError | PglnPayloadLostError) => void;
   readonly json?: boolean;
   /** Validates each (JSON) payload before `onNotification` gets it: a channel defined with a schema. */
   readonly schema?: StandardSchemaV1;

@@ -53,6 +53,8 @@ export interface PglnTransport {
   session(events: ListenSessionEvents, options?: { spare?: boolean }): Session;
   /** Sends a notify statement; resolves once it was accepted. */
   send(outgoing: Outgoing): Promise<void>;
+  /** Runs a statement through the pool (large payloads' table), where there is a database. */
+  query?(text: string, values?: unknown[]): Promise<{ rows: any[] }>;
   /** Ends what it owns, at shutdown, within a bound. */
   end(): Promise<void>;
   /**

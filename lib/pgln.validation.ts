@@ -35,9 +35,10 @@ export function assertChannel(channel: unknown): asserts channel is string {
  * the empty payload, anything else JSON-encoded (everything, with `json`: a defined channel's
  * payloads). Throws a {@link PglnPayloadError} when the result is 8000 bytes or more, holds a
  * NUL or a lone surrogate, or cannot be encoded. `reserved`: bytes the statement adds around the
- * payload (the exactly-once envelope), which count against the limit.
+ * payload (the exactly-once envelope), which count against the limit; `maxBytes`: the limit
+ * (none, `Infinity`, when large payloads go through a table).
  */
-export function encodePayload(channel: string, payload: unknown, json = false, reserved = 0): string {
+export function encodePayload(channel: string, payload: unknown, json = false, reserved = 0, maxBytes = MAX_PAYLOAD_BYTES): string {
   let text: string | undefined;
   if (typeof payload === 'string' && !json) text = payload;
   else if (payload === undefined && !json) return '';
@@ -54,9 +55,9 @@ export function encodePayload(channel: string, payload: unknown, json = false, r
     }
   }
   // Cheap bound first: a string of n UTF-16 units takes between n and 3n bytes in UTF-8.
-  if (text.length * 3 + reserved > MAX_PAYLOAD_BYTES) {
+  if (text.length * 3 + reserved > maxBytes) {
     const bytes = Buffer.byteLength(text, 'utf8');
-    if (bytes + reserved > MAX_PAYLOAD_BYTES) throw new PglnPayloadError(PAYLOAD_TOO_LARGE(channel, bytes, reserved), channel);
+    if (bytes + reserved > maxBytes) throw new PglnPayloadError(PAYLOAD_TOO_LARGE(channel, bytes, reserved), channel);
   }
   if (text.includes('\0')) throw new PglnPayloadError(PAYLOAD_HAS_NUL(channel), channel);
   if (!text.isWellFormed()) throw new PglnPayloadError(PAYLOAD_NOT_WELL_FORMED(channel), channel);

@@ -143,6 +143,25 @@ describe('PglnTestingModule', () => {
   });
 });
 
+describe('largePayloads on the bus', () => {
+  it('delivers payloads of any size, in order, as a database would through its table', async () => {
+    const moduleRef = await Test.createTestingModule({ imports: [PglnTestingModule.forRoot({ largePayloads: {} })] }).compile();
+    try {
+      await moduleRef.init();
+      const pgln = moduleRef.get(PglnService);
+      const got: string[] = [];
+      await pgln.listen('big', { onNotification: (payload: string) => void got.push(payload) });
+      const large = 'x'.repeat(100_000);
+      await pgln.notify('big', large);
+      await pgln.notifyMany([{ channel: 'big', payload: 'small' }, { channel: 'big', payload: `${large}!` }]);
+      await moduleRef.get(PglnTestBus).settled();
+      expect(got).toEqual([large, 'small', `${large}!`]);
+    } finally {
+      await moduleRef.close();
+    }
+  });
+});
+
 describe('observe() on the bus', () => {
   it('completes when its channel goes in the very turn it went in sync', async () => {
     const moduleRef = await Test.createTestingModule({ imports: [PglnTestingModule.forRoot()] }).compile();

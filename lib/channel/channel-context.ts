@@ -37,6 +37,8 @@ export interface ChannelContext {
   readonly caseHinted: Set<string>;
   /** What an out-of-sync run waits for before its handlers (`resync` options), if anything. */
   readonly gate?: ResyncGate;
+  /** Where references to large payloads are fetched (`largePayloads`), if anywhere. */
+  readonly payloads?: { fetch(reference: string): Promise<string> };
 }
 
 /** The context of one instance's channels, from its options; `sync` hears who falls behind and catches up. */
@@ -45,6 +47,7 @@ export function createChannelContext(
   logger: Logger,
   sync: SyncWatch,
   gate?: ResyncGate,
+  payloads?: ChannelContext['payloads'],
 ): ChannelContext {
   const { slowHandlerMs } = options;
   return {
@@ -56,5 +59,6 @@ export function createChannelContext(
     caseHinted: new Set(),
     sync,
     gate,
+    payloads,
   };
 }

@@ -1,7 +1,10 @@
+import type { PglnPayloadLostError } from '../errors/index.js';
 import type { PglnNotification } from '../interfaces/index.js';
+import { referenceOf } from '../pgln.large-payloads.js';
 import { Counts } from '../pgln.counts.js';
 import { CHANNEL_NAME_CASE } from '../pgln.messages.js';
 import { deferred, untilAborted } from '../pgln.promises.js';
+import { Arrivals } from './arrivals.js';
 import type { ChannelContext } from './channel-context.js';
 import type { LastResync } from './out-of-sync-handlers.js';
 import { Reporting } from './reporting.js';
@@ -33,6 +36,8 @@ export class Channel {
   /** While there is no connection: resolves with the next connection's LISTEN. */
   private upcoming?: { promise: Promise<Listen>; resolve: (listen: Listen) => void };
   private closed = false;
+  /** Notifications held while a large payload is fetched (`largePayloads`), created with the first one. */
+  private arrivals?: Arrivals;
 
   constructor(
     readonly name: string,
@@ -53,7 +58,7 @@ export class Channel {
 
   /** Notifications waiting, counted per subscriber. */
   get depth(): number {
-    let depth = 0;
+    let depth = this.arrivals?.length ?? 0;
     for (const subscriber of this.subscribers) depth += subscriber.queued;
     return depth;
   }
@@ -64,14 +69,33 @@ export class Channel {
   }
 
   /**
-   * Delivers a notification to every subscriber, with its position. (A closed channel is no longer
-   * dispatched to, and its subscribers are removed.)
+   * A notification arrived: it gets the next position and goes to every subscriber, unless it
+   * carries a reference to a large payload, or one that did waits for its payload: then it waits
+   * too, in order (see {@link Arrivals}). (A closed channel is no longer dispatched to.)
    */
   push(notification: PglnNotification): void {
     const position = ++this.counts.received;
     this.context.totals.received++;
+    const { payloads } = this.context;
+    const reference = payloads && referenceOf(notification.payload);
+    if (reference !== undefined || this.arrivals?.length) {
+      this.arrivals ??= new Arrivals(this.name, this);
+      this.arrivals.add(notification, position, reference === undefined ? undefined : { reference, payload: payloads!.fetch(reference) });
+      return;
+    }
+    this.deliver(notification, position);
+  }
+
+  /** Gives a notification to every subscriber, with the position it arrived at. */
+  deliver(notification: PglnNotification, position: number): void {
     const { subscribers } = this;
     for (let i = 0; i < subscribers.length; i++) subscribers[i]!.push(notification, position);
+  }
+
+  /** The notification that arrived at `position` cannot be delivered: its large payload is lost. */
+  lost(position: number, error: PglnPayloadLostError): void {
+    this.context.logger.error(error.message);
+    for (const subscriber of this.subscribers) subscriber.missed(position, error);
   }
 
   /** LISTEN for this channel is (being) sent on a new connection: reads that followed an older one are outdated. */
@@ -119,6 +143,7 @@ export class Channel {
     const subscribers = this.subscribers;
     if (!this.closed) {
       this.closed = true;
+      this.arrivals?.close();
       for (const subscriber of subscribers) subscriber.remove(error);
     }
     return Promise.all(subscribers.map((subscriber) => subscriber.settled())).then(() => undefined);

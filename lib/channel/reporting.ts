@@ -1,4 +1,4 @@
-import { PglnHandlerError, type PglnOverflowError, type PglnPayloadError } from '../errors/index.js';
+import { PglnHandlerError, type PglnOverflowError, type PglnPayloadError, type PglnPayloadLostError } from '../errors/index.js';
 import type { OutOfSyncReason } from '../interfaces/index.js';
 import type { Counts } from '../pgln.counts.js';
 import { HANDLER_FAILED } from '../pgln.messages.js';
@@ -57,7 +57,7 @@ export class Reporting {
   }
 
   /** Tells `onError`, which must not break delivery if it throws. */
-  report(handler: string, onError: ErrorSink, error: PglnHandlerError | PglnOverflowError | PglnPayloadError): void {
+  report(handler: string, onError: ErrorSink, error: PglnHandlerError | PglnOverflowError | PglnPayloadError | PglnPayloadLostError): void {
     try {
       onError?.(error);
     } catch (secondary) {

@@ -1,4 +1,4 @@
-import { PglnOverflowError } from '../errors/index.js';
+import { PglnOverflowError, type PglnPayloadLostError } from '../errors/index.js';
 import type { OutOfSyncReason, PglnNotification } from '../interfaces/index.js';
 import { OVERFLOW_DROPPED, OVERFLOW_RESYNC } from '../pgln.messages.js';
 import { deferred, untilAborted } from '../pgln.promises.js';
@@ -117,6 +117,20 @@ export class Subscriber {
     if (this.state.kind === 'removed') return;
     this.queue.push(notification, position);
     if (this.queue.length > this.channel.context.maxQueuedNotifications) this.overflow();
+  }
+
+  /**
+   * The notification that arrived at `position` will never come (its large payload is lost): a read
+   * that covers it already (it began after the notification arrived) or is due (it will) makes up
+   * for it; else it reads again, or, without an out-of-sync handler, its error path is told.
+   */
+  missed(position: number, error: PglnPayloadLostError): void {
+    const { state } = this;
+    if (this.notifications.length === 0 || state.kind === 'removed' || state.kind === 'due') return;
+    if (position <= state.upTo) return;
+    this.channel.reporting.count('dropped');
+    this.channel.reporting.report(this.name, this.onError, error);
+    if (this.outOfSync.length > 0) this.due('overflow');
   }
 
   /**

@@ -7,3 +7,4 @@ export * from './pgln-handler.error.js';
 export * from './pgln-connection.error.js';
 export * from './pgln-overflow.error.js';
 export * from './pgln-timeout.error.js';
+export * from './pgln-payload-lost.error.js';

@@ -1,4 +1,4 @@
-import type { PglnHandlerError, PglnOverflowError, PglnPayloadError } from '../errors/index.js';
+import type { PglnHandlerError, PglnOverflowError, PglnPayloadError, PglnPayloadLostError } from '../errors/index.js';
 import type { OutOfSyncEvent, PglnNotification } from './pgln-notification.interface.js';
 
 /** Handlers given to `PglnService.listen()`. Any of them may return a promise; it is awaited. */
@@ -19,9 +19,10 @@ export interface PglnListenHandlers<TPayload = unknown> {
    * Told (besides the log) when one of the two handlers above fails (`PglnHandlerError`), when a
    * payload is not valid JSON under `json: true` (`PglnPayloadError`; that notification is
    * skipped), and when notifications were dropped on overflow with no `onOutOfSync` to recover
-   * (`PglnOverflowError`). Handlers are called as methods of the object given to `listen()`.
+   * (`PglnOverflowError`), and when a large payload could not be fetched (`PglnPayloadLostError`,
+   * with `largePayloads`; `onOutOfSync`, if given, runs to cover it). Handlers are called as methods of the object given to `listen()`.
    */
-  onError?: (error: PglnHandlerError | PglnOverflowError | PglnPayloadError) => void;
+  onError?: (error: PglnHandlerError | PglnOverflowError | PglnPayloadError | PglnPayloadLostError) => void;
   /**
    * Parse each payload as JSON before calling `onNotification`. A payload that is not valid
    * JSON is reported as an error and skipped.

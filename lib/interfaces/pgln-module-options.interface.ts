@@ -41,6 +41,28 @@ export interface PglnResyncOptions {
   holdMs?: number;
 }
 
+/**
+ * Payloads over pg_notify's 7,999 bytes, through a table: written in the sending statement (so in
+ * the sender's transaction) and fetched by receivers before delivery, in order. Below the limit
+ * nothing changes on the wire.
+ */
+export interface PglnLargePayloadsOptions {
+  /**
+   * The table, created if missing (`CREATE TABLE IF NOT EXISTS`; the README gives the DDL): a
+   * lower-case name, maybe schema-qualified. Every instance that sends or receives large payloads
+   * on a channel must name the same table.
+   * @default 'pgln_payloads'
+   */
+  table?: string;
+  /**
+   * How long a row is kept, in ms. One instance at a time deletes older rows, every half of it (at
+   * most every minute). An instance that falls further behind finds the row gone: the notification
+   * is reported (`PglnPayloadLostError`) and its channel reads again.
+   * @default 600000 (10 minutes)
+   */
+  retentionMs?: number;
+}
+
 /** Liveness check of the LISTEN connection. */
 export interface PglnHealthCheckOptions {
   /**
@@ -207,6 +229,13 @@ export interface PglnModuleOptions {
    * @default {}
    */
   resync?: PglnResyncOptions;
+  /**
+   * Send payloads of any size: those over 7,999 bytes go through a table (see
+   * {@link PglnLargePayloadsOptions}); `{}` for the defaults. Unset: such a payload is refused with
+   * a `PglnPayloadError`, as PostgreSQL would refuse it.
+   * @default undefined
+   */
+  largePayloads?: PglnLargePayloadsOptions;
   /**
    * Which OpenTelemetry signals to produce when an SDK is registered.
    * @default { traces: true, metrics: true }

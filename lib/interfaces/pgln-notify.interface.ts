@@ -22,9 +22,10 @@ export interface PglnNotifyManyQuery {
   readonly text: string;
   /**
    * Channel names and payload texts, index by index; with an exactly-once channel among them, a
-   * third array says which are wrapped with the sending transaction's id.
+   * third array says which are wrapped with the sending transaction's id; with `largePayloads` and a
+   * payload too large for pg_notify among them, a fourth says which go through the table.
    */
-  readonly values: [string[], string[], boolean[]?];
+  readonly values: [string[], string[], boolean[]?, boolean[]?];
 }
 
 /**

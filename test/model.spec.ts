@@ -11,7 +11,8 @@ import { Harness } from './support/model/harness.js';
  * with a random set of decorated providers (with and without @OnOutOfSync), then runs a random
  * sequence of commands: listen() (with and without onOutOfSync), off(), unlisten(), notify,
  * notifyMany, transactional notify (committed, rolled back), resync(), a killed backend, a reset,
- * a blackhole, refused connections, a slow handler, an overflow burst while it hangs. After every
+ * a blackhole, refused connections, a slow handler, an overflow burst while it hangs; every third
+ * payload is too large for pg_notify and goes through the `largePayloads` table. After every
  * command it waits until everything sent was handled, then checks the invariants that the README's
  * "Guarantees" imply (test/support/model/harness.ts, "invariants"); at the end it closes the app
  * and checks that no timer and no socket is left.

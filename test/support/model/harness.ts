@@ -128,6 +128,9 @@ export class Violation extends Error {
 }
 
 /** The module's overflow log lines: `... were waiting for <subscriber>, more than ...` / `..., which has no out-of-sync handler ...`. */
+/** Makes a change's payload larger than pg_notify takes. */
+const LARGE_PAD = 'x'.repeat(8_000);
+
 const OVERFLOW_RESYNC = /were waiting for (.*), more than maxQueuedNotifications .*dropped them and queued its out-of-sync handler/;
 const OVERFLOW_DROPPED = /were waiting for (.*), which has no out-of-sync handler to recover with/;
 
@@ -197,6 +200,7 @@ export class Harness {
         healthCheck: { intervalMs: 50, timeoutMs: 200 },
         reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
         maxQueuedNotifications: 20,
+        largePayloads: { table: 'pgln_model_payloads' },
       },
     );
     this.pgln = this.t.pgln;
@@ -419,7 +423,9 @@ export class Harness {
         const change = markers || record.channel === SENTINEL ? { s: record.seq } : await this.table.write(client, record.channel, record.seq);
         record.change = change;
         const defined = this.definitions[record.channel];
-        items.push(defined ? { channel: defined, payload: change } : { channel: this.names[record.channel]!, payload: JSON.stringify(change) });
+        // Every third one too large for pg_notify: it goes through the largePayloads table, and its channel waits for the fetch.
+        const payload = record.seq % 3 === 0 ? { ...change, pad: LARGE_PAD } : change;
+        items.push(defined ? { channel: defined, payload } : { channel: this.names[record.channel]!, payload: JSON.stringify(payload) });
       }
       if (how === 'notify') for (const item of items) await this.pgln.notify(item.channel as string, item.payload as string, { executor: client });
       else await this.pgln.notifyMany(items as { channel: string; payload: string }[], { executor: client });

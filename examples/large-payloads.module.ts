@@ -25,7 +25,7 @@ export class DocumentCache {
   imports: [
     PglnModule.forRoot({
       connectionString: process.env.DATABASE_URL,
-      largePayloads: { retentionMs: 15 * 60_000 }, // table: 'pgln_payloads', created if missing
+      largePayloads: { retentionMs: 15 * 60_000 }, // table: 'public.pgln_payloads', created if missing
     }),
   ],
   providers: [DocumentCache],

@@ -262,16 +262,24 @@ export const RESYNC_SLOT_FAILED = (reason: string) =>
 export const RESYNC_SLOTS_LOST = (slots: readonly number[], reason: string) =>
   `Resync slot(s) ${slots.join(', ')} given up: their connection was lost (${reason}); the server released them`;
 
-export const LARGE_PAYLOAD_MISSING = (id: string, table: string, retentionMs: number) =>
-  `row ${id} of ${table} is gone (rows are deleted after largePayloads.retentionMs, ${retentionMs} ms, or were deleted by hand)`;
+export const LARGE_PAYLOAD_MISSING = (id: string, table: string, retentionMs: number, otherChannel?: string) =>
+  otherChannel === undefined
+    ? `row ${id} of ${table} is gone (rows are deleted after largePayloads.retentionMs, ${retentionMs} ms, or were deleted by hand)`
+    : `row ${id} of ${table} is a payload of channel ${preview(otherChannel)}, not this one's (a reference sent by hand?)`;
 
-export const LARGE_PAYLOAD_LOST = (channel: string, id: string, reason: string) =>
-  `Channel ${preview(channel)}: the large payload of a notification (reference ${id}) could not be fetched: ${reason}. ` +
-  `It is not delivered; a subscriber with an out-of-sync handler reads again (reason 'overflow') to cover it.`;
+export const LARGE_PAYLOAD_LOST = (channel: string, count: number, id: string, reason: string) =>
+  `Channel ${preview(channel)}: ${count === 1 ? 'the large payload of a notification' : `the large payloads of ${count} notifications in a row`} ` +
+  `(reference ${id}${count === 1 ? '' : ' first'}) could not be fetched: ${reason}. ` +
+  `Not delivered; a subscriber with an out-of-sync handler reads again (reason 'overflow') to cover ${count === 1 ? 'it' : 'them'}.`;
+
+export const ARRIVALS_OVERFLOW = (channel: string, dropped: number, limit: number) =>
+  `Channel ${preview(channel)}: ${dropped} notifications were held behind the fetch of a large payload, more than ` +
+  `maxQueuedNotifications (${limit}); dropped them. Subscribers with an out-of-sync handler read again (reason 'overflow').`;
 
 export const LARGE_PAYLOADS_NO_TABLE = (table: string, reason: string, ddl: string) =>
   `largePayloads: the table ${table} does not exist and could not be created (${reason}). ` +
   `Create it yourself (a migration), or grant CREATE on its schema:\n${ddl}`;
 
-export const LARGE_PAYLOADS_CLEANUP_FAILED = (table: string, reason: string) =>
-  `largePayloads: deleting expired rows of ${table} failed (${reason}); the next round tries again`;
+export const LARGE_PAYLOADS_CLEANUP_FAILED = (table: string, reason: string, denied: boolean) =>
+  `largePayloads: deleting expired rows of ${table} failed (${reason}); ` +
+  (denied ? 'this instance stops trying: grant DELETE and SELECT on it to a role of the fleet that runs the module' : 'the next round tries again');

@@ -37,7 +37,7 @@ const DEFAULTS = {
   notifyTimeoutMs: 10_000,
   telemetry: { traces: true, metrics: true },
   resync: { jitterMs: 0, holdMs: 60_000 },
-  largePayloads: { table: 'pgln_payloads', retentionMs: 600_000 },
+  largePayloads: { table: 'public.pgln_payloads', retentionMs: 600_000 },
 } as const;
 
 /** A lower-case SQL identifier, maybe schema-qualified: it goes into statements as it is. */
@@ -123,9 +123,13 @@ export function resolveOptions(
   if (largePayloads) {
     checks.check(
       typeof largePayloads.table === 'string' && TABLE_NAME.test(largePayloads.table),
-      `largePayloads.table must be a lower-case SQL name (letters, digits, _; at most 63 each), maybe schema-qualified, such as 'pgln_payloads' or 'app.payloads', got ${describe(largePayloads.table)}`,
+      `largePayloads.table must be a lower-case SQL name (letters, digits, _; at most 63 each), maybe schema-qualified, such as 'public.pgln_payloads' or 'app.payloads', got ${describe(largePayloads.table)}`,
     );
-    checks.duration('largePayloads.retentionMs', largePayloads.retentionMs);
+    const { retentionMs } = largePayloads;
+    checks.check(
+      typeof retentionMs === 'number' && retentionMs >= 1_000 && retentionMs <= 365 * 86_400_000,
+      `largePayloads.retentionMs must be from 1000 (1 s: a receiver must have time to fetch the row) to 31536000000 (a year) ms, got ${describe(retentionMs)}`,
+    );
   }
   if (connection) checkPgTimers(options, checks);
   checks.throwIfAny();

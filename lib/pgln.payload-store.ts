@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Logger } from '@nestjs/common';
 import { PglnError, PglnTimeoutError } from './errors/index.js';
 import { describeError } from './pgln.connection-errors.js';
-import { cleanupSql, createSql, existsSql, fetchSql, tableDdl } from './pgln.large-payloads.js';
+import { cleanupSql, createSql, existsSql, fetchSql, quoted, tableDdl } from './pgln.large-payloads.js';
 import { LARGE_PAYLOADS_CLEANUP_FAILED, LARGE_PAYLOADS_NO_TABLE, LARGE_PAYLOAD_MISSING, NO_ANSWER } from './pgln.messages.js';
 import { withTimeout } from './pgln.promises.js';
 
@@ -17,12 +17,19 @@ const BATCH = 256;
  */
 const BATCH_BYTES = 16 * 1024 * 1024;
 
-/** The row a reference named is gone: deleted by the cleanup (`retentionMs` passed) or by hand. */
+/** The row a reference named is gone (deleted by the cleanup, `retentionMs` passed, or by hand), or is another channel's. */
 export class PayloadMissingError extends PglnError {}
 
-/** How often expired rows are deleted: half the retention, within 100 ms and 60 s. */
+/** How often expired rows are deleted: half the retention, and at least once a minute. */
 export function cleanupIntervalMs(retentionMs: number): number {
-  return Math.min(Math.max(retentionMs / 2, 100), 60_000);
+  return Math.min(retentionMs / 2, 60_000);
+}
+
+/** Someone waiting for a row: the channel its notification came on, which the row must be of. */
+interface Waiting {
+  readonly channel: string;
+  readonly resolve: (payload: string) => void;
+  readonly reject: (error: Error) => void;
 }
 
 /**
@@ -31,13 +38,14 @@ export function cleanupIntervalMs(retentionMs: number): number {
  *
  * Fetches are batched: the references that arrive while one fetch runs (or in one turn of the event
  * loop, as notifications of one network read do) go in the next, one statement for up to
- * {@link BATCH} rows. Each fetch is bounded by `timeoutMs`; a failed fetch fails every reference
- * in it, and a row that is not there fails its own with a {@link PayloadMissingError}: the channel
- * then reads again (see `Arrivals`). The cleanup runs on every instance but deletes on one at a
- * time (a try-lock taken by its statement): the others skip that round.
+ * {@link BATCH} rows, oldest first. Each fetch is bounded by `timeoutMs`; a failed fetch fails every
+ * reference in it, and a row that is not there, or is another channel's (any role may NOTIFY a
+ * string that looks like a reference), fails its own with a {@link PayloadMissingError}: the
+ * channel then reads again (see `Arrivals`). The cleanup runs on every instance; their DELETEs do
+ * not overlap (a try-lock taken by the statement: one that finds another running skips the round).
  */
 export class PayloadStore {
-  private waiting = new Map<string, { resolve: (payload: string) => void; reject: (error: Error) => void }[]>();
+  private waiting = new Map<string, Waiting[]>();
   private fetching = false;
   private cleanup?: NodeJS.Timeout;
   private readonly key: bigint;
@@ -58,7 +66,7 @@ export class PayloadStore {
    * table is missing and cannot be created.
    */
   async prepare(): Promise<void> {
-    const { rows } = await this.bounded(existsSql, [this.table]);
+    const { rows } = await this.bounded(existsSql, [quoted(this.table)]);
     if (!rows[0]?.exists) {
       try {
         await this.bounded(createSql(this.table, this.key));
@@ -66,24 +74,24 @@ export class PayloadStore {
         throw new PglnError(LARGE_PAYLOADS_NO_TABLE(this.table, describeError(error), tableDdl(this.table)), { cause: error });
       }
     }
-    const interval = cleanupIntervalMs(this.retentionMs);
-    this.cleanup = setInterval(() => void this.deleteExpired(), interval).unref();
+    this.cleanup = setInterval(() => void this.deleteExpired(), cleanupIntervalMs(this.retentionMs)).unref();
   }
 
   /** Stops the cleanup, and fails the fetches not started (shutdown). */
   close(): void {
     clearInterval(this.cleanup);
+    this.cleanup = undefined;
     const waiting = this.waiting;
     this.waiting = new Map();
     for (const callers of waiting.values()) for (const caller of callers) caller.reject(new Error('closed'));
   }
 
-  /** The payload of row `id`; rejects if the row is gone or the fetch fails. */
-  fetch(id: string): Promise<string> {
+  /** The payload of row `id`, which must be of `channel`; rejects if it is not there or the fetch fails. */
+  fetch(id: string, channel: string): Promise<string> {
     return new Promise((resolve, reject) => {
       const callers = this.waiting.get(id);
-      if (callers) callers.push({ resolve, reject });
-      else this.waiting.set(id, [{ resolve, reject }]);
+      if (callers) callers.push({ channel, resolve, reject });
+      else this.waiting.set(id, [{ channel, resolve, reject }]);
       if (!this.fetching) {
         this.fetching = true;
         setImmediate(() => void this.drain());
@@ -91,36 +99,46 @@ export class PayloadStore {
     });
   }
 
-  /** Deletes expired rows, unless another instance is at it; a failure is logged, and the next round tries again. */
+  /**
+   * Deletes expired rows, unless another instance is at it. A failure is logged, and the next round
+   * tries again; without the privilege to delete (another role's job), it is logged once and the
+   * cleanup stops.
+   */
   async deleteExpired(): Promise<void> {
     try {
       await this.bounded(cleanupSql(this.table), [this.key.toString(), this.retentionMs]);
     } catch (error) {
-      this.logger.warn(LARGE_PAYLOADS_CLEANUP_FAILED(this.table, describeError(error)));
+      const denied = (error as { code?: unknown }).code === '42501';
+      this.logger.warn(LARGE_PAYLOADS_CLEANUP_FAILED(this.table, describeError(error), denied));
+      if (denied) clearInterval(this.cleanup);
     }
   }
 
-  /** Fetches in batches until no reference waits. */
+  /** Fetches in batches, oldest references first, until none waits. */
   private async drain(): Promise<void> {
     while (this.waiting.size > 0) {
       const batch = [...this.waiting].slice(0, BATCH);
       for (const [id] of batch) this.waiting.delete(id);
+      const deferred: [string, Waiting[]][] = [];
       try {
         const { rows } = await this.bounded(fetchSql(this.table), [batch.map(([id]) => id), BATCH_BYTES]);
-        const found = new Map<string, string | null>(rows.map((row: { id: string; payload: string | null }) => [row.id, row.payload]));
+        const found = new Map<string, { channel: string; payload: string | null }>(rows.map((row) => [row.id, row]));
         for (const [id, callers] of batch) {
-          const payload = found.get(id);
-          // There, but past this fetch's byte budget: it waits for the next one.
-          if (payload === null) {
-            this.waiting.set(id, [...callers, ...(this.waiting.get(id) ?? [])]);
+          const row = found.get(id);
+          // There, but past this fetch's byte budget: first in the next one.
+          if (row?.payload === null) {
+            deferred.push([id, callers]);
             continue;
           }
-          const missing = payload === undefined ? new PayloadMissingError(LARGE_PAYLOAD_MISSING(id, this.table, this.retentionMs)) : undefined;
-          for (const caller of callers) missing ? caller.reject(missing) : caller.resolve(payload!);
+          for (const caller of callers) {
+            if (row && row.channel === caller.channel) caller.resolve(row.payload);
+            else caller.reject(new PayloadMissingError(LARGE_PAYLOAD_MISSING(id, this.table, this.retentionMs, row?.channel)));
+          }
         }
       } catch (error) {
         for (const [, callers] of batch) for (const caller of callers) caller.reject(error as Error);
       }
+      if (deferred.length > 0) this.waiting = new Map([...deferred, ...this.waiting]);
     }
     this.fetching = false;
   }

@@ -336,7 +336,11 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
   async onApplicationBootstrap(): Promise<void> {
     const subscriptions = this.listener.subscribe(this.explorer.explore(this.name), 'connect');
     await this.listener.start();
-    await this.payloads?.prepare();
+    // No table to send through: the application does not start, and leaves no LISTEN connection behind.
+    await this.payloads?.prepare().catch(async (error: unknown) => {
+      await this.listener.close('startup failed', error as Error);
+      throw error;
+    });
     await Promise.all(subscriptions.map((subscription) => subscription.ready));
   }
 

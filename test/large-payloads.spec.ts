@@ -170,16 +170,73 @@ describe('largePayloads', () => {
   it('a reference whose row is gone is reported as PglnPayloadLostError and the channel reads again', async () => {
     await transaction(async (client) => {
       await app().pgln.notify(channel, payloadOf(9_000, 'gone'), { executor: client });
+      await app().pgln.notify(channel, payloadOf(9_000, 'gone too'), { executor: client });
       await client.query(`DELETE FROM ${table} WHERE channel = $1`, [channel]);
     });
     await waitFor('the resync', () => resyncs.some((event) => event.reason === 'overflow'));
+    // Two in a row: one report.
     expect(errors).toHaveLength(1);
     expect(errors[0]).toBeInstanceOf(PglnPayloadLostError);
+    expect(errors[0]).toMatchObject({ channel, lost: 2 });
     expect((errors[0] as Error).message).toMatch(/could not be fetched: row \d+ of payloads_\S+ is gone/);
-    expect(app().logs.messages('error').join('\n')).toMatch(/large payload of a notification \(reference \d+\) could not be fetched/);
+    expect(app().logs.messages('error').join('\n')).toMatch(/the large payloads of 2 notifications in a row \(reference \d+ first\) could not be fetched/);
+    expect(app().pgln.stats().channels[channel]!.dropped).toBe(2);
     // Delivery goes on.
     await app().pgln.notify(channel, payloadOf(9_000, 'next'));
     expect((await inbox.until(1))[0]).toBe(payloadOf(9_000, 'next'));
+  });
+});
+
+describe('largePayloads: references sent by hand', () => {
+  beforeEach(() => start());
+
+  it("a reference to another channel's row is reported, not delivered", async () => {
+    const other = unique('other');
+    await app().pgln.notify(other, payloadOf(9_000, 'secret'));
+    const id = (await admin.query(`SELECT max(id)::text AS id FROM ${table} WHERE channel = $1`, [other])).rows[0].id;
+    await admin.query('SELECT pg_notify($1, $2)', [channel, `pgln-payload:${id}`]);
+    await waitFor('the resync', () => resyncs.some((event) => event.reason === 'overflow'));
+    expect(inbox.items).toEqual([]);
+    expect((errors[0] as Error).message).toMatch(/is a payload of channel "other_\S+", not this one's/);
+  });
+
+  it('a reference that cannot be a row id is delivered as the text it is', async () => {
+    const texts = ['pgln-payload:9223372036854775808', 'pgln-payload:007', 'pgln-payload:-1'];
+    for (const text of texts) await admin.query('SELECT pg_notify($1, $2)', [channel, text]);
+    expect(await inbox.until(3)).toEqual(texts);
+    expect(errors).toEqual([]);
+  });
+});
+
+describe('largePayloads: a fetch that waits', () => {
+  it('holds the notifications behind it up to maxQueuedNotifications, then drops them and reads again', async () => {
+    // The module's pool has one connection, which the test holds: the fetch waits for it.
+    const own = new pg.Pool({ connectionString: databaseUrl(), max: 1 });
+    try {
+      await start({ pool: own, maxQueuedNotifications: 5 });
+      const held = await own.connect();
+      const sender = await admin.connect();
+      try {
+        await app().pgln.notify(channel, payloadOf(9_000, 'first'), { executor: sender });
+        // The sixth one held is one too many.
+        for (let i = 0; i < 5; i++) await app().pgln.notify(channel, `small-${i}`, { executor: sender });
+        await waitFor('the overflow', () => app().logs.messages('warn').some((line) => /were held behind the fetch of a large payload, more than maxQueuedNotifications \(5\); dropped them/.test(line)));
+        expect(app().pgln.stats().channels[channel]!.queued).toBe(0);
+      } finally {
+        held.release();
+        sender.release();
+      }
+      await waitFor('the resync', () => resyncs.some((event) => event.reason === 'overflow'));
+      await app().pgln.notify(channel, 'after');
+      await waitFor('delivery again', () => inbox.items.includes('after'));
+      expect(inbox.items).toEqual(['after']);
+      // A subscriber with an out-of-sync handler is not told of an overflow its read covers.
+      expect(errors).toEqual([]);
+    } finally {
+      await app().app.close();
+      t = undefined;
+      await own.end();
+    }
   });
 });
 
@@ -204,7 +261,7 @@ describe('largePayloads: setup and cleanup', () => {
   it('creates a missing table, and deletes rows older than retentionMs', async () => {
     const own = unique('cleanup').toLowerCase();
     try {
-      const app = await createTestApp({}, { largePayloads: { table: own, retentionMs: 200 } });
+      const app = await createTestApp({}, { largePayloads: { table: own, retentionMs: 1_000 } });
       try {
         await app.pgln.notify(unique('c'), payloadOf(9_000, 'expires'));
         await waitFor('the expired row deleted', async () => Number((await admin.query(`SELECT count(*) AS n FROM ${own}`)).rows[0].n) === 0);
@@ -220,7 +277,8 @@ describe('largePayloads: setup and cleanup', () => {
     await start();
     await app().pgln.notify(channel, payloadOf(9_000, 'kept'));
     await inbox.until(1);
-    const store = new PayloadStore((text, values) => admin.query(text, values), table, 1, 5_000, new Logger('test'));
+    const store = new PayloadStore((text, values) => admin.query(text, values), table, 1_000, 5_000, new Logger('test'));
+    await admin.query(`UPDATE ${table} SET created_at = created_at - interval '1 hour'`);
     const key = createHash('sha256').update(`pgln-payloads:${table}`).digest().readBigInt64BE(0);
     const holder = await admin.connect();
     try {
@@ -249,7 +307,7 @@ describe('largePayloads: setup and cleanup', () => {
       url.password = 'secret';
       const failure = await initFailure(await buildTestApp({}, { connectionString: url.toString(), largePayloads: { table: `public.${unique('denied').toLowerCase()}` } }));
       expect(String(failure)).toMatch(/does not exist and could not be created \(.*permission denied.*\)\. Create it yourself/s);
-      expect(String(failure)).toMatch(/CREATE TABLE IF NOT EXISTS public\.denied_\S+ \(/);
+      expect(String(failure)).toMatch(/CREATE TABLE IF NOT EXISTS "public"\."denied_\S+" \(/);
     } finally {
       await admin.query(`DROP ROLE ${role}`);
     }
@@ -269,6 +327,6 @@ describe('README', () => {
     const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
     const section = readme.slice(readme.indexOf('### Payloads of any size'));
     const ddl = /```sql\n([\s\S]*?)\n```/.exec(section)?.[1];
-    expect(ddl).toBe(tableDdl('pgln_payloads'));
+    expect(ddl).toBe(tableDdl('public.pgln_payloads'));
   });
 });

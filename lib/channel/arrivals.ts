@@ -7,13 +7,14 @@ import { LARGE_PAYLOAD_LOST } from '../pgln.messages.js';
 interface Arrival {
   notification: PglnNotification;
   readonly position: number;
-  /** Waiting for its payload; then ready, or lost with the error to report. */
-  outcome: 'fetching' | 'ready' | PglnPayloadLostError;
+  /** Waiting for its payload; then ready, or lost (the reference and why). */
+  outcome: 'fetching' | 'ready' | { readonly reference: string; readonly cause: unknown };
 }
 
 /** Where arrivals go once they can, in order. */
 export interface ArrivalSink {
   deliver(notification: PglnNotification, position: number): void;
+  /** Notifications up to `position` whose payloads are lost, in a row: one error says so for all. */
   lost(position: number, error: PglnPayloadLostError): void;
 }
 
@@ -30,7 +31,6 @@ export interface ArrivalSink {
 export class Arrivals {
   private items: Arrival[] = [];
   private head = 0;
-  private closed = false;
 
   constructor(
     private readonly channel: string,
@@ -42,10 +42,7 @@ export class Arrivals {
     return this.items.length - this.head;
   }
 
-  /**
-   * A notification arrived at `position`; `payload`: the fetch of its large payload, if it carries
-   * a reference (`reference`).
-   */
+  /** A notification arrived at `position`; `fetch`: its reference and the fetch of its payload, if it carries one. */
   add(notification: PglnNotification, position: number, fetch?: { reference: string; payload: Promise<string> }): void {
     const arrival: Arrival = { notification, position, outcome: fetch ? 'fetching' : 'ready' };
     this.items.push(arrival);
@@ -57,33 +54,47 @@ export class Arrivals {
         arrival.outcome = 'ready';
         this.release();
       },
-      (error: unknown) => {
-        const message = LARGE_PAYLOAD_LOST(this.channel, fetch.reference, describeError(error));
-        arrival.outcome = new PglnPayloadLostError(message, this.channel, fetch.reference, { cause: error });
+      (cause: unknown) => {
+        arrival.outcome = { reference: fetch.reference, cause };
         this.release();
       },
     );
   }
 
-  /** Drops every waiting notification (the channel is closed). */
-  close(): void {
-    this.closed = true;
+  /**
+   * Drops every waiting notification (the channel closed, or too many wait); resolves with the
+   * position of the last one, or undefined when none waited. A fetch still running is ignored.
+   */
+  clear(): number | undefined {
+    const last = this.length > 0 ? this.items[this.items.length - 1]!.position : undefined;
     this.items = [];
     this.head = 0;
+    return last;
   }
 
-  /** Passes on, in order, what no longer waits for a fetch. */
+  /**
+   * Passes on, in order, what no longer waits for a fetch. Losses in a row go as one, once the
+   * notification after them is settled too (the references of one fetch fail one after the other).
+   */
   private release(): void {
-    while (!this.closed && this.head < this.items.length) {
-      const arrival = this.items[this.head]!;
-      if (arrival.outcome === 'fetching') return;
-      this.items[this.head++] = undefined as never;
-      if (arrival.outcome === 'ready') this.sink.deliver(arrival.notification, arrival.position);
-      else this.sink.lost(arrival.position, arrival.outcome);
+    const { items } = this;
+    while (this.head < items.length) {
+      const arrival = items[this.head]!;
+      const { outcome } = arrival;
+      if (outcome === 'fetching') return;
+      if (outcome === 'ready') {
+        this.head++;
+        this.sink.deliver(arrival.notification, arrival.position);
+        continue;
+      }
+      let end = this.head + 1;
+      while (end < items.length && typeof items[end]!.outcome === 'object') end++;
+      if (end < items.length && items[end]!.outcome === 'fetching') return;
+      const count = end - this.head;
+      this.head = end;
+      const message = LARGE_PAYLOAD_LOST(this.channel, count, outcome.reference, describeError(outcome.cause));
+      this.sink.lost(items[end - 1]!.position, new PglnPayloadLostError(message, this.channel, outcome.reference, count, { cause: outcome.cause }));
     }
-    if (this.head === this.items.length) {
-      this.items = [];
-      this.head = 0;
-    }
+    this.clear();
   }
 }

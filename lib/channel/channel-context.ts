@@ -38,7 +38,7 @@ export interface ChannelContext {
   /** What an out-of-sync run waits for before its handlers (`resync` options), if anything. */
   readonly gate?: ResyncGate;
   /** Where references to large payloads are fetched (`largePayloads`), if anywhere. */
-  readonly payloads?: { fetch(reference: string): Promise<string> };
+  readonly payloads?: { fetch(reference: string, channel: string): Promise<string> };
 }
 
 /** The context of one instance's channels, from its options; `sync` hears who falls behind and catches up. */

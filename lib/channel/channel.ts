@@ -1,8 +1,8 @@
-import type { PglnPayloadLostError } from '../errors/index.js';
+import { PglnOverflowError, type PglnPayloadLostError } from '../errors/index.js';
 import type { PglnNotification } from '../interfaces/index.js';
 import { referenceOf } from '../pgln.large-payloads.js';
 import { Counts } from '../pgln.counts.js';
-import { CHANNEL_NAME_CASE } from '../pgln.messages.js';
+import { ARRIVALS_OVERFLOW, CHANNEL_NAME_CASE } from '../pgln.messages.js';
 import { deferred, untilAborted } from '../pgln.promises.js';
 import { Arrivals } from './arrivals.js';
 import type { ChannelContext } from './channel-context.js';
@@ -80,7 +80,8 @@ export class Channel {
     const reference = payloads && referenceOf(notification.payload);
     if (reference !== undefined || this.arrivals?.length) {
       this.arrivals ??= new Arrivals(this.name, this);
-      this.arrivals.add(notification, position, reference === undefined ? undefined : { reference, payload: payloads!.fetch(reference) });
+      this.arrivals.add(notification, position, reference === undefined ? undefined : { reference, payload: payloads!.fetch(reference, this.name) });
+      if (this.arrivals.length > this.context.maxQueuedNotifications) this.overflow(this.arrivals);
       return;
     }
     this.deliver(notification, position);
@@ -92,9 +93,19 @@ export class Channel {
     for (let i = 0; i < subscribers.length; i++) subscribers[i]!.push(notification, position);
   }
 
-  /** The notification that arrived at `position` cannot be delivered: its large payload is lost. */
+  /** Notifications up to `position` cannot be delivered: their large payloads are lost. */
   lost(position: number, error: PglnPayloadLostError): void {
     this.context.logger.error(error.message);
+    for (const subscriber of this.subscribers) subscriber.missed(position, error);
+  }
+
+  /** Too many notifications wait behind a fetch: they are dropped, as a subscriber's overflowing queue is. */
+  private overflow(arrivals: Arrivals): void {
+    const dropped = arrivals.length;
+    const position = arrivals.clear()!;
+    const { logger, maxQueuedNotifications } = this.context;
+    const error = new PglnOverflowError(ARRIVALS_OVERFLOW(this.name, dropped, maxQueuedNotifications), this.name, dropped);
+    logger.warn(error.message);
     for (const subscriber of this.subscribers) subscriber.missed(position, error);
   }
 
@@ -143,7 +154,7 @@ export class Channel {
     const subscribers = this.subscribers;
     if (!this.closed) {
       this.closed = true;
-      this.arrivals?.close();
+      this.arrivals?.clear();
       for (const subscriber of subscribers) subscriber.remove(error);
     }
     return Promise.all(subscribers.map((subscriber) => subscriber.settled())).then(() => undefined);

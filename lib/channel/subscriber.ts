@@ -120,17 +120,21 @@ export class Subscriber {
   }
 
   /**
-   * The notification that arrived at `position` will never come (its large payload is lost): a read
-   * that covers it already (it began after the notification arrived) or is due (it will) makes up
-   * for it; else it reads again, or, without an out-of-sync handler, its error path is told.
+   * Notifications up to `position` will never come: their large payloads are lost, or too many
+   * waited behind a fetch. A read that covers them already (it began after they arrived) or is due
+   * (it will) makes up for them; else it reads again. A lost payload is told to its error path
+   * either way; an overflow, as its own queue's, only when there is no out-of-sync handler.
    */
-  missed(position: number, error: PglnPayloadLostError): void {
+  missed(position: number, error: PglnPayloadLostError | PglnOverflowError): void {
     const { state } = this;
-    if (this.notifications.length === 0 || state.kind === 'removed' || state.kind === 'due') return;
-    if (position <= state.upTo) return;
-    this.channel.reporting.count('dropped');
-    this.channel.reporting.report(this.name, this.onError, error);
-    if (this.outOfSync.length > 0) this.due('overflow');
+    if (this.notifications.length === 0 || state.kind === 'removed') return;
+    const resyncs = this.outOfSync.length > 0;
+    // A due read covers what arrived before it begins; without out-of-sync handlers there is no read: only what came before it joined.
+    const covered = state.kind === 'due' ? resyncs || position <= this.joinedAt : position <= state.upTo;
+    if (covered) return;
+    this.channel.reporting.count('dropped', error instanceof PglnOverflowError ? error.dropped : error.lost);
+    if (!resyncs || !(error instanceof PglnOverflowError)) this.channel.reporting.report(this.name, this.onError, error);
+    if (resyncs) this.due('overflow');
   }
 
   /**

@@ -10,8 +10,10 @@ export class PglnPayloadLostError extends PglnError {
   constructor(
     message: string,
     readonly channel: string,
-    /** The id of the payload's row, as the notification named it. */
+    /** The id of the payload's row, as the (first) notification named it. */
     readonly reference: string,
+    /** How many notifications in a row were not delivered (their payloads lost). */
+    readonly lost: number,
     options?: ErrorOptions,
   ) {
     super(message, options);

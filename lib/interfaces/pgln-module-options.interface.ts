@@ -48,16 +48,17 @@ export interface PglnResyncOptions {
  */
 export interface PglnLargePayloadsOptions {
   /**
-   * The table, created if missing (`CREATE TABLE IF NOT EXISTS`; the README gives the DDL): a
-   * lower-case name, maybe schema-qualified. Every instance that sends or receives large payloads
-   * on a channel must name the same table.
-   * @default 'pgln_payloads'
+   * The table, created at bootstrap if missing (`CREATE TABLE IF NOT EXISTS`; the README gives the
+   * DDL): a lower-case name, schema-qualified unless every connection that sends or receives has the
+   * same `search_path` (an unqualified name is looked up by each). Every instance that sends or
+   * receives large payloads on a channel must name the same table.
+   * @default 'public.pgln_payloads'
    */
   table?: string;
   /**
-   * How long a row is kept, in ms. One instance at a time deletes older rows, every half of it (at
-   * most every minute). An instance that falls further behind finds the row gone: the notification
-   * is reported (`PglnPayloadLostError`) and its channel reads again.
+   * How long a row is kept, in ms (1 s to a year). Rows older are deleted every half of it (at
+   * least once a minute), by one instance at a time. An instance further behind finds the row
+   * gone: the notification is reported (`PglnPayloadLostError`) and its channel reads again.
    * @default 600000 (10 minutes)
    */
   retentionMs?: number;

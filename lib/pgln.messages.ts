@@ -261,3 +261,16 @@ export const RESYNC_SLOT_FAILED = (reason: string) =>
 
 export const RESYNC_SLOTS_LOST = (slots: readonly number[], reason: string) =>
   `Resync slot(s) ${slots.join(', ')} given up: their connection was lost (${reason}); the server released them`;
+
+export const POOL_CONNECTION_RETIRED = (host: string, why: string) =>
+  `Closed a pooled connection to ${host}: ${why}. A query in flight on it fails; the pool opens a new connection ` +
+  'where it now sends.';
+
+export const POOL_MOVED_WHILE_CONNECTING = (host: string, now: string) =>
+  `A pooled connection to ${host} was closed as soon as it opened: the pool moved to ${now} meanwhile. Retry on a new connection.`;
+
+export const POOL_OPTIONS_INVALID = (problems: string[]) =>
+  `Invalid createMultiHostPool config:\n  - ${problems.join('\n  - ')}`;
+
+export const POOL_HOST_WITH_HOSTS = () =>
+  'host or port cannot go with hosts or a multi-host connectionString: the pool chooses among those hosts';

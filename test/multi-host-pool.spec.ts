@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { createMultiHostPool, PglnOptionsError } from 'nestjs-pgln';
 import { HostSelector } from '../lib/pgln.host-selector.js';
+import { resolveOptions } from '../lib/pgln.options.js';
 import { createTestApp } from './support/app.js';
 import { backends, databaseUrl, terminate, unique } from './support/database.js';
 import { LocalServer } from './support/replication.js';
@@ -61,6 +62,30 @@ describe('createMultiHostPool: one host', () => {
     expect(message).not.toContain('s3cret');
     expect(problem({ connectionString: 'postgres://app@h1,h2/shop', port: 5433 })).toContain('host or port cannot go with hosts');
     expect(problem({ hosts: [] })).toContain('hosts must be a non-empty array');
+  });
+});
+
+describe('createMultiHostPool: given to PglnModule, the options', () => {
+  it("make the LISTEN connection choose with the pool's selector, which then follows it; other hosts or attributes give the listener its own", async () => {
+    const pool = createMultiHostPool({ connectionString: 'postgres://app:s3cret@h1:5432,h2:5433/shop?target_session_attrs=read-write' });
+    try {
+      const selector = HostSelector.of(pool)!;
+      expect(selector).toMatchObject({ hosts: [{ host: 'h1', port: 5432 }, { host: 'h2', port: 5433 }], attrs: 'read-write' });
+      const { connection } = resolveOptions({ pool });
+      expect(connection!.pool).toBe(pool);
+      expect(connection!.hosts).toBe(selector);
+      expect(connection!.poolHosts).toBe(selector);
+      expect(connection!.target).toBe('app@h1:5432,h2:5433/shop');
+
+      const other = resolveOptions({ pool, targetSessionAttrs: 'primary' }).connection!;
+      expect(other.hosts).toMatchObject({ hosts: selector.hosts, attrs: 'primary' });
+      expect(other.poolHosts).toBe(selector);
+      expect(other.hosts).not.toBe(selector);
+      expect(() => resolveOptions({ pool, targetSessionAttrs: 'any' })).toThrow("'any' cannot go with several hosts");
+      expect(() => resolveOptions({ pool, listener: { host: 'h3' } })).toThrow('listener.host or listener.port cannot go with hosts');
+    } finally {
+      await pool.end();
+    }
   });
 });
 

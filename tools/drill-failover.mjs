@@ -101,13 +101,13 @@ async function run(setup) {
       return rows.filter((row) => cached.get(row.id) !== JSON.stringify(row)).length + Math.max(0, cached.size - rows.length);
     }
 
-    /** @param {string} name @param {() => Promise<void> | void} fault */
+    /** @param {string} name @param {() => Promise<number | void> | void} fault resolves with when it began, if not at once */
     async function drill(name, fault) {
       const writesBefore = writer.writes;
       await until('a few writes', () => writer.writes > writesBefore + 100);
       const before = transitions.length;
-      const startedAt = Date.now();
-      await fault();
+      const calledAt = Date.now();
+      const startedAt = (await fault()) ?? calledAt;
       await until(`the listener to go live again after the ${name}`, () => transitions.slice(before).some((t) => t.state === 'live'), 120_000);
       const noticed = transitions.slice(before).find((t) => t.state !== 'live');
       const live = transitions.slice(before).find((t) => t.state === 'live');

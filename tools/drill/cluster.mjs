@@ -232,11 +232,23 @@ ${nodes.map((node) => `  server ${node.name} 127.0.0.1:${node.pgPort} maxconn 10
     url,
     nodes,
     leader,
-    /** A planned switchover, asked of the leader's own REST API (any node would forward; the leader surely answers). @param {string} from @param {string} to */
+    /**
+     * A planned switchover, asked of the leader's own REST API (any node would forward; the leader
+     * surely answers). Patroni refuses it (412, "no good candidates") while the candidate lags or
+     * has not reported yet: asked again then, for up to 60 s. Resolves with when the attempt that
+     * was accepted began.
+     * @param {string} from @param {string} to
+     */
     async switchover(from, to) {
       const api = nodes.find((node) => node.name === from)?.apiPort ?? nodes[0].apiPort;
-      const response = await fetch(`http://127.0.0.1:${api}/switchover`, { method: 'POST', body: JSON.stringify({ leader: from, candidate: to }) });
-      if (!response.ok) throw new Error(`switchover refused: ${response.status} ${await response.text()}`);
+      for (const deadline = Date.now() + 60_000; ; ) {
+        const startedAt = Date.now();
+        const response = await fetch(`http://127.0.0.1:${api}/switchover`, { method: 'POST', body: JSON.stringify({ leader: from, candidate: to }) });
+        if (response.ok) return startedAt;
+        const text = await response.text();
+        if (response.status !== 412 || Date.now() > deadline) throw new Error(`switchover refused: ${response.status} ${text}`);
+        await sleep(500);
+      }
     },
     /** SIGKILL to a node's Patroni and PostgreSQL. @param {string} name */
     kill(name) {

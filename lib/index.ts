@@ -13,3 +13,4 @@ export { defineChannel } from './pgln.define-channel.js';
 export * from './decorators/index.js';
 export * from './interfaces/index.js';
 export * from './errors/index.js';
+export { createMultiHostPool, type PglnPoolConfig } from './pgln.multi-host-pool.js';

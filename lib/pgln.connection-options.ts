@@ -21,7 +21,10 @@ export interface ResolvedConnection {
   readonly target: string;
   /** Which of several hosts the LISTEN connection keeps; none for one plain host. */
   readonly hosts?: HostSelector;
-  /** Which of several hosts the module's own pool connects to (often the listener's selector); none for one plain host. */
+  /**
+   * Which of several hosts the pool connects to (often the listener's selector): the module's own
+   * pool's, or that of a pool of yours made by `createMultiHostPool`; none for one plain host.
+   */
   readonly poolHosts?: HostSelector;
   /** Keep a spare LISTEN connection (`listener.spare`). */
   readonly spare: boolean;
@@ -76,11 +79,13 @@ export function checkConnection(options: PglnModuleOptions, checks: OptionChecks
   checks.check(listener !== null && typeof listener === 'object', `listener must be a pg ClientConfig object, got ${describeSettings(listener)}`);
   const spare = (listener as PglnListenerOptions | null)?.spare;
   checks.check(spare === undefined || typeof spare === 'boolean', `listener.spare must be true or false, got ${describe(spare)}`);
-  // A pool of yours keeps its own connection string: it is not taken apart.
+  // A pool of yours keeps its own connection string: it is not taken apart. One of createMultiHostPool brings its hosts.
   const baseString = isQueryable(pool) ? undefined : (connectionString ?? (pool as PoolConfig | undefined)?.connectionString);
+  const poolHosts = isQueryable(pool) ? HostSelector.of(pool)?.hosts : undefined;
   const listenerString = (listener as ClientConfig | null)?.connectionString;
-  for (const problem of hostProblems(options, [baseString, listenerString])) checks.check(false, problem);
-  const severalShared = options.hosts !== undefined || (typeof baseString === 'string' && isMultiHost(baseString));
+  const hostOptions = { hosts: options.hosts ?? (poolHosts && poolHosts.length > 1 ? poolHosts : undefined), targetSessionAttrs: options.targetSessionAttrs };
+  for (const problem of hostProblems(hostOptions, [baseString, listenerString])) checks.check(false, problem);
+  const severalShared = hostOptions.hosts !== undefined || (typeof baseString === 'string' && isMultiHost(baseString));
   const { host, port } = (listener ?? {}) as ClientConfig;
   checks.check(!severalShared || (host === undefined && port === undefined), LISTENER_HOST_WITH_HOSTS());
 }
@@ -112,7 +117,7 @@ export function checkPgTimers(options: PglnModuleOptions, checks: OptionChecks):
  * Connection settings as discrete fields: pg lets a connection string win over host, port and
  * the rest, so it is expanded here for `listener` overrides to take effect.
  */
-function expand(config: ClientConfig): ClientConfig {
+export function expand(config: ClientConfig): ClientConfig {
   if (!config.connectionString) return config;
   const { connectionString, ...rest } = config;
   const parsed = Object.entries(parseIntoClientConfig(connectionString)).filter(([, value]) => value != null);
@@ -175,17 +180,24 @@ export function resolveConnection(
   }
   listenerConfig.application_name = listener.application_name ?? `${applicationName}-listener`;
 
-  // The listener's own host settings replace the shared ones; otherwise the listener and the module's pool share one selector.
+  // The listener's own host settings replace the shared ones; otherwise the listener and the pool share one selector:
+  // the module's own pool's, or that of a pool of yours made by createMultiHostPool (unless the options name hosts).
   const listenerOwnHost = listener.connectionString !== undefined || listener.host !== undefined || listener.port !== undefined;
   const hostOptions = { hosts: options.hosts, targetSessionAttrs: options.targetSessionAttrs };
-  const shared = selectorOf(chooseHosts(hostOptions, baseSplit), poolConfig, connectTimeoutMs);
+  const tagged = userPool ? HostSelector.of(userPool) : undefined;
+  const shared =
+    tagged && options.hosts === undefined
+      ? (options.targetSessionAttrs ?? tagged.attrs) === tagged.attrs
+        ? tagged
+        : selectorOf({ hosts: tagged.hosts, attrs: options.targetSessionAttrs! }, poolConfig, connectTimeoutMs)
+      : selectorOf(chooseHosts(hostOptions, baseSplit), poolConfig, connectTimeoutMs);
   const hosts = listenerOwnHost
     ? selectorOf(chooseHosts({ targetSessionAttrs: options.targetSessionAttrs }, listenerSplit), listenerConfig, connectTimeoutMs)
     : shared;
   // Its connect timeout is notify's: the pool stops trying when notify stops waiting.
   const ownPool: PoolConfig = { application_name: applicationName, connectionTimeoutMillis: notifyTimeoutMs, ...base };
-  const poolHosts = userPool ? undefined : shared;
-  if (poolHosts) {
+  const poolHosts = userPool ? tagged : shared;
+  if (poolHosts && !userPool) {
     // Searching is bounded like the listener's connecting, not by notify's whole budget.
     const probe = { ...poolConfig, application_name: `${ownPool.application_name}-probe`, connectionTimeoutMillis: connectTimeoutMs };
     ownPool.Client = poolHosts.poolClient(pg.Client, probe);
@@ -195,7 +207,7 @@ export function resolveConnection(
 }
 
 /** A selector for a choice of hosts (the one host of `config` when the choice names none), or none when there is no choice. */
-function selectorOf(choice: HostChoice | undefined, config: ClientConfig, timeoutMs: number): HostSelector | undefined {
+export function selectorOf(choice: HostChoice | undefined, config: ClientConfig, timeoutMs: number): HostSelector | undefined {
   if (!choice) return undefined;
   const port = setting(config, 'port');
   const hosts = choice.hosts.length > 0 ? choice.hosts : [{ host: String(setting(config, 'host')), ...(port === undefined ? {} : { port: Number(port) }) }];

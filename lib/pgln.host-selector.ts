@@ -5,7 +5,7 @@ import type { PglnHost, PglnTargetSessionAttrs } from './interfaces/index.js';
 import { destroyConnection, keepsConnection } from './pgln.connection.js';
 import { describeError, isFatalAtStartup } from './pgln.connection-errors.js';
 import { describeHost } from './pgln.hosts.js';
-import { HOST_NOT_QUALIFIED, NO_HOST_QUALIFIES, NO_ANSWER } from './pgln.messages.js';
+import { HOST_NOT_QUALIFIED, NO_HOST_QUALIFIES, NO_ANSWER, POOL_CONNECTION_RETIRED, POOL_MOVED_WHILE_CONNECTING } from './pgln.messages.js';
 import { withTimeout } from './pgln.promises.js';
 
 const noop = () => undefined;
@@ -13,6 +13,21 @@ const noop = () => undefined;
 /** SQLSTATE 25006, read_only_sql_transaction: what a standby (or a read-only default) says to a NOTIFY. */
 export function isReadOnly(error: unknown): boolean {
   return (error as { code?: unknown } | undefined)?.code === '25006';
+}
+
+/** Whether `client` is connected to `host` (a host without a port matches any port). */
+function isOn(client: Client, host: PglnHost): boolean {
+  return client.host === host.host && (host.port === undefined || client.port === host.port);
+}
+
+/** Where a pool made by {@link createMultiHostPool} carries its selector (shared by every copy of the module). */
+const POOL_HOSTS = Symbol.for('nestjs-pgln.pool-hosts');
+
+/** pg's internals a pooled connection is watched and closed through. */
+interface Internals {
+  _connecting?: boolean;
+  _ending?: boolean;
+  connection: { on(event: 'errorMessage', listener: (message: unknown) => void): void; emit(event: 'error', error: Error): boolean };
 }
 
 /** Why a connected host does not qualify for `attrs`, or undefined when it does. */
@@ -36,7 +51,11 @@ async function disqualification(client: Client, attrs: PglnTargetSessionAttrs): 
  * the LISTEN connection listens ({@link follow}): a notification sent to another server (two
  * primaries at once, a split brain) would never reach it. Only while there is no LISTEN connection
  * does the pool search on its own, from the first host, and keep what it found until a connection
- * there fails.
+ * there fails or a statement there is refused as read-only.
+ *
+ * Invariant of the pool's connections: once the pool sends to a host, it holds no connection to
+ * another. Moving (following the listener elsewhere, or a search that found another host) closes
+ * those to any other host, idle or checked out; a read-only refusal closes every one to that host.
  */
 export class HostSelector {
   /** The host of the live LISTEN connection, if any: where the pool sends. */
@@ -46,6 +65,18 @@ export class HostSelector {
   /** The pool's search in flight (one at a time), and how to stop it (shutdown). */
   private finding?: Promise<PglnHost>;
   private readonly stopSearch = new AbortController();
+  /** The pool's connections ({@link poolClient}), connected and not ended. */
+  private readonly pooled = new Set<Client>();
+
+  /** The selector a pool of {@link createMultiHostPool} chooses its hosts with; undefined for any other pool. */
+  static of(pool: object): HostSelector | undefined {
+    return (pool as { [POOL_HOSTS]?: HostSelector })[POOL_HOSTS];
+  }
+
+  /** Marks `pool` as choosing its hosts with this selector (see {@link of}). */
+  tag<T extends object>(pool: T): T {
+    return Object.defineProperty(pool, POOL_HOSTS, { value: this });
+  }
 
   constructor(
     /** In order; none: the one host of the connection settings given to {@link connect}. */
@@ -93,27 +124,50 @@ export class HostSelector {
   }
 
   /**
-   * A `pg.Client` class for the module's pool: each connection goes to the host that last
-   * qualified, searched for (with a connection of `probe`'s settings, closed at once) when none is
-   * known. A connection that fails, or a statement refused as read-only, makes the next connection
-   * search again (see {@link failed}).
+   * A `pg.Client` class for a pool (the module's own, or {@link createMultiHostPool}'s): each
+   * connection goes to the host the pool sends to (see {@link follow}), searched for (with a
+   * connection of `probe`'s settings, closed at once) when none is known. Whatever fails on one of
+   * its connections, idle or checked out, is heard here, not only by pg-pool (which stops listening
+   * to a connection it hands out): a lost connection or a FATAL makes the next connection search
+   * again, a statement refused as read-only (SQLSTATE 25006, a demoted server) also closes every
+   * connection to that host (see {@link failed}). Its connections carry a listener for `'error'`,
+   * so one failing while checked out no longer crashes the process: its queries reject.
    */
   poolClient(Base: typeof pg.Client, probe: ClientConfig): typeof pg.Client {
     const selector = this;
     return class HostClient extends Base {
+      constructor(config?: string | ClientConfig) {
+        super(config);
+        this.on('error', (error: Error) => selector.failed(this, error));
+        // Every error the server sends, whatever the query's form (promise, callback, cursor) and whoever checked it out.
+        const internals = this as unknown as Internals;
+        internals.connection.on('errorMessage', (message) => {
+          if (!internals._connecting) selector.failed(this, message);
+        });
+        this.once('end', () => selector.pooled.delete(this));
+      }
+
       // pg-pool calls connect(callback); everything else calls connect().
       override connect(): Promise<Client>;
       override connect(callback: (error: Error | null, client?: Client) => void): void;
       override connect(callback?: (error: Error | null, client?: Client) => void): Promise<Client> | void {
-        const connected = selector.pick(probe).then((host) => {
+        const connected = selector.pick(probe).then(async (host) => {
           // Ended (the pool shut down) while a host was being searched for: connect nowhere.
           if ((this as unknown as { _ending?: boolean })._ending) throw new Error('Connection terminated');
           this.host = host.host;
           if (host.port !== undefined) this.port = host.port;
-          return super.connect().catch((error: unknown) => {
+          await super.connect().catch((error: unknown) => {
             selector.forget(host);
             throw error;
           });
+          // The pool moved while this connected: it would hold a connection to a host it no longer sends to.
+          const now = selector.current();
+          if (now && !isOn(this, now)) {
+            destroyConnection(this);
+            throw new Error(POOL_MOVED_WHILE_CONNECTING(describeHost(host), describeHost(now)));
+          }
+          selector.pooled.add(this);
+          return this as Client;
         });
         if (!callback) return connected;
         connected.then((client) => callback(null, client), callback);
@@ -127,16 +181,23 @@ export class HostSelector {
    */
   follow(host: PglnHost | undefined): void {
     this.listening = host;
-    if (!host) this.found = undefined;
+    if (host) this.moveTo(host);
+    else this.found = undefined;
   }
 
   /**
    * A pooled connection failed with `error`: if it tells the host is gone or demoted (a read-only
    * refusal), the pool's next connection searches again, unless it follows the LISTEN connection,
-   * which notices a lost server itself.
+   * which notices a lost server itself. A read-only refusal also closes the pool's connections to
+   * that host: handed out again, each would be refused the same way.
    */
   failed(client: Client, error: unknown): void {
-    if (!keepsConnection(error) || isReadOnly(error)) this.forget({ host: client.host, port: client.port });
+    const readOnly = isReadOnly(error);
+    if (keepsConnection(error) && !readOnly) return;
+    const host = { host: client.host, port: client.port };
+    this.forget(host);
+    // Once the refused query has its own error (it is being handled now): closed at once, it would get the closing's.
+    if (readOnly) process.nextTick(() => this.retire((other) => isOn(other, host), `${describeHost(host)} refused a statement as read-only`));
   }
 
   /** Stops a search in flight (shutdown): its connection is destroyed. */
@@ -144,15 +205,24 @@ export class HostSelector {
     this.stopSearch.abort();
   }
 
+  /** Where the pool sends now: the LISTEN connection's host, or the one its own search found; undefined while unknown. */
+  private current(): PglnHost | undefined {
+    return this.listening ?? this.found;
+  }
+
   /** Where the pool's next connection goes: the LISTEN connection's host, or the one found, or a search for one. */
   private pick(probe: ClientConfig): Promise<PglnHost> {
-    const known = this.listening ?? this.found;
+    const known = this.current();
     if (known) return Promise.resolve(known);
     this.finding ??= this.connect(probe, this.stopSearch.signal)
       .then(({ client, config }) => {
         destroyConnection(client);
-        this.found = { host: config.host!, port: config.port };
-        return this.found;
+        const found = { host: config.host!, port: config.port };
+        this.found = found;
+        // Found while the listener went live elsewhere: the listener's host wins.
+        const now = this.current()!;
+        if (now === found) this.moveTo(found);
+        return now;
       })
       .finally(() => (this.finding = undefined));
     return this.finding;
@@ -160,6 +230,27 @@ export class HostSelector {
 
   private describe(host: PglnHost | undefined, settings: ClientConfig): string {
     return describeHost(host ?? { host: String(settings.host ?? 'localhost'), port: settings.port });
+  }
+
+  /** The pool sends to `host` now: its connections to any other host are closed. */
+  private moveTo(host: PglnHost): void {
+    this.retire((client) => !isOn(client, host), `the pool now connects to ${describeHost(host)}`);
+  }
+
+  /**
+   * Closes the pool's connections that `which` picks, each with an error saying `why`: an idle one
+   * is dropped by pg-pool (which emits the error on the pool), a checked-out one rejects its
+   * queries, and is dropped when released.
+   */
+  private retire(which: (client: Client) => boolean, why: string): void {
+    for (const client of this.pooled) {
+      if (!which(client)) continue;
+      this.pooled.delete(client);
+      const host = describeHost({ host: client.host, port: client.port });
+      // One being ended already (released with an error, say) is only closed faster.
+      if (!(client as unknown as Internals)._ending) (client as unknown as Internals).connection.emit('error', new Error(POOL_CONNECTION_RETIRED(host, why)));
+      destroyConnection(client);
+    }
   }
 
   private forget(host: PglnHost): void {

@@ -283,3 +283,16 @@ export const LARGE_PAYLOADS_NO_TABLE = (table: string, reason: string, ddl: stri
 export const LARGE_PAYLOADS_CLEANUP_FAILED = (table: string, reason: string, denied: boolean) =>
   `largePayloads: deleting expired rows of ${table} failed (${reason}); ` +
   (denied ? 'this instance stops trying: grant DELETE and SELECT on it to a role of the fleet that runs the module' : 'the next round tries again');
+
+export const POOL_CONNECTION_RETIRED = (host: string, why: string) =>
+  `Closed a pooled connection to ${host}: ${why}. A query in flight on it fails; the pool opens a new connection ` +
+  'where it now sends.';
+
+export const POOL_MOVED_WHILE_CONNECTING = (host: string, now: string) =>
+  `A pooled connection to ${host} was closed as soon as it opened: the pool moved to ${now} meanwhile. Retry on a new connection.`;
+
+export const POOL_OPTIONS_INVALID = (problems: string[]) =>
+  `Invalid createMultiHostPool config:\n  - ${problems.join('\n  - ')}`;
+
+export const POOL_HOST_WITH_HOSTS = () =>
+  'host or port cannot go with hosts or a multi-host connectionString: the pool chooses among those hosts';

@@ -85,7 +85,8 @@ export class PgTransport implements PglnTransport {
    * connections `timeoutMs` to close politely, then what is left is destroyed.
    */
   async end(): Promise<void> {
-    this.connection.poolHosts?.stop();
+    // A pool of yours (createMultiHostPool's) stops its own search when you end it.
+    if (this.connection.owned) this.connection.poolHosts?.stop();
     await this.connection.owned?.end(this.notifyTimeoutMs, this.timeoutMs);
   }
 
@@ -115,8 +116,7 @@ export class PgTransport implements PglnTransport {
       });
       client.release();
     } catch (error) {
-      // A host gone or demoted (a read-only refusal): the pool's next connection looks for another.
-      this.connection.poolHosts?.failed(client, error);
+      // A host gone or demoted (a read-only refusal): the pool's connection class has told its selector (HostSelector.poolClient).
       if (broken || !keepsConnection(error) || isReadOnly(error)) {
         // Failed, hung (a half-open socket never answers), ended by the server (FATAL), or on a
         // server that refuses to write (a standby): destroyed rather than reused.

@@ -1,10 +1,15 @@
 import { Global, Inject, Logger, Module, type DynamicModule, type OnApplicationShutdown } from '@nestjs/common';
-import pg from 'pg';
+import { createMultiHostPool } from 'nestjs-pgln';
+import type pg from 'pg';
 
 /** Injection token of the application's `pg.Pool`. */
 export const DATABASE_POOL = Symbol('DATABASE_POOL');
 
-/** The application's own connection pool, shared by the repositories and by PglnModule. */
+/**
+ * The application's own connection pool, shared by the repositories and by PglnModule. Its
+ * connection string may list every node of a cluster (`postgres://u@db1,db2,db3/shop`): the pool
+ * keeps the primary, and PglnModule's LISTEN connection chooses among the same nodes.
+ */
 @Global()
 @Module({})
 export class DatabaseModule implements OnApplicationShutdown {
@@ -23,7 +28,8 @@ export class DatabaseModule implements OnApplicationShutdown {
         {
           provide: DATABASE_POOL,
           useFactory: () => {
-            const pool = new pg.Pool({ connectionString, max: 5 });
+            // A plain pg.Pool for one host; for several, one that keeps the primary (node-postgres cannot).
+            const pool = createMultiHostPool({ connectionString, max: 5 });
             // pg emits errors of idle clients on the pool: without a listener they crash the process.
             pool.on('error', (error) => new Logger('Database').warn(`Idle connection failed: ${error.message}`));
             return pool;

@@ -1,13 +1,14 @@
-import pg from 'pg';
+import { createMultiHostPool } from 'nestjs-pgln';
 
 /**
  * Creates the `products` table (idempotent) with a trigger that bumps `version` on every update
  * and notifies channel `products` with the changed row when the change comes from outside the
- * app, and seeds a few rows into an empty table.
+ * app, and seeds a few rows into an empty table. `connectionString` may list several hosts: it
+ * runs on the primary.
  */
 export async function createSchema(connectionString: string): Promise<void> {
-  const client = new pg.Client({ connectionString });
-  await client.connect();
+  const pool = createMultiHostPool({ connectionString, max: 1 });
+  const client = await pool.connect();
   try {
     await client.query(`
       CREATE TABLE IF NOT EXISTS products (
@@ -47,6 +48,7 @@ export async function createSchema(connectionString: string): Promise<void> {
       WHERE NOT EXISTS (SELECT 1 FROM products);
     `);
   } finally {
-    await client.end();
+    client.release();
+    await pool.end();
   }
 }

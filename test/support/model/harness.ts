@@ -133,6 +133,8 @@ const LARGE_PAD = 'x'.repeat(8_000);
 
 const OVERFLOW_RESYNC = /were waiting for (.*), more than maxQueuedNotifications .*dropped them and queued its out-of-sync handler/;
 const OVERFLOW_DROPPED = /were waiting for (.*), which has no out-of-sync handler to recover with/;
+/** Held behind the fetch of a large payload: every subscriber of the channel dropped them. */
+const ARRIVALS_OVERFLOW = /notifications were held behind the fetch of a large payload, more than maxQueuedNotifications/;
 
 const immediate = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -460,6 +462,12 @@ export class Harness {
       const overflow = OVERFLOW_RESYNC.exec(text) ?? OVERFLOW_DROPPED.exec(text);
       if (channel >= 0 && overflow) {
         this.overflowLogged(channel, overflow[1]!, OVERFLOW_RESYNC.test(text));
+      } else if (channel >= 0 && ARRIVALS_OVERFLOW.test(text)) {
+        const tick = this.record(`overflow on ${this.channelLabel(channel)} behind a fetch: every subscriber dropped them`);
+        for (const resync of [true, false]) {
+          const candidates = this.activeOn(channel).filter((sub) => sub.outOfSync === resync);
+          if (candidates.length > 0) this.overflows.push({ tick, channel, gen: this.gens[channel]!, resync, candidates });
+        }
       } else if (level === 'error' && text.includes(' failed on channel ')) {
         this.record(`!! ${text.split('\n')[0]}`);
         this.later(`a handler failed: ${text.split('\n')[0]}`);

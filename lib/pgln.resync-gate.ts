@@ -108,17 +108,26 @@ export class ResyncSlots {
     }
   }
 
-  /** A free slot, taken on this instance's connection, or undefined when every one is taken. */
+  /**
+   * A free slot, taken on this instance's connection, or undefined when every one is taken. One
+   * round trip tries the slots it does not hold, from a random one on: the scan stops at the
+   * first lock it gets (LIMIT pulls one row at a time), so it never takes two.
+   */
   private async tryAny(): Promise<number | undefined> {
-    const client = await this.client();
     const first = randomInt(this.concurrency);
+    const slots: number[] = [];
     for (let i = 0; i < this.concurrency; i++) {
       const slot = (first + i) % this.concurrency;
-      if (this.held.has(slot)) continue;
-      const { rows } = await this.query<{ ok: boolean }>(client, 'SELECT pg_try_advisory_lock($1, $2) AS ok', [this.key, slot]);
-      if (rows[0]!.ok) return slot;
+      if (!this.held.has(slot)) slots.push(slot);
     }
-    return undefined;
+    if (slots.length === 0) return undefined;
+    const client = await this.client();
+    const { rows } = await this.query<{ slot: number }>(
+      client,
+      'SELECT slot FROM unnest($2::int[]) AS slot WHERE pg_try_advisory_lock($1, slot) LIMIT 1',
+      [this.key, slots],
+    );
+    return rows[0]?.slot;
   }
 
   /** Gives `slot` to the first waiter still waiting (or back, if none is). */

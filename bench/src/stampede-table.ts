@@ -10,8 +10,8 @@ export function stampedeLine(r: StampedeResult): string {
     `stampede ${r.label}: ${r.terminated} LISTEN backends terminated; all live again in ${seconds(r.allLiveMs)} s (half in ${seconds(r.medianLiveMs)} s); ` +
     `reload median ${r.reloadMedianMs.toFixed(0)} ms, max ${r.reloadMaxMs.toFixed(0)} ms; server CPU ${percent(r.cpuBeforePercent)}% before, peak ${percent(r.peakCpuPercent)}%, ` +
     `${r.cpuSeconds === null ? 'n/a' : r.cpuSeconds.toFixed(1)} CPU s; connections ${r.connectionsBefore} before, peak ${r.peakConnections} (${r.peakActive} running a query; ${Object.entries(r.peakByRole).map(([k, v]) => `${k} ${v}`).join(', ')}); ` +
-    `${r.sent} notifications sent, ${thousands(r.applied)} applied, held up to ${seconds(r.heldMaxMs)} s, once live up to ${r.liveMaxMs.toFixed(0)} ms; ` +
-    `late ${r.late}, lost ${r.lost}; reconnected again ${r.reconnectedAgain}`
+    `${r.sent} notifications sent (commit median ${r.commitMedianMs.toFixed(0)} ms, max ${r.commitMaxMs.toFixed(0)} ms), ${thousands(r.applied)} applied, held up to ${seconds(r.heldMaxMs)} s, once live up to ${r.liveMaxMs.toFixed(0)} ms; ` +
+    `late ${r.late}, lost ${r.lost}; worker event loop blocked up to ${r.eventLoopMaxMs.toFixed(0)} ms; reconnected again ${r.reconnectedAgain}`
   );
 }
 

@@ -1,8 +1,10 @@
 import 'reflect-metadata';
 import { Injectable, Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { OnNotification, OnOutOfSync, PglnModule, PglnService, type OutOfSyncEvent, type PglnResyncOptions } from 'nestjs-pgln';
+import { OnNotification, OnOutOfSync, PglnModule, PglnService, type OutOfSyncEvent, type PglnResyncOptions, type PglnState } from 'nestjs-pgln';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pg from 'pg';
+import { filter, firstValueFrom } from 'rxjs';
 import { now } from './protocol.js';
 
 /**
@@ -26,7 +28,9 @@ export interface StampedeTask {
 export interface InstanceReport {
   /** When it last became live. */
   liveAtNs: number;
-  /** Its last reconnect reload: when it started and how long it took (0 if none ran). */
+  /** Its state when asked (once everything settled). */
+  state: PglnState;
+  /** Its last reload: when it started and how long it took. */
   reloadStartNs: number;
   reloadMs: number;
   /** Rows whose cached version differs from the table's (asked once everything settled). */
@@ -42,7 +46,8 @@ export type StampedeMessage =
   | { type: 'ready' }
   /** An instance became live again (after having been anything else). */
   | { type: 'live'; instance: number; atNs: number }
-  | { type: 'report'; instances: InstanceReport[] };
+  /** `eventLoopMaxMs`: the longest this process's event loop was blocked from ready on (all its instances share it). */
+  | { type: 'report'; instances: InstanceReport[]; eventLoopMaxMs: number };
 
 const task = JSON.parse(process.env.STAMPEDE_TASK!) as StampedeTask;
 const send = (message: StampedeMessage) => process.send!(message);
@@ -66,13 +71,11 @@ function cacheFor(pool: pg.Pool) {
     readonly delayMs: number[] = [];
 
     @OnOutOfSync(task.channel)
-    async reload(event: OutOfSyncEvent): Promise<void> {
+    async reload(_event: OutOfSyncEvent): Promise<void> {
       const started = now();
       this.versions = await readTable(pool);
-      if (event.reason === 'reconnect') {
-        this.reloadStartNs = started;
-        this.reloadMs = (now() - started) / 1e6;
-      }
+      this.reloadStartNs = started;
+      this.reloadMs = (now() - started) / 1e6;
     }
 
     /** `id:version:sentNs`: a newer version of one row (versions only grow, so applying one twice is harmless). */
@@ -101,7 +104,7 @@ for (let i = 0; i < task.instances; i++) {
     providers: [TableCache],
   })
   class InstanceModule {}
-  const app = await NestFactory.createApplicationContext(InstanceModule, { logger: false });
+  const app = await NestFactory.createApplicationContext(InstanceModule, { logger: process.env.STAMPEDE_LOG ? ['warn', 'error'] : false });
   pools.push(pool);
   apps.push(app);
   caches.push(app.get(TableCache));
@@ -112,6 +115,10 @@ for (let i = 0; i < task.instances; i++) {
     send({ type: 'live', instance: i, atNs: liveAtNs[i]! });
   });
 }
+// Ready once every instance is live: connected, its first reload done (with slots, they take turns).
+await Promise.all(apps.map((app) => firstValueFrom(app.get(PglnService).state$.pipe(filter(({ state }) => state === 'live')))));
+const eventLoop = monitorEventLoopDelay({ resolution: 10 });
+eventLoop.enable();
 send({ type: 'ready' });
 
 process.on('message', async (message: { type: 'report' }) => {
@@ -120,10 +127,10 @@ process.on('message', async (message: { type: 'report' }) => {
   const instances = caches.map((cache, i): InstanceReport => {
     let stale = 0;
     for (let id = 1; id <= task.rows; id++) if (cache.versions[id] !== table[id]) stale += 1;
-    const { reconnects } = apps[i]!.get(PglnService).stats();
-    return { liveAtNs: liveAtNs[i]!, reloadStartNs: cache.reloadStartNs, reloadMs: cache.reloadMs, stale, sentNs: cache.sentNs, delayMs: cache.delayMs, reconnects };
+    const { reconnects, state } = apps[i]!.get(PglnService).stats();
+    return { liveAtNs: liveAtNs[i]!, state, reloadStartNs: cache.reloadStartNs, reloadMs: cache.reloadMs, stale, sentNs: cache.sentNs, delayMs: cache.delayMs, reconnects };
   });
-  send({ type: 'report', instances });
+  send({ type: 'report', instances, eventLoopMaxMs: eventLoop.max / 1e6 });
   for (const app of apps) await app.close();
   for (const pool of pools) await pool.end();
   process.exit(0);

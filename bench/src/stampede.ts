@@ -30,7 +30,7 @@ export interface StampedeResult {
   /** From the fault until the last instance was live again, and until half of them were. */
   allLiveMs: number;
   medianLiveMs: number;
-  /** The reconnect reloads: the median and longest. */
+  /** The reloads after the fault: the median and longest. */
   reloadMedianMs: number;
   reloadMaxMs: number;
   /** Server CPU: before the fault, and the most over any {@link CPU_WINDOW_MS} from the fault until all were live (% of a core). */
@@ -46,6 +46,9 @@ export interface StampedeResult {
   peakByRole: Record<string, number>;
   /** Notifications the writer committed from the fault until it stopped, and applied by the instances in all. */
   sent: number;
+  /** The writer's commits from the fault until all were live: median and longest (ms). */
+  commitMedianMs: number;
+  commitMaxMs: number;
   applied: number;
   /** The longest delay of a notification sent before its instance was live again (held through the reconnect and reload). */
   heldMaxMs: number;
@@ -55,6 +58,8 @@ export interface StampedeResult {
   late: number;
   /** Cached rows that differ from the table once everything settled, summed over instances. */
   lost: number;
+  /** The longest a worker process's event loop was blocked (its instances' reloads parsing rows): what delays delivery once live. */
+  eventLoopMaxMs: number;
   /** Instances that lost their connection again during recovery (reconnected more than once). */
   reconnectedAgain: number;
 }
@@ -74,6 +79,12 @@ const TABLE = 'stampede_rows';
 const CHANNEL = 'stampede_rows';
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** One commit of the writer: when it was sent, and how long it took (ms). */
+interface Commit {
+  sentNs: number;
+  ms: number;
+}
+
 /** Fills the table every instance caches: `rows` rows, all at version 0. */
 export async function createTable(databaseUrl: string, rows: number): Promise<void> {
   const client = new pg.Client({ connectionString: databaseUrl });
@@ -85,9 +96,9 @@ export async function createTable(databaseUrl: string, rows: number): Promise<vo
 }
 
 /** Updates a random row and notifies its new version, {@link WRITES_PER_SECOND} commits a second, until stopped; returns the commits. */
-function startWriter(databaseUrl: string, rows: number): { stop: () => Promise<Array<{ sentNs: number }>> } {
+function startWriter(databaseUrl: string, rows: number): { stop: () => Promise<Commit[]> } {
   const client = new pg.Client({ connectionString: databaseUrl, application_name: 'stampede-writer' });
-  const commits: Array<{ sentNs: number }> = [];
+  const commits: Commit[] = [];
   let running = true;
   const done = (async () => {
     await client.connect();
@@ -100,7 +111,7 @@ function startWriter(databaseUrl: string, rows: number): { stop: () => Promise<A
           `SELECT pg_notify($2, u.id || ':' || u.version || ':' || $3) FROM u`,
         [1 + Math.floor(Math.random() * rows), CHANNEL, String(sentNs)],
       );
-      commits.push({ sentNs });
+      commits.push({ sentNs, ms: (now() - sentNs) / 1e6 });
     }
     await client.end();
   })();
@@ -112,7 +123,9 @@ export async function stampede(config: StampedeConfig, databaseUrl: string, cpu:
   const applicationName = `stampede-${config.label.replace(/\W+/g, '-')}`;
   const processes = Math.min(instances, Math.max(2, cpus().length * 2));
   const workers: ChildProcess[] = [];
+  /** The instances live again since the fault. */
   const live = new Set<string>();
+  let faultNs = Infinity;
   const waiters = new Map<ChildProcess, (message: StampedeMessage) => void>();
   const next = (worker: ChildProcess) => new Promise<StampedeMessage>((resolve) => waiters.set(worker, resolve));
   for (let w = 0; w < processes; w++) {
@@ -120,8 +133,8 @@ export async function stampede(config: StampedeConfig, databaseUrl: string, cpu:
     const task: StampedeTask = { databaseUrl, channel: CHANNEL, table: TABLE, rows, instances: share, applicationName, resync: config.resync };
     const worker = fork(WORKER, [], { env: { ...process.env, STAMPEDE_TASK: JSON.stringify(task) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     worker.on('message', (message: StampedeMessage) => {
-      if (message.type === 'live') live.add(`${w}:${message.instance}`);
-      else waiters.get(worker)?.(message);
+      if (message.type !== 'live') waiters.get(worker)?.(message);
+      else if (message.atNs >= faultNs) live.add(`${w}:${message.instance}`);
     });
     workers.push(worker);
   }
@@ -133,7 +146,7 @@ export async function stampede(config: StampedeConfig, databaseUrl: string, cpu:
   await sleep(SAMPLE_BEFORE_MS);
   const admin = new pg.Client({ connectionString: databaseUrl, application_name: 'stampede-admin' });
   await admin.connect();
-  const faultNs = now();
+  faultNs = now();
   const { rows: killed } = await admin.query<{ n: string }>(
     'SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity WHERE application_name = $1',
     [`${applicationName}-listener`],
@@ -150,19 +163,26 @@ export async function stampede(config: StampedeConfig, databaseUrl: string, cpu:
 
   const reported = workers.map((worker) => next(worker));
   for (const worker of workers) worker.send({ type: 'report' });
-  const reports = (await Promise.all(reported)).flatMap((message) => (message as Extract<StampedeMessage, { type: 'report' }>).instances);
-  return summarize(config, { instances, processes, terminated: Number(killed[0]!.n), startedNs, faultNs, allLiveNs, commits, sampler, reports });
+  const exited = workers.map((worker) => new Promise((resolve) => worker.once('exit', resolve)));
+  const messages = (await Promise.all(reported)) as Array<Extract<StampedeMessage, { type: 'report' }>>;
+  const reports = messages.flatMap((message) => message.instances);
+  const eventLoopMaxMs = Math.max(...messages.map((message) => message.eventLoopMaxMs));
+  await Promise.all(exited);
+  return summarize(config, { instances, processes, terminated: Number(killed[0]!.n), startedNs, faultNs, allLiveNs, commits, sampler, reports, eventLoopMaxMs });
 }
 
 function summarize(
   config: StampedeConfig,
-  run: { instances: number; processes: number; terminated: number; startedNs: number; faultNs: number; allLiveNs: number; commits: Array<{ sentNs: number }>; sampler: ServerSampler; reports: InstanceReport[] },
+  run: { instances: number; processes: number; terminated: number; startedNs: number; faultNs: number; allLiveNs: number; commits: Commit[]; sampler: ServerSampler; reports: InstanceReport[]; eventLoopMaxMs: number },
 ): StampedeResult {
   const { faultNs, reports, sampler } = run;
   const sinceFaultMs = (ns: number) => (ns - faultNs) / 1e6;
   const liveMs = reports.map((r) => sinceFaultMs(r.liveAtNs)).sort((a, b) => a - b);
+  const notLive = reports.filter((r) => r.state !== 'live' || r.reloadStartNs < faultNs);
+  if (notLive.length > 0) throw new Error(`stampede ${config.label}: ${notLive.length} instances not live, or not reloaded, after the fault`);
   const reloads = reports.map((r) => r.reloadMs).sort((a, b) => a - b);
   const lastLiveNs = Math.max(...reports.map((r) => r.liveAtNs));
+  const commitMs = run.commits.filter((c) => c.sentNs >= faultNs && c.sentNs <= lastLiveNs).map((c) => c.ms).sort((a, b) => a - b);
   let heldMaxMs = 0;
   let liveMaxMs = 0;
   let late = 0;
@@ -199,11 +219,14 @@ function summarize(
     peakActive: peak.active,
     peakByRole: peak.roles,
     sent: run.commits.filter((c) => c.sentNs >= faultNs).length,
+    commitMedianMs: commitMs[Math.floor(commitMs.length / 2)] ?? 0,
+    commitMaxMs: commitMs.at(-1) ?? 0,
     applied,
     heldMaxMs,
     liveMaxMs,
     late,
     lost: reports.reduce((sum, r) => sum + r.stale, 0),
+    eventLoopMaxMs: run.eventLoopMaxMs,
     reconnectedAgain: reports.filter((r) => r.reconnects > 1).length,
   };
 }

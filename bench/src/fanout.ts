@@ -202,7 +202,7 @@ if (!stampedeOnly) {
 log(`stampede: ${STAMPEDE_INSTANCES} instances caching ${thousands(STAMPEDE_ROWS)} rows each; every LISTEN backend terminated at once`);
 await createTable(databaseUrl, STAMPEDE_ROWS);
 const stampedes: StampedeResult[] = [];
-for (const config of STAMPEDE_CONFIGS.filter((c) => !process.env.STAMPEDE_ONLY || c.label === process.env.STAMPEDE_ONLY)) {
+for (const config of STAMPEDE_CONFIGS) {
   stampedes.push(await stampede(config, databaseUrl, serverCpu, STAMPEDE_INSTANCES, STAMPEDE_ROWS));
   log(stampedeLine(stampedes.at(-1)!));
 }

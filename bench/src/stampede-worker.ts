@@ -2,7 +2,6 @@ import 'reflect-metadata';
 import { Injectable, Module, type INestApplicationContext } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { OnNotification, OnOutOfSync, PglnModule, PglnService, type OutOfSyncEvent, type PglnResyncOptions, type PglnState } from 'nestjs-pgln';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import pg from 'pg';
 import { filter, firstValueFrom } from 'rxjs';
 import { now } from './protocol.js';
@@ -46,8 +45,8 @@ export type StampedeMessage =
   | { type: 'ready' }
   /** An instance became live again (after having been anything else). */
   | { type: 'live'; instance: number; atNs: number }
-  /** `eventLoopMaxMs`: the longest this process's event loop was blocked from ready on (all its instances share it). */
-  | { type: 'report'; instances: InstanceReport[]; eventLoopMaxMs: number };
+  /** `stalls`: from ready on, when this process's event loop did not run (all its instances share it), as [from, to] ns. */
+  | { type: 'report'; instances: InstanceReport[]; stalls: Array<[number, number]> };
 
 const task = JSON.parse(process.env.STAMPEDE_TASK!) as StampedeTask;
 const send = (message: StampedeMessage) => process.send!(message);
@@ -117,8 +116,14 @@ for (let i = 0; i < task.instances; i++) {
 }
 // Ready once every instance is live: connected, its first reload done (with slots, they take turns).
 await Promise.all(apps.map((app) => firstValueFrom(app.get(PglnService).state$.pipe(filter(({ state }) => state === 'live')))));
-const eventLoop = monitorEventLoopDelay({ resolution: 10 });
-eventLoop.enable();
+// A tick every 10 ms: a gap of more than 50 ms is a stall (another instance's reload parsing rows, or no CPU for this process).
+const stalls: Array<[number, number]> = [];
+let tickNs = now();
+setInterval(() => {
+  const at = now();
+  if (at - tickNs > 50e6) stalls.push([tickNs, at]);
+  tickNs = at;
+}, 10).unref();
 send({ type: 'ready' });
 
 process.on('message', async (message: { type: 'report' }) => {
@@ -130,7 +135,7 @@ process.on('message', async (message: { type: 'report' }) => {
     const { reconnects, state } = apps[i]!.get(PglnService).stats();
     return { liveAtNs: liveAtNs[i]!, state, reloadStartNs: cache.reloadStartNs, reloadMs: cache.reloadMs, stale, sentNs: cache.sentNs, delayMs: cache.delayMs, reconnects };
   });
-  send({ type: 'report', instances, eventLoopMaxMs: eventLoop.max / 1e6 });
+  send({ type: 'report', instances, stalls });
   for (const app of apps) await app.close();
   for (const pool of pools) await pool.end();
   process.exit(0);

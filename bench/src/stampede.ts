@@ -13,7 +13,7 @@ import type { InstanceReport, StampedeMessage, StampedeTask } from './stampede-w
  * reads every row), loses every LISTEN connection at once (`pg_terminate_backend` of each, as a
  * server restart or a failover would) while a writer keeps updating rows and notifying. Per
  * `resync` setting: how long until every instance is live again, what the server went through,
- * and whether every cache ends equal to the table.
+ * and whether every cache ends equal to the table. `STAMPEDE_LOG=1` shows the instances' warnings.
  */
 export interface StampedeConfig {
   label: string;
@@ -54,12 +54,15 @@ export interface StampedeResult {
   heldMaxMs: number;
   /** The longest delay of one sent once its instance was live again. */
   liveMaxMs: number;
-  /** Notifications sent once their instance was live again and applied more than {@link LATE_MS} after. */
+  /**
+   * Notifications applied more than {@link LATE_MS} after they could have been: after they were
+   * sent and their instance was live again, not counting the time their worker process did not run.
+   */
   late: number;
   /** Cached rows that differ from the table once everything settled, summed over instances. */
   lost: number;
-  /** The longest a worker process's event loop was blocked (its instances' reloads parsing rows): what delays delivery once live. */
-  eventLoopMaxMs: number;
+  /** The longest a worker process's event loop did not run during recovery (its instances' reloads parsing rows, or no CPU). */
+  stallMaxMs: number;
   /** Instances that lost their connection again during recovery (reconnected more than once). */
   reconnectedAgain: number;
 }
@@ -165,15 +168,21 @@ export async function stampede(config: StampedeConfig, databaseUrl: string, cpu:
   for (const worker of workers) worker.send({ type: 'report' });
   const exited = workers.map((worker) => new Promise((resolve) => worker.once('exit', resolve)));
   const messages = (await Promise.all(reported)) as Array<Extract<StampedeMessage, { type: 'report' }>>;
-  const reports = messages.flatMap((message) => message.instances);
-  const eventLoopMaxMs = Math.max(...messages.map((message) => message.eventLoopMaxMs));
+  const reports = messages.flatMap((message) => message.instances.map((instance) => ({ ...instance, stalls: message.stalls })));
   await Promise.all(exited);
-  return summarize(config, { instances, processes, terminated: Number(killed[0]!.n), startedNs, faultNs, allLiveNs, commits, sampler, reports, eventLoopMaxMs });
+  return summarize(config, { instances, processes, terminated: Number(killed[0]!.n), startedNs, faultNs, allLiveNs, commits, sampler, reports });
+}
+
+/** How much of [from, to] the stretches cover (they do not overlap each other), in ns. */
+function overlapNs(stretches: Array<[number, number]>, from: number, to: number): number {
+  let total = 0;
+  for (const [start, end] of stretches) total += Math.max(0, Math.min(end, to) - Math.max(start, from));
+  return total;
 }
 
 function summarize(
   config: StampedeConfig,
-  run: { instances: number; processes: number; terminated: number; startedNs: number; faultNs: number; allLiveNs: number; commits: Commit[]; sampler: ServerSampler; reports: InstanceReport[]; eventLoopMaxMs: number },
+  run: { instances: number; processes: number; terminated: number; startedNs: number; faultNs: number; allLiveNs: number; commits: Commit[]; sampler: ServerSampler; reports: Array<InstanceReport & { stalls: Array<[number, number]> }> },
 ): StampedeResult {
   const { faultNs, reports, sampler } = run;
   const sinceFaultMs = (ns: number) => (ns - faultNs) / 1e6;
@@ -193,12 +202,13 @@ function summarize(
       applied += 1;
       const delayMs = report.delayMs[i]!;
       if (sentNs < report.liveAtNs) heldMaxMs = Math.max(heldMaxMs, delayMs);
-      else {
-        liveMaxMs = Math.max(liveMaxMs, delayMs);
-        if (delayMs > LATE_MS) late += 1;
-      }
+      else liveMaxMs = Math.max(liveMaxMs, delayMs);
+      const fromNs = Math.max(sentNs, report.liveAtNs);
+      const appliedNs = sentNs + delayMs * 1e6;
+      if ((appliedNs - fromNs - overlapNs(report.stalls, fromNs, appliedNs)) / 1e6 > LATE_MS) late += 1;
     });
   }
+  const stallMaxMs = Math.max(0, ...reports.flatMap((r) => r.stalls).filter(([from, to]) => to > faultNs && from < lastLiveNs).map(([from, to]) => (to - from) / 1e6));
   const peak = sampler.peakConnections(faultNs, lastLiveNs + 1e9);
   const cpuBefore = sampler.cpuSeconds(run.startedNs, faultNs);
   return {
@@ -226,7 +236,7 @@ function summarize(
     liveMaxMs,
     late,
     lost: reports.reduce((sum, r) => sum + r.stale, 0),
-    eventLoopMaxMs: run.eventLoopMaxMs,
+    stallMaxMs,
     reconnectedAgain: reports.filter((r) => r.reconnects > 1).length,
   };
 }

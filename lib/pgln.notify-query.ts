@@ -27,7 +27,7 @@ export const NOTIFY_MANY_ONCE_SQL =
   'FROM unnest($1::text[], $2::text[], $3::boolean[]) AS n(channel, payload, once)';
 
 /** A channel name, the payload text pg_notify gets, and whether the exactly-once envelope wraps it. */
-type Encoded = [name: string, text: string, once: boolean];
+export type Encoded = [name: string, text: string, once: boolean];
 
 /**
  * Validates and encodes one notification: plain names as `encodePayload` says, definitions as

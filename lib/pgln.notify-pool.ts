@@ -2,6 +2,7 @@ import type { Pool, PoolClient } from 'pg';
 import { PglnTimeoutError } from './errors/index.js';
 import type { PglnNotifyManyQuery, PglnNotifyQuery } from './interfaces/index.js';
 import { destroyConnection, keepsConnection } from './pgln.connection.js';
+import { Deadlines, type Deadlined } from './pgln.deadlines.js';
 import { isReadOnly, type HostSelector } from './pgln.host-selector.js';
 import { NOTIFY_NO_CONNECTION, NOTIFY_POOL_STUCK, NOTIFY_TIMEOUT } from './pgln.messages.js';
 
@@ -24,13 +25,14 @@ type PoolSettings = Pool & { options?: { max?: number; connectionTimeoutMillis?:
  * is destroyed, never reused; an `'error'` it emits while checked out never crashes the process.
  *
  * This is the path every application takes, so each call costs what a bare `pool.query` costs
- * and little more: pg's callback forms (no promise per step), one promise, and one timer.
+ * and little more: pg's callback forms (no promise per step), one promise, and no timer of its own
+ * ({@link Deadlines}).
  */
 export class NotifyPool {
   /** Connections the pool has yet to hand over for notifications that timed out waiting for them. */
   owed = 0;
-  /** The query gets at least this long: with less, a healthy connection would look hung. */
-  readonly floorMs: number;
+  /** Every call's two deadlines: when only the query's floor is left, and the end. */
+  readonly deadlines: Deadlines;
   /** The module's own pool's connections that already carry {@link markBroken}, for good. */
   private readonly guarded = new WeakSet<PoolClient>();
   /** Connections that emitted `'error'` while they carried {@link markBroken}. */
@@ -52,7 +54,8 @@ export class NotifyPool {
      */
     private readonly owned: boolean,
   ) {
-    this.floorMs = Math.min(timeoutMs / 2, MIN_QUERY_MS);
+    // The query gets at least this long: with less, a healthy connection would look hung.
+    this.deadlines = new Deadlines(timeoutMs, Math.min(timeoutMs / 2, MIN_QUERY_MS));
     const broken = this.broken;
     this.markBroken = function (this: PoolClient) {
       broken.add(this);
@@ -87,17 +90,18 @@ export class NotifyPool {
 
 /**
  * One notification on its way through the pool: waiting for a connection, then for the answer.
- * One timer covers both. It first fires when only the query's floor is left: a connection handed
- * over after that goes straight back (the query would get too little time), and the timer runs
- * on for the rest. Its second firing is `timeoutMs` after the call began: the call fails; a
- * connection still to come goes back to the pool once it does, one in use is destroyed.
+ * Its deadlines ({@link Deadlines}): when only the query's floor is left, a connection handed
+ * over after that goes straight back (the query would get too little time); `timeoutMs` after the
+ * call began, it fails: a connection still to come goes back to the pool once it does, one in use
+ * is destroyed.
  */
-class PooledNotify {
+class PooledNotify implements Deadlined {
+  startedAt = 0;
+  prev?: Deadlined;
+  next?: Deadlined;
+  warned = false;
   private phase: 'waiting' | 'late' | 'querying' | 'done' = 'waiting';
-  /** The timer fired once already (at `timeoutMs - floorMs`). */
-  private floorPassed = false;
   private client?: PoolClient;
-  private timer: NodeJS.Timeout;
 
   constructor(
     private readonly sender: NotifyPool,
@@ -106,27 +110,28 @@ class PooledNotify {
     private readonly resolve: () => void,
     private readonly reject: (error: unknown) => void,
   ) {
-    // Armed before asking: pg-pool may answer at once (a pool being ended does).
-    this.timer = setTimeout(this.onTimer, sender.timeoutMs - sender.floorMs);
+    // Timed before asking: pg-pool may answer at once (a pool being ended does).
+    sender.deadlines.add(this);
     sender.pool.connect(this.onConnection);
   }
 
-  private readonly onTimer = (): void => {
-    if (!this.floorPassed) {
-      this.floorPassed = true;
-      if (this.phase === 'waiting') this.phase = 'late';
-      this.timer = setTimeout(this.onTimer, this.sender.floorMs);
-    } else if (this.phase === 'late' || this.phase === 'waiting') {
+  /** Only the query's floor is left. */
+  onWarning(): void {
+    if (this.phase === 'waiting') this.phase = 'late';
+  }
+
+  /** `timeoutMs` have passed. */
+  onExpiry(): void {
+    if (this.phase === 'late' || this.phase === 'waiting') {
       // Still nothing from the pool. What it hands over later goes straight back, and is owed till then.
       this.phase = 'done';
       this.sender.owed++;
       this.reject(this.noConnection(`notifyTimeoutMs (${this.sender.timeoutMs} ms)`));
     } else if (this.phase === 'querying') {
       // Hung (a half-open socket never answers): failed, and the connection destroyed.
-      const error = new PglnTimeoutError(NOTIFY_TIMEOUT(this.what(), this.sender.timeoutMs));
-      this.failed(this.client!, error, true);
+      this.failed(this.client!, new PglnTimeoutError(NOTIFY_TIMEOUT(this.what(), this.sender.timeoutMs)), true);
     }
-  };
+  }
 
   private readonly onConnection = (error: Error | undefined, client: PoolClient | undefined): void => {
     if (this.phase === 'done') {
@@ -188,7 +193,7 @@ class PooledNotify {
 
   private finish(): void {
     this.phase = 'done';
-    clearTimeout(this.timer);
+    this.sender.deadlines.remove(this);
   }
 
   private noConnection(within: string, cause?: Error): PglnTimeoutError {

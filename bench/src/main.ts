@@ -234,8 +234,8 @@ class NotifyModule {}
 /** Scenario 3's concurrencies, and how many notifications each sender sends per round at each. */
 const NOTIFY_CONCURRENCIES = [1, 16, 64] as const;
 type NotifyConcurrency = (typeof NOTIFY_CONCURRENCIES)[number];
-const NOTIFY_PER_ROUND: Record<NotifyConcurrency, number> = quick ? { 1: 1_000, 16: 3_000, 64: 3_000 } : { 1: 3_000, 16: 10_000, 64: 10_000 };
-const NOTIFY_ROUNDS = quick ? 3 : 11;
+const NOTIFY_PER_ROUND: Record<NotifyConcurrency, number> = quick ? { 1: 500, 16: 2_000, 64: 2_000 } : { 1: 1_000, 16: 4_000, 64: 4_000 };
+const NOTIFY_ROUNDS = quick ? 7 : 25;
 const NOTIFY_MANY_CALLS = quick ? 100 : 300;
 
 interface NotifyResults {
@@ -244,20 +244,27 @@ interface NotifyResults {
   pgln: Record<NotifyConcurrency, number[]>;
   /** Per concurrency, each round's module rate over the same round's raw rate. */
   ratios: Record<NotifyConcurrency, number[]>;
+  /** Per concurrency, each round's CPU of this process per notification (µs), module minus raw pool. */
+  cpuExtraUs: Record<NotifyConcurrency, number[]>;
   /** `notifyMany` of 100 per call, at concurrency 1, notifications per second per round. */
   many: number[];
 }
 
-/** Sends `total` notifications through `send`, `concurrency` at a time; resolves with the rate. */
-async function burst(send: (channel: string, payload: string) => Promise<unknown>, concurrency: number, total: number): Promise<number> {
+/**
+ * Sends `total` notifications through `send`, `concurrency` at a time; resolves with the rate and
+ * this process's CPU (user and system) per notification, in µs.
+ */
+async function burst(send: (channel: string, payload: string) => Promise<unknown>, concurrency: number, total: number) {
   let next = 0;
   const start = now();
+  const cpu = process.cpuUsage();
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (next < total) await send('bench_notify', String(next++));
     }),
   );
-  return total / ((now() - start) / 1e9);
+  const { user, system } = process.cpuUsage(cpu);
+  return { rate: total / ((now() - start) / 1e9), cpuUs: (user + system) / total };
 }
 
 /**
@@ -274,7 +281,8 @@ async function notifyThroughput(): Promise<NotifyResults> {
     raw: (channel: string, payload: string) => raw.query('SELECT pg_notify($1, $2)', [channel, payload]),
     pgln: (channel: string, payload: string) => pgln.notify(channel, payload),
   };
-  const results: NotifyResults = { raw: { 1: [], 16: [], 64: [] }, pgln: { 1: [], 16: [], 64: [] }, ratios: { 1: [], 16: [], 64: [] }, many: [] };
+  const perConcurrency = () => ({ 1: [], 16: [], 64: [] });
+  const results: NotifyResults = { raw: perConcurrency(), pgln: perConcurrency(), ratios: perConcurrency(), cpuExtraUs: perConcurrency(), many: [] };
   log(`  load average ${loadavg().map(fixed(2)).join(' ')}`);
   for (const concurrency of NOTIFY_CONCURRENCIES) {
     const total = NOTIFY_PER_ROUND[concurrency];
@@ -282,17 +290,22 @@ async function notifyThroughput(): Promise<NotifyResults> {
     for (const send of [senders.raw, senders.pgln, senders.raw, senders.pgln]) await burst(send, concurrency, total);
     for (let round = 0; round < NOTIFY_ROUNDS; round++) {
       const order = round % 2 === 0 ? (['raw', 'pgln'] as const) : (['pgln', 'raw'] as const);
-      const rate: Partial<Record<'raw' | 'pgln', number>> = {};
-      for (const name of order) rate[name] = await burst(senders[name], concurrency, total);
-      results.raw[concurrency].push(rate.raw!);
-      results.pgln[concurrency].push(rate.pgln!);
-      results.ratios[concurrency].push(rate.pgln! / rate.raw!);
-      log(`  notify c${concurrency} round ${round + 1} (${order.join(' first, then ')}): raw ${thousands(rate.raw!)}/s, pgln ${thousands(rate.pgln!)}/s, ${fixed(2)(rate.pgln! / rate.raw!)} x`);
+      const measured: Partial<Record<'raw' | 'pgln', { rate: number; cpuUs: number }>> = {};
+      for (const name of order) measured[name] = await burst(senders[name], concurrency, total);
+      const { raw: r, pgln: p } = measured as Record<'raw' | 'pgln', { rate: number; cpuUs: number }>;
+      results.raw[concurrency].push(r.rate);
+      results.pgln[concurrency].push(p.rate);
+      results.ratios[concurrency].push(p.rate / r.rate);
+      results.cpuExtraUs[concurrency].push(p.cpuUs - r.cpuUs);
+      log(
+        `  notify c${concurrency} round ${round + 1} (${order.join(' first, then ')}): raw ${thousands(r.rate)}/s, pgln ${thousands(p.rate)}/s, ` +
+          `${fixed(2)(p.rate / r.rate)} x; CPU ${fixed(1)(r.cpuUs)} / ${fixed(1)(p.cpuUs)} µs per notification`,
+      );
     }
   }
   const batch = Array.from({ length: 100 }, (_, i) => ({ channel: 'bench_notify', payload: String(i) }));
   for (let round = 0; round < ROUNDS; round++) {
-    const rate = (await burst(() => pgln.notifyMany(batch), 1, NOTIFY_MANY_CALLS)) * batch.length;
+    const rate = (await burst(() => pgln.notifyMany(batch), 1, NOTIFY_MANY_CALLS)).rate * batch.length;
     results.many.push(rate);
     log(`  notifyMany (100 per call) c1 round ${round + 1}: ${thousands(rate)}/s`);
   }
@@ -310,11 +323,18 @@ function notifyTable(n: NotifyResults): string[][] {
       `${thousands(median(n.raw[c]))} (${spread(n.raw[c], thousands)})`,
       `${thousands(median(n.pgln[c]))} (${spread(n.pgln[c], thousands)})`,
       `${fixed(2)(median(n.ratios[c]))} (${spread(n.ratios[c], fixed(2))})`,
+      fixed(2)(median(n.cpuExtraUs[c])),
     ]),
-    ['1, notifyMany of 100 per call', '', `${thousands(median(n.many))} (${spread(n.many, thousands)})`, ''],
+    ['1, notifyMany of 100 per call', '', `${thousands(median(n.many))} (${spread(n.many, thousands)})`, '', ''],
   ];
 }
-const NOTIFY_HEAD = ['concurrency', 'raw pg.Pool /s', 'PglnService.notify /s', 'notify / raw, per round: median (min–max)'];
+const NOTIFY_HEAD = [
+  'concurrency',
+  'raw pg.Pool /s',
+  'PglnService.notify /s',
+  'notify / raw, per round: median (min–max)',
+  'CPU µs per notification, notify − raw (per round, median)',
+];
 const notifyRatios = (n: NotifyResults) =>
   Object.fromEntries(NOTIFY_CONCURRENCIES.map((c) => [`c${c}`, Number(fixed(2)(median(n.ratios[c])))])) as Record<`c${NotifyConcurrency}`, number>;
 

@@ -19,7 +19,8 @@ export interface Deadlined {
  * a call costs a clock read and a few pointers; a timer per call (setTimeout and clearTimeout)
  * cost several times that, more than anything else on notify's path.
  *
- * The timer is unref'd while nothing is in flight, so it never holds the process open on its own.
+ * The timer is unref'd while nothing is in flight, so it never holds the process open on its own,
+ * and cleared once nothing is in flight after {@link close}.
  * A call's deadline passes at most about a millisecond late, never early.
  */
 export class Deadlines {
@@ -27,10 +28,12 @@ export class Deadlines {
   private tail?: Deadlined;
   private timer?: NodeJS.Timeout;
   private refed = false;
+  /** Shut down: the timer goes as soon as nothing is in flight, rather than waiting, unref'd. */
+  private closed = false;
 
   constructor(
     private readonly ms: number,
-    /** How long before the end the warning comes; at most `ms`. */
+    /** How long before the end the warning comes; at most half of `ms`. */
     private readonly warnMs: number,
   ) {}
 
@@ -42,8 +45,8 @@ export class Deadlines {
     if (this.tail) this.tail.next = call;
     else this.head = call;
     this.tail = call;
-    // A timer already there fires no later than this call's first deadline: it was set for an
-    // earlier call's, and a call's end comes at least warnMs after any later call's warning.
+    // A timer already there fires no later than this call's warning: it was set for a deadline of
+    // an earlier call, which comes no later (warnMs is at most half of ms).
     if (!this.timer) this.arm(this.ms - this.warnMs);
     else if (!this.refed) {
       this.timer.ref();
@@ -60,10 +63,23 @@ export class Deadlines {
     if (next) next.prev = prev;
     else this.tail = prev;
     call.prev = call.next = undefined;
-    if (!this.head && this.timer && this.refed) {
-      this.timer.unref();
-      this.refed = false;
-    }
+    if (!this.head) this.idle();
+  }
+
+  /** At shutdown: what is in flight keeps its deadlines, and no timer is left once it is done. */
+  close(): void {
+    this.closed = true;
+    if (!this.head) this.idle();
+  }
+
+  /** Nothing in flight: the timer no longer holds the process open (or is gone, once closed). */
+  private idle(): void {
+    if (!this.timer) return;
+    if (this.closed) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    } else if (this.refed) this.timer.unref();
+    this.refed = false;
   }
 
   private arm(ms: number): void {

@@ -73,6 +73,11 @@ export class NotifyPool {
     return new Promise<void>((resolve, reject) => void new PooledNotify(this, query, what, resolve, reject));
   }
 
+  /** At shutdown: notifications in flight keep their deadlines; no timer is left after them. */
+  close(): void {
+    this.deadlines.close();
+  }
+
   /** A connection handed over for a notification: it carries {@link markBroken} until {@link unguard}. */
   guard(client: PoolClient): void {
     if (!this.owned) client.on('error', this.markBroken);

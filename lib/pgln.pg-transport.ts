@@ -66,6 +66,7 @@ export class PgTransport implements PglnTransport {
    * connections `timeoutMs` to close politely, then what is left is destroyed.
    */
   async end(): Promise<void> {
+    this.notifyPool.close();
     this.connection.poolHosts?.stop();
     await this.connection.owned?.end(this.notifyTimeoutMs, this.timeoutMs);
   }

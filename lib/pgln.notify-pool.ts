@@ -87,7 +87,7 @@ export class NotifyPool {
     }
   }
 
-  /** The notification is done with the connection (after its release). */
+  /** The notification is done with the connection (before its release). */
   unguard(client: PoolClient): void {
     if (!this.owned) client.removeListener('error', this.markBroken);
   }
@@ -117,7 +117,13 @@ class PooledNotify implements Deadlined {
   ) {
     // Timed before asking: pg-pool may answer at once (a pool being ended does).
     sender.deadlines.add(this);
-    sender.pool.connect(this.onConnection);
+    try {
+      sender.pool.connect(this.onConnection);
+    } catch (error) {
+      // Not pg-pool after all, or broken: nothing was asked for, nothing is owed.
+      this.finish();
+      reject(error);
+    }
   }
 
   /** Only the query's floor is left. */
@@ -173,8 +179,9 @@ class PooledNotify implements Deadlined {
     const client = this.client!;
     if (error) return this.failed(client, error, this.sender.broken.has(client));
     this.finish();
-    client.release();
+    // Releasing may hand the connection to the next notification at once (within this call), which guards it again.
     this.sender.unguard(client);
+    client.release();
     this.resolve();
   };
 
@@ -183,6 +190,8 @@ class PooledNotify implements Deadlined {
     this.finish();
     // A host gone or demoted (a read-only refusal): the pool's next connection looks for another.
     this.sender.hosts?.failed(client, error);
+    // pg-pool listens again from the release on.
+    this.sender.unguard(client);
     if (broken || !keepsConnection(error) || isReadOnly(error)) {
       // Failed, hung, ended by the server (FATAL), or on a server that refuses to write (a
       // standby): destroyed rather than reused.
@@ -192,7 +201,6 @@ class PooledNotify implements Deadlined {
       // The server answered with an error (a full notification queue, say): the session lives on.
       client.release();
     }
-    this.sender.unguard(client);
     this.reject(error);
   }
 

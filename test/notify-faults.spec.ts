@@ -66,6 +66,35 @@ describe('a pooled connection reset while a notification is in flight', () => {
   });
 });
 
+describe('an application pool’s connection handed from one notification straight to the next', () => {
+  it('is guarded for the next one: its reset rejects that one, and the process lives', async () => {
+    const channel = unique('handed_on');
+    // Without an 'error' listener of its own, and one connection: the second notify waits for the first's.
+    const pool = new pg.Pool({ connectionString: proxy.url(databaseUrl()), max: 1 });
+    const t = await createTestApp({}, { pool, listener: directListener() });
+    try {
+      const received = new Inbox<string>();
+      await t.pgln.listen(channel, { onNotification: received.push });
+      await t.pgln.notify(channel, 'warm');
+      expect(await received.until(1)).toEqual(['warm']);
+      proxy.latency(300);
+      const first = t.pgln.notify(channel, 'first');
+      const second = t.pgln.notify(channel, 'second');
+      // pg-pool hands the connection to the second within the first's release.
+      await first;
+      await waitFor('the second on the wire', () => proxy.queries.filter((sql) => sql.includes('pg_notify')).length >= 3);
+      proxy.resetAll();
+      await expect(second).rejects.toThrow(/Connection terminated|ECONNRESET|socket/i);
+      proxy.latency(0);
+      await t.pgln.notify(channel, 'next');
+      expect(await received.until(3)).toEqual(['warm', 'first', 'next']);
+    } finally {
+      await t.app.close();
+      await pool.end();
+    }
+  });
+});
+
 describe('notifyTimeoutMs bounds the whole call', () => {
   it.each(SENDS)('%s fails in time when the pool has no connection to give, adds no waiters past its size, and hands a late one back', async (_, send) => {
     const channel = unique('pool_exhausted');

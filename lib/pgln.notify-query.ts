@@ -31,7 +31,7 @@ export const NOTIFY_MANY_ONCE_SQL =
  * A channel name, the payload text, whether the exactly-once envelope wraps it, and the table it
  * goes through when it is too large for pg_notify (`largePayloads`).
  */
-type Encoded = [name: string, text: string, once: boolean, table?: string];
+export type Encoded = [name: string, text: string, once: boolean, table?: string];
 
 /**
  * Validates and encodes one notification: plain names as `encodePayload` says, definitions as

@@ -13,6 +13,7 @@ import { PglnError } from './errors/index.js';
 import type {
   PglnChannel,
   PglnChannelEvent,
+  PglnExecutor,
   PglnListenHandlers,
   PglnModuleOptions,
   PglnNotifyManyQuery,
@@ -27,6 +28,7 @@ import { DEFAULT_CONNECTION, PGLN_CONNECTION_NAME } from './pgln.constants.js';
 import { PglnExplorer } from './pgln.explorer.js';
 import type { Subscriber } from './channel/subscriber.js';
 import { PglnListener } from './pgln.listener.js';
+import { isPromiseLike } from './pgln.promises.js';
 import { loadTelemetry } from './pgln.telemetry.js';
 import { channelName, isChannelDefinition } from './pgln.define-channel.js';
 import {
@@ -45,6 +47,7 @@ import {
   encodeNotification,
   encodeNotifications,
   synchronously,
+  type Encoded,
   toNotifyManyQuery,
   toNotifyQuery,
 } from './pgln.notify-query.js';
@@ -128,13 +131,25 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
    * @throws PglnTimeoutError (pool only) when no connection or no answer came within `notifyTimeoutMs` (after
    *   sending, it may or may not have been accepted); otherwise the driver's (or your executor's) error
    */
-  async notify<TInput>(channel: PglnChannel<any, TInput>, payload: NoInfer<TInput>, options?: PglnNotifyOptions): Promise<void>;
-  async notify(channel: string, payload?: string | object, options?: PglnNotifyOptions): Promise<void>;
-  async notify(channel: string | PglnChannel, payload?: unknown, options?: PglnNotifyOptions): Promise<void> {
-    const executor = checkExecutor(options);
-    const query = toNotifyQuery(await encodeNotification(channel, payload, this.options.largePayloads?.table));
-    const notifications = [{ channel: query.values[0], payload }];
-    await this.transport.send({ query, notifications, executor, what: () => `notify on ${preview(query.values[0])}` });
+  notify<TInput>(channel: PglnChannel<any, TInput>, payload: NoInfer<TInput>, options?: PglnNotifyOptions): Promise<void>;
+  notify(channel: string, payload?: string | object, options?: PglnNotifyOptions): Promise<void>;
+  notify(channel: string | PglnChannel, payload?: unknown, options?: PglnNotifyOptions): Promise<void> {
+    // Not an async function: the transport's promise is returned as it is, without a promise and a turn more.
+    try {
+      const executor = checkExecutor(options);
+      const encoded = encodeNotification(channel, payload, this.options.largePayloads?.table);
+      if (isPromiseLike(encoded)) return encoded.then((checked) => this.sendOne(checked, payload, executor));
+      return this.sendOne(encoded, payload, executor);
+    } catch (error) {
+      // An invalid channel, payload or executor rejects, as from an async function: nothing is sent.
+      return Promise.reject(error);
+    }
+  }
+
+  private sendOne(encoded: Encoded, payload: unknown, executor: PglnExecutor | undefined): Promise<void> {
+    const query = toNotifyQuery(encoded);
+    const notifications = [{ channel: encoded[0], payload }];
+    return this.transport.send({ query, notifications, executor, what: () => `notify on ${preview(encoded[0])}` });
   }
 
   /**

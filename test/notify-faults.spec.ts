@@ -66,6 +66,35 @@ describe('a pooled connection reset while a notification is in flight', () => {
   });
 });
 
+describe('an application pool’s connection handed from one notification straight to the next', () => {
+  it('is guarded for the next one: its reset rejects that one, and the process lives', async () => {
+    const channel = unique('handed_on');
+    // Without an 'error' listener of its own, and one connection: the second notify waits for the first's.
+    const pool = new pg.Pool({ connectionString: proxy.url(databaseUrl()), max: 1 });
+    const t = await createTestApp({}, { pool, listener: directListener() });
+    try {
+      const received = new Inbox<string>();
+      await t.pgln.listen(channel, { onNotification: received.push });
+      await t.pgln.notify(channel, 'warm');
+      expect(await received.until(1)).toEqual(['warm']);
+      proxy.latency(300);
+      const first = t.pgln.notify(channel, 'first');
+      const second = t.pgln.notify(channel, 'second');
+      // pg-pool hands the connection to the second within the first's release.
+      await first;
+      await waitFor('the second on the wire', () => proxy.queries.filter((sql) => sql.includes('pg_notify')).length >= 3);
+      proxy.resetAll();
+      await expect(second).rejects.toThrow(/Connection terminated|ECONNRESET|socket/i);
+      proxy.latency(0);
+      await t.pgln.notify(channel, 'next');
+      expect(await received.until(3)).toEqual(['warm', 'first', 'next']);
+    } finally {
+      await t.app.close();
+      await pool.end();
+    }
+  });
+});
+
 describe('notifyTimeoutMs bounds the whole call', () => {
   it.each(SENDS)('%s fails in time when the pool has no connection to give, adds no waiters past its size, and hands a late one back', async (_, send) => {
     const channel = unique('pool_exhausted');
@@ -88,6 +117,37 @@ describe('notifyTimeoutMs bounds the whole call', () => {
       busy.release();
       // The connection the pool handed over too late went straight back: nothing leaked, nothing waits.
       await waitFor('the pool to be idle again', () => pool.idleCount === 1 && pool.waitingCount === 0);
+      await send(t, channel, 'sent');
+      expect(await received.until(1)).toEqual(['sent']);
+    } finally {
+      await t.app.close();
+      await pool.end();
+    }
+  });
+});
+
+describe('a connection handed over when too little of notifyTimeoutMs is left', () => {
+  it.each(SENDS)('%s gives it back and fails at once, saying so; nothing is owed', async (_, send) => {
+    const channel = unique('pool_late');
+    const pool = new pg.Pool({ connectionString: databaseUrl(), max: 1 });
+    // The query's floor is 1 s: a connection handed over after 1 s of 2 s is given back.
+    const t = await createTestApp({}, { pool, notifyTimeoutMs: 2_000 });
+    try {
+      const received = new Inbox<string>();
+      await t.pgln.listen(channel, { onNotification: received.push });
+      const busy = await pool.connect();
+      const started = performance.now();
+      const failure = send(t, channel, 'late').then(() => undefined, (error: Error) => error);
+      await new Promise((resolve) => setTimeout(resolve, 1_300));
+      const released = performance.now();
+      busy.release();
+      const error = await failure;
+      // At the handover, long before notifyTimeoutMs runs out.
+      expect(performance.now() - released).toBeLessThan(300);
+      expect(performance.now() - started).toBeLessThan(1_900);
+      expect(error).toBeInstanceOf(PglnTimeoutError);
+      expect(error?.message).toMatch(/got no connection from the pool within notifyTimeoutMs \(2000 ms\), so nothing was sent/);
+      expect({ idle: pool.idleCount, waiting: pool.waitingCount }).toEqual({ idle: 1, waiting: 0 });
       await send(t, channel, 'sent');
       expect(await received.until(1)).toEqual(['sent']);
     } finally {

@@ -16,7 +16,7 @@ export function isReadOnly(error: unknown): boolean {
 }
 
 /** Whether `client` is connected to `host` (a host without a port matches any port). */
-function isOn(client: Client, host: PglnHost): boolean {
+function isOn(client: { host?: string; port?: number }, host: PglnHost): boolean {
   return client.host === host.host && (host.port === undefined || client.port === host.port);
 }
 
@@ -255,6 +255,6 @@ export class HostSelector {
 
   private forget(host: PglnHost): void {
     const { found } = this;
-    if (found && found.host === host.host && (found.port === undefined || found.port === host.port)) this.found = undefined;
+    if (found && isOn(host, found)) this.found = undefined;
   }
 }

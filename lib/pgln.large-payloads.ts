@@ -1,5 +1,6 @@
 import { MAX_PAYLOAD_BYTES } from './pgln.constants.js';
 import { envelope } from './channel/exactly-once.js';
+import { bytesOver } from './pgln.validation.js';
 
 /**
  * Payloads over pg_notify's limit (`largePayloads`): the payload is written to a table in the
@@ -11,7 +12,7 @@ import { envelope } from './channel/exactly-once.js';
  */
 
 /** What a notification carries in place of a large payload: this prefix and the row's id. */
-export const REFERENCE_PREFIX = 'pgln-payload:';
+const REFERENCE_PREFIX = 'pgln-payload:';
 /** A bigint id as PostgreSQL prints it: no sign, no leading zero. */
 const REFERENCE = /^pgln-payload:(0|[1-9]\d{0,18})$/;
 const MAX_ID = 9_223_372_036_854_775_807n;
@@ -39,9 +40,7 @@ export function quoted(table: string): string {
  * for one).
  */
 export function goesByTable(text: string, reserved: number): boolean {
-  // A string of n UTF-16 units takes between n and 3n bytes in UTF-8.
-  if (text.length * 3 + reserved > MAX_PAYLOAD_BYTES && Buffer.byteLength(text, 'utf8') + reserved > MAX_PAYLOAD_BYTES) return true;
-  return referenceOf(text) !== undefined;
+  return bytesOver(text, reserved, MAX_PAYLOAD_BYTES) !== undefined || referenceOf(text) !== undefined;
 }
 
 /** The table's DDL, as the module runs it when the table is missing (and as the README gives it). */

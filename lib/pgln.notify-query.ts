@@ -82,6 +82,9 @@ export function encodeNotifications(items: readonly PglnOutgoingNotification[], 
   });
 }
 
+/** How a single notification's statement wraps an exactly-once payload, whether it goes through a table or not. */
+const ONCE_PAYLOAD = envelope('$2');
+
 /** The statement that sends one notification (its payload written to the table first, when it goes through one). */
 export function toNotifyQuery([name, text, once, table]: Encoded): PglnNotifyQuery {
   if (table) return { text: largeNotifySql(table, once), values: [name, text] };
@@ -92,11 +95,11 @@ export function toNotifyQuery([name, text, once, table]: Encoded): PglnNotifyQue
 export function toNotifyManyQuery(encoded: readonly Encoded[]): PglnNotifyManyQuery {
   const names = encoded.map(([name]) => name);
   const texts = encoded.map(([, text]) => text);
-  const onces = encoded.map(([, , once]) => once);
+  const onces = () => encoded.map(([, , once]) => once);
   const table = encoded.find((item) => item[3])?.[3];
-  if (table) return { text: largeNotifyManySql(table), values: [names, texts, onces, encoded.map((item) => item[3] !== undefined)] };
+  if (table) return { text: largeNotifyManySql(table), values: [names, texts, onces(), encoded.map((item) => item[3] !== undefined)] };
   if (!encoded.some(([, , once]) => once)) return { text: NOTIFY_MANY_SQL, values: [names, texts] };
-  return { text: NOTIFY_MANY_ONCE_SQL, values: [names, texts, onces] };
+  return { text: NOTIFY_MANY_ONCE_SQL, values: [names, texts, onces()] };
 }
 
 /** For the synchronous query builders: an asynchronous schema cannot be waited for there. */
@@ -141,7 +144,7 @@ export function notificationsOf({ text, values }: PglnNotifyQuery | PglnNotifyMa
   if (!Array.isArray(values[0])) {
     // One notification: its payload as it is, whether it goes through a table or not.
     const [channel, payload] = values as [string, string];
-    return [{ channel, payload, once: text.includes(envelope('$2')) }];
+    return [{ channel, payload, once: text.includes(ONCE_PAYLOAD) }];
   }
   const [names, texts, onces] = values as [string[], string[], boolean[]?];
   return names.map((channel, index) => ({ channel, payload: texts[index], once: onces?.[index] ?? false }));

@@ -21,7 +21,7 @@ const BATCH_BYTES = 16 * 1024 * 1024;
 export class PayloadMissingError extends PglnError {}
 
 /** How often expired rows are deleted: half the retention, and at least once a minute. */
-export function cleanupIntervalMs(retentionMs: number): number {
+function cleanupIntervalMs(retentionMs: number): number {
   return Math.min(retentionMs / 2, 60_000);
 }
 
@@ -117,7 +117,11 @@ export class PayloadStore {
   /** Fetches in batches, oldest references first, until none waits. */
   private async drain(): Promise<void> {
     while (this.waiting.size > 0) {
-      const batch = [...this.waiting].slice(0, BATCH);
+      const batch: [string, Waiting[]][] = [];
+      for (const entry of this.waiting) {
+        batch.push(entry);
+        if (batch.length === BATCH) break;
+      }
       for (const [id] of batch) this.waiting.delete(id);
       const deferred: [string, Waiting[]][] = [];
       try {

@@ -62,6 +62,8 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
   private readonly options: ResolvedPglnOptions;
   private readonly listener: PglnListener;
   private readonly transport: PglnTransport;
+  /** Where payloads too large for pg_notify go, with `largePayloads`. */
+  private readonly largeTable?: string;
   /** The table of large payloads, with `largePayloads` and a database. */
   private readonly payloads?: PayloadStore;
 
@@ -79,6 +81,7 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
     const { connection, notifyTimeoutMs, healthCheck } = this.options;
     this.transport = transport ?? new PgTransport(connection!, notifyTimeoutMs, healthCheck.timeoutMs, this.logger);
     const { largePayloads } = this.options;
+    this.largeTable = largePayloads?.table;
     const query = this.transport.query?.bind(this.transport);
     if (largePayloads && query) {
       this.payloads = new PayloadStore(query, largePayloads.table, largePayloads.retentionMs, notifyTimeoutMs, this.logger);
@@ -137,7 +140,7 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
     // Not an async function: the transport's promise is returned as it is, without a promise and a turn more.
     try {
       const executor = checkExecutor(options);
-      const encoded = encodeNotification(channel, payload, this.options.largePayloads?.table);
+      const encoded = encodeNotification(channel, payload, this.largeTable);
       if (isPromiseLike(encoded)) return encoded.then((checked) => this.sendOne(checked, payload, executor));
       return this.sendOne(encoded, payload, executor);
     } catch (error) {
@@ -167,7 +170,7 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
   ): Promise<void> {
     const executor = checkExecutor(options);
     const items = notifications as readonly PglnOutgoingNotification[];
-    const encoded = await encodeNotifications(items, this.options.largePayloads?.table);
+    const encoded = await encodeNotifications(items, this.largeTable);
     if (encoded.length === 0) return;
     const query = toNotifyManyQuery(encoded);
     const sent = items.map(({ payload }, i) => ({ channel: encoded[i]![0], payload }));
@@ -185,7 +188,7 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
   notifyQuery<TInput>(channel: PglnChannel<any, TInput>, payload: NoInfer<TInput>): PglnNotifyQuery;
   notifyQuery(channel: string, payload?: string | object): PglnNotifyQuery;
   notifyQuery(channel: string | PglnChannel, payload?: unknown): PglnNotifyQuery {
-    return toNotifyQuery(synchronously(encodeNotification(channel, payload, this.options.largePayloads?.table), channelName(channel)));
+    return toNotifyQuery(synchronously(encodeNotification(channel, payload, this.largeTable), channelName(channel)));
   }
 
   /**
@@ -198,7 +201,7 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
     readonly [K in keyof TChannels]: PglnOutgoingNotification<TChannels[K]>;
   }): PglnNotifyManyQuery {
     const items = notifications as readonly PglnOutgoingNotification[];
-    return toNotifyManyQuery(synchronously(encodeNotifications(items, this.options.largePayloads?.table), describeChannels(items)));
+    return toNotifyManyQuery(synchronously(encodeNotifications(items, this.largeTable), describeChannels(items)));
   }
 
   /**

@@ -31,6 +31,16 @@ export function assertChannel(channel: unknown): asserts channel is string {
 }
 
 /**
+ * The size of `text` in UTF-8 when it and `reserved` bytes are over `maxBytes`; undefined when they
+ * fit. Cheap bound first: a string of n UTF-16 units takes between n and 3n bytes in UTF-8.
+ */
+export function bytesOver(text: string, reserved: number, maxBytes: number): number | undefined {
+  if (text.length * 3 + reserved <= maxBytes) return undefined;
+  const bytes = Buffer.byteLength(text, 'utf8');
+  return bytes + reserved > maxBytes ? bytes : undefined;
+}
+
+/**
  * Turns a notify payload into the text pg_notify receives: strings as they are, `undefined` as
  * the empty payload, anything else JSON-encoded (everything, with `json`: a defined channel's
  * payloads). Throws a {@link PglnPayloadError} when the result is 8000 bytes or more, holds a
@@ -54,11 +64,8 @@ export function encodePayload(channel: string, payload: unknown, json = false, r
       throw new PglnPayloadError(PAYLOAD_NOT_SERIALIZABLE(channel, `${typeof payload} has no JSON form`), channel);
     }
   }
-  // Cheap bound first: a string of n UTF-16 units takes between n and 3n bytes in UTF-8.
-  if (text.length * 3 + reserved > maxBytes) {
-    const bytes = Buffer.byteLength(text, 'utf8');
-    if (bytes + reserved > maxBytes) throw new PglnPayloadError(PAYLOAD_TOO_LARGE(channel, bytes, reserved), channel);
-  }
+  const bytes = bytesOver(text, reserved, maxBytes);
+  if (bytes !== undefined) throw new PglnPayloadError(PAYLOAD_TOO_LARGE(channel, bytes, reserved), channel);
   if (text.includes('\0')) throw new PglnPayloadError(PAYLOAD_HAS_NUL(channel), channel);
   if (!text.isWellFormed()) throw new PglnPayloadError(PAYLOAD_NOT_WELL_FORMED(channel), channel);
   return text;

@@ -95,15 +95,34 @@ describe('an application pool’s connection handed from one notification straig
   });
 });
 
+/**
+ * An app on a one-connection pool whose connection the test holds (`busy`) while `body` runs;
+ * afterwards a notification goes through, and the app and pool are closed.
+ */
+async function onBusyPool(
+  prefix: string,
+  notifyTimeoutMs: number,
+  send: Send,
+  body: (held: { t: TestApp; pool: pg.Pool; channel: string; busy: pg.PoolClient }) => Promise<void>,
+): Promise<void> {
+  const channel = unique(prefix);
+  const pool = new pg.Pool({ connectionString: databaseUrl(), max: 1 });
+  const t = await createTestApp({}, { pool, notifyTimeoutMs });
+  try {
+    const received = new Inbox<string>();
+    await t.pgln.listen(channel, { onNotification: received.push });
+    await body({ t, pool, channel, busy: await pool.connect() });
+    await send(t, channel, 'sent');
+    expect(await received.until(1)).toEqual(['sent']);
+  } finally {
+    await t.app.close();
+    await pool.end();
+  }
+}
+
 describe('notifyTimeoutMs bounds the whole call', () => {
   it.each(SENDS)('%s fails in time when the pool has no connection to give, adds no waiters past its size, and hands a late one back', async (_, send) => {
-    const channel = unique('pool_exhausted');
-    const pool = new pg.Pool({ connectionString: databaseUrl(), max: 1 });
-    const t = await createTestApp({}, { pool, notifyTimeoutMs: 300 });
-    try {
-      const received = new Inbox<string>();
-      await t.pgln.listen(channel, { onNotification: received.push });
-      const busy = await pool.connect();
+    await onBusyPool('pool_exhausted', 300, send, async ({ t, pool, channel, busy }) => {
       const failure = await send(t, channel, 'waits').then(() => undefined, (error: Error) => error);
       expect(failure).toBeInstanceOf(PglnTimeoutError);
       expect(failure?.message).toMatch(
@@ -117,25 +136,14 @@ describe('notifyTimeoutMs bounds the whole call', () => {
       busy.release();
       // The connection the pool handed over too late went straight back: nothing leaked, nothing waits.
       await waitFor('the pool to be idle again', () => pool.idleCount === 1 && pool.waitingCount === 0);
-      await send(t, channel, 'sent');
-      expect(await received.until(1)).toEqual(['sent']);
-    } finally {
-      await t.app.close();
-      await pool.end();
-    }
+    });
   });
 });
 
 describe('a connection handed over when too little of notifyTimeoutMs is left', () => {
   it.each(SENDS)('%s gives it back and fails at once, saying so; nothing is owed', async (_, send) => {
-    const channel = unique('pool_late');
-    const pool = new pg.Pool({ connectionString: databaseUrl(), max: 1 });
     // The query's floor is 1 s: a connection handed over after 1 s of 2 s is given back.
-    const t = await createTestApp({}, { pool, notifyTimeoutMs: 2_000 });
-    try {
-      const received = new Inbox<string>();
-      await t.pgln.listen(channel, { onNotification: received.push });
-      const busy = await pool.connect();
+    await onBusyPool('pool_late', 2_000, send, async ({ t, pool, channel, busy }) => {
       const started = performance.now();
       const failure = send(t, channel, 'late').then(() => undefined, (error: Error) => error);
       await new Promise((resolve) => setTimeout(resolve, 1_300));
@@ -148,12 +156,7 @@ describe('a connection handed over when too little of notifyTimeoutMs is left', 
       expect(error).toBeInstanceOf(PglnTimeoutError);
       expect(error?.message).toMatch(/got no connection from the pool within notifyTimeoutMs \(2000 ms\), so nothing was sent/);
       expect({ idle: pool.idleCount, waiting: pool.waitingCount }).toEqual({ idle: 1, waiting: 0 });
-      await send(t, channel, 'sent');
-      expect(await received.until(1)).toEqual(['sent']);
-    } finally {
-      await t.app.close();
-      await pool.end();
-    }
+    });
   });
 });
 

@@ -96,7 +96,7 @@ export class Channel {
   /** Notifications up to `position` cannot be delivered: their large payloads are lost. */
   lost(position: number, error: PglnPayloadLostError): void {
     this.context.logger.error(error.message);
-    for (const subscriber of this.subscribers) subscriber.missed(position, error);
+    this.missed(position, error);
   }
 
   /** Too many notifications wait behind a fetch: they are dropped, as a subscriber's overflowing queue is. */
@@ -106,6 +106,11 @@ export class Channel {
     const { logger, maxQueuedNotifications } = this.context;
     const error = new PglnOverflowError(ARRIVALS_OVERFLOW(this.name, dropped, maxQueuedNotifications), this.name, dropped);
     logger.warn(error.message);
+    this.missed(position, error);
+  }
+
+  /** Every subscriber learns that notifications up to `position` will never come. */
+  private missed(position: number, error: PglnPayloadLostError | PglnOverflowError): void {
     for (const subscriber of this.subscribers) subscriber.missed(position, error);
   }
 

@@ -345,20 +345,24 @@ export class PglnService implements OnModuleInit, OnApplicationBootstrap, OnModu
     await this.listener.resync(channelName(channel));
   }
 
-  /** @internal Loads OpenTelemetry, when installed and an SDK is registered. */
+  /**
+   * @internal Loads OpenTelemetry, when installed and an SDK is registered, and creates the
+   * large-payload table if it is missing: the modules that import this one run their own
+   * `onModuleInit` after it, and may send large payloads there. No table to send through: the
+   * application does not start (nothing is connected to LISTEN yet).
+   */
   async onModuleInit(): Promise<void> {
-    this.listener.telemetry = await loadTelemetry(this.name, this.options.telemetry, () => this.stats());
+    const [telemetry] = await Promise.all([
+      loadTelemetry(this.name, this.options.telemetry, () => this.stats()),
+      this.payloads?.prepare(),
+    ]);
+    this.listener.telemetry = telemetry;
   }
 
   /** @internal Subscribes decorated handlers and connects; `app.init()` waits until they are in sync. */
   async onApplicationBootstrap(): Promise<void> {
     const subscriptions = this.listener.subscribe(this.explorer.explore(this.name), 'connect');
     await this.listener.start();
-    // No table to send through: the application does not start, and leaves no LISTEN connection behind.
-    await this.payloads?.prepare().catch(async (error: unknown) => {
-      await this.listener.close('startup failed', error as Error);
-      throw error;
-    });
     await Promise.all(subscriptions.map((subscription) => subscription.ready));
   }
 

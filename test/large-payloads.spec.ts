@@ -3,12 +3,13 @@ import {
   PglnOptionsError,
   PglnPayloadError,
   PglnPayloadLostError,
+  PglnService,
   defineChannel,
   type OutOfSyncEvent,
   type PglnExecutor,
   type PglnModuleOptions,
 } from '../lib/index.js';
-import { Logger } from '@nestjs/common';
+import { Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import { createHash } from 'node:crypto';
 import { PayloadStore } from '../lib/pgln.payload-store.js';
 import { createTestApp, initFailure, buildTestApp, type TestApp } from './support/app.js';
@@ -268,6 +269,25 @@ describe('largePayloads: setup and cleanup', () => {
       } finally {
         await app.app.close();
       }
+    } finally {
+      await admin.query(`DROP TABLE IF EXISTS ${own}`);
+    }
+  });
+
+  it('has the table ready for a module that sends a large payload from its own onModuleInit', async () => {
+    const own = unique('early').toLowerCase();
+    const early = unique('early');
+    @Injectable()
+    class WarmUp implements OnModuleInit {
+      constructor(private readonly pgln: PglnService) {}
+      async onModuleInit(): Promise<void> {
+        await this.pgln.notify(early, payloadOf(9_000, 'early'));
+      }
+    }
+    try {
+      const app = await createTestApp({ providers: [WarmUp] }, { largePayloads: { table: own } });
+      await app.app.close();
+      expect(Number((await admin.query(`SELECT count(*) AS n FROM ${own} WHERE channel = $1`, [early])).rows[0].n)).toBe(1);
     } finally {
       await admin.query(`DROP TABLE IF EXISTS ${own}`);
     }

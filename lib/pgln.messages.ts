@@ -259,6 +259,10 @@ export const RESYNC_SLOT_GIVEN_UP = (slot: number, holdMs: number) =>
 export const RESYNC_SLOT_FAILED = (reason: string) =>
   `The resync slot connection failed (${reason}); its slots are given up, and it reconnects when a run needs one`;
 
+export const RESYNC_SLOTS_UNREACHABLE = (holdMs: number, reason: string) =>
+  `No resync slot could be asked for during resync.holdMs (${holdMs} ms): ${reason}. The waiting out-of-sync handlers ` +
+  'run without one; later runs wait for a slot again';
+
 export const RESYNC_SLOTS_LOST = (slots: readonly number[], reason: string) =>
   `Resync slot(s) ${slots.join(', ')} given up: their connection was lost (${reason}); the server released them`;
 

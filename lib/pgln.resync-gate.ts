@@ -1,11 +1,18 @@
 import { createHash, randomInt } from 'node:crypto';
 import type { Logger } from '@nestjs/common';
 import type { Client, QueryResultRow } from 'pg';
-import { PglnTimeoutError } from './errors/index.js';
+import { PglnError, PglnTimeoutError } from './errors/index.js';
 import type { OutOfSyncReason } from './interfaces/index.js';
 import { destroyConnection } from './pgln.connection.js';
 import { describeError } from './pgln.connection-errors.js';
-import { NO_ANSWER, RESYNC_SLOT_FAILED, RESYNC_SLOT_GIVEN_UP, RESYNC_SLOT_WAITING, RESYNC_SLOTS_LOST } from './pgln.messages.js';
+import {
+  NO_ANSWER,
+  RESYNC_SLOT_FAILED,
+  RESYNC_SLOT_GIVEN_UP,
+  RESYNC_SLOT_WAITING,
+  RESYNC_SLOTS_LOST,
+  RESYNC_SLOTS_UNREACHABLE,
+} from './pgln.messages.js';
 import { sleep, withTimeout } from './pgln.promises.js';
 import type { ResolvedPglnOptions } from './pgln.options.js';
 import type { PglnTransport } from './pgln.transport.js';
@@ -14,6 +21,8 @@ const noop = () => undefined;
 
 /** How often the instance asks again while runs wait for a slot, at most (each wait is random up to this). */
 const SLOT_POLL_MS = 200;
+/** The longest wait between attempts while the slot connection keeps failing (doubling from {@link SLOT_POLL_MS}). */
+const FAILING_POLL_MS = 5_000;
 
 /** A run waiting for a slot. */
 interface Waiter {
@@ -21,6 +30,16 @@ interface Waiter {
   readonly reject: (error: unknown) => void;
   /** Stops listening to the run's signal (once it has its slot, or was dropped). */
   readonly done: () => void;
+}
+
+/**
+ * One slot given to one run, on one connection. A run releases only its own hold: the slot may
+ * have been given up (`holdMs`, a lost connection) and given to another run since, whose hold
+ * is another value.
+ */
+interface Hold {
+  readonly slot: number;
+  readonly timer: NodeJS.Timeout;
 }
 
 /**
@@ -32,18 +51,23 @@ interface Waiter {
  * one loop asks for free slots for all of them. Every query is bounded by `timeoutMs`: a connection
  * that does not answer is destroyed, which gives up its slots. A slot is given up after `holdMs`
  * whatever its handler does (and the server gives it up by itself: the connection's
- * `idle_session_timeout` is `holdMs`), so that one that hangs cannot stall the fleet.
+ * `idle_session_timeout` is `holdMs`), so that one that hangs cannot stall the fleet. Asking
+ * that keeps failing (no connection to be had: the server full, or unreachable while the LISTEN
+ * connection holds on) is bounded too: once it has failed for `holdMs`, the runs waiting are told,
+ * and run without a slot rather than never.
  */
 export class ResyncSlots {
   /** The advisory lock's first key, from the name: every instance of the fleet computes the same. */
   private readonly key: number;
   private readonly waiters: Waiter[] = [];
-  /** The slots this instance holds, each with its holdMs timer. */
-  private readonly held = new Map<number, NodeJS.Timeout>();
+  /** The slots this instance holds, by slot. */
+  private readonly held = new Map<number, Hold>();
   private connection?: Promise<Client>;
   private polling = false;
   private closed = false;
   private warned = false;
+  /** Since when (ms) asking for a slot has failed in a row, and how many times; undefined while it works. */
+  private failing?: { since: number; times: number };
 
   constructor(
     /** Opens the slot connection (the LISTEN connection's settings and hosts). */
@@ -90,18 +114,21 @@ export class ResyncSlots {
     this.polling = true;
     try {
       while (this.waiters.length > 0 && !this.closed) {
-        const slot = await this.tryAny().catch((error: unknown) => {
-          this.logger.warn(RESYNC_SLOT_FAILED(describeError(error)));
-          this.disconnect();
-          return undefined;
-        });
+        let slot: number | undefined;
+        try {
+          slot = await this.tryAny();
+          this.failing = undefined;
+        } catch (error) {
+          this.failed(error);
+        }
         if (slot !== undefined) {
           this.handOver(slot);
           continue;
         }
         if (!this.warned) this.logger.log(RESYNC_SLOT_WAITING(this.concurrency));
         this.warned = true;
-        await new Promise((resolve) => setTimeout(resolve, 1 + randomInt(SLOT_POLL_MS)));
+        const pollMs = this.failing ? Math.min(FAILING_POLL_MS, SLOT_POLL_MS * 2 ** this.failing.times) : SLOT_POLL_MS;
+        await new Promise((resolve) => setTimeout(resolve, 1 + randomInt(pollMs)));
       }
     } finally {
       this.polling = false;
@@ -130,26 +157,49 @@ export class ResyncSlots {
     return rows[0]?.slot;
   }
 
+  /**
+   * Asking for a slot failed: the connection is dropped (a new one is made for the next attempt),
+   * the first failure in a row is logged, and once they have gone on for `holdMs` the waiting runs
+   * are told (they run without a slot).
+   */
+  private failed(error: unknown): void {
+    this.disconnect();
+    const now = Date.now();
+    if (!this.failing) {
+      this.failing = { since: now, times: 0 };
+      this.logger.warn(RESYNC_SLOT_FAILED(describeError(error)));
+    }
+    this.failing.times++;
+    if (now - this.failing.since < this.holdMs) return;
+    const gaveUp = new PglnError(RESYNC_SLOTS_UNREACHABLE(this.holdMs, describeError(error)), { cause: error });
+    for (const waiter of this.waiters.splice(0)) {
+      waiter.done();
+      waiter.reject(gaveUp);
+    }
+  }
+
   /** Gives `slot` to the first waiter still waiting (or back, if none is). */
   private handOver(slot: number): void {
     const waiter = this.waiters.shift();
     if (!waiter) return this.release(slot);
-    const timer = setTimeout(() => {
-      this.logger.warn(RESYNC_SLOT_GIVEN_UP(slot, this.holdMs));
-      this.unlock(slot);
-    }, this.holdMs);
-    this.held.set(slot, timer);
+    const hold: Hold = {
+      slot,
+      timer: setTimeout(() => {
+        this.logger.warn(RESYNC_SLOT_GIVEN_UP(slot, this.holdMs));
+        this.unlock(hold);
+      }, this.holdMs),
+    };
+    this.held.set(slot, hold);
     waiter.done();
-    waiter.resolve(() => this.unlock(slot));
+    waiter.resolve(() => this.unlock(hold));
   }
 
-  /** Releases `slot` if this instance still holds it (not once given up, or with a dropped connection). */
-  private unlock(slot: number): void {
-    const timer = this.held.get(slot);
-    if (timer === undefined) return;
-    clearTimeout(timer);
-    this.held.delete(slot);
-    this.release(slot);
+  /** Releases `hold`'s slot if that hold is still the slot's: not once given up, or lost with its connection. */
+  private unlock(hold: Hold): void {
+    if (this.held.get(hold.slot) !== hold) return;
+    clearTimeout(hold.timer);
+    this.held.delete(hold.slot);
+    this.release(hold.slot);
     if (this.waiters.length > 0) void this.poll();
   }
 
@@ -178,8 +228,11 @@ export class ResyncSlots {
 
   /** This instance's slot connection, opened when first needed. */
   private client(): Promise<Client> {
-    this.connection ??= this.connect().then(async (client) => {
+    if (this.connection) return this.connection;
+    const connection = this.connect().then(async (client) => {
       const lost = (error?: Error) => {
+        // A connection dropped already: the slots held now are another connection's.
+        if (this.connection !== connection) return;
         if (this.held.size > 0) this.logger.warn(RESYNC_SLOTS_LOST([...this.held.keys()], error ? describeError(error) : 'it ended'));
         this.disconnect();
       };
@@ -189,15 +242,18 @@ export class ResyncSlots {
       await this.query(client, `SET idle_session_timeout = ${Math.max(1, Math.round(this.holdMs))}`).catch(noop);
       return client;
     });
-    this.connection.catch(() => this.disconnect());
-    return this.connection;
+    this.connection = connection;
+    connection.catch(() => {
+      if (this.connection === connection) this.disconnect();
+    });
+    return connection;
   }
 
   /** Drops the connection: the server releases every slot it held. */
   private disconnect(): void {
     const { connection } = this;
     this.connection = undefined;
-    for (const timer of this.held.values()) clearTimeout(timer);
+    for (const hold of this.held.values()) clearTimeout(hold.timer);
     this.held.clear();
     void connection?.then(destroyConnection, noop);
   }

@@ -3,7 +3,10 @@ import type { SubscriptionSpec } from '../pgln.subscription.js';
 import type { ChannelContext } from './channel-context.js';
 import type { HandlerRun } from './handler-run.js';
 import type { Reporting } from './reporting.js';
+import { describeError } from '../pgln.connection-errors.js';
 import { readSnapshot, type Snapshot } from './snapshot.js';
+
+const noop = () => undefined;
 
 /** An out-of-sync handler's registration. */
 export type OutOfSyncSpec = SubscriptionSpec & Required<Pick<SubscriptionSpec, 'onOutOfSync'>>;
@@ -42,31 +45,37 @@ export class OutOfSyncHandlers {
   }
 
   /**
+   * What a run waits for before it begins (`resync` options): a jitter after a reconnect, a slot of
+   * the fleet's. Resolves with what to call when the run is done, or undefined if `removed` aborts
+   * first. A slot that cannot be had (the slots unreachable for `holdMs`, shutdown) is logged, and
+   * the run goes on without one rather than never.
+   */
+  async enter(reason: OutOfSyncReason, removed: AbortSignal): Promise<(() => void) | undefined> {
+    const { gate, logger } = this.context;
+    // Without out-of-sync handlers there is nothing to run, and nothing to load the server with.
+    if (!gate || this.specs.length === 0) return noop;
+    try {
+      return await gate.enter(reason, removed);
+    } catch (error) {
+      if (removed.aborted) return undefined;
+      logger.warn(`Out-of-sync handlers of ${this.channel} run without a resync slot: ${describeError(error)}`);
+      return noop;
+    }
+  }
+
+  /**
    * Runs every handler for `reason`. Resolves with what the read produced once all have succeeded,
    * or undefined as soon as `removed` aborts (a handler running then finishes on its own).
    */
   async run(reason: OutOfSyncReason, removed: AbortSignal, running: HandlerRun): Promise<ReadResult | undefined> {
-    // A jitter after a reconnect, a slot of the fleet's: the notifications stay held meanwhile.
-    let leave: (() => void) | undefined;
-    try {
-      leave = await this.context.gate?.enter(reason, removed);
-    } catch (error) {
-      if (removed.aborted) return undefined; // removed while waiting
-      // Anything else (shutdown): run without a slot rather than never.
-      this.context.logger.warn(`Out-of-sync handlers of ${this.channel} run without a resync slot: ${String(error)}`);
+    // The earliest snapshot: whatever it saw, every later read of the run saw too.
+    let snapshot: Snapshot | undefined;
+    for (const spec of this.specs) {
+      const recorded = await this.runOne(spec, reason, removed, running);
+      if (!recorded) return undefined;
+      snapshot ??= recorded.snapshot;
     }
-    try {
-      // The earliest snapshot: whatever it saw, every later read of the run saw too.
-      let snapshot: Snapshot | undefined;
-      for (const spec of this.specs) {
-        const recorded = await this.runOne(spec, reason, removed, running);
-        if (!recorded) return undefined;
-        snapshot ??= recorded.snapshot;
-      }
-      return { snapshot };
-    } finally {
-      leave?.();
-    }
+    return { snapshot };
   }
 
   /** One handler, until it succeeds (with what it recorded) or the subscriber is removed. */

@@ -275,11 +275,16 @@ export class Subscriber {
 
   /**
    * Reads until it is in sync, from the `due` state: waits for the LISTEN of the current (or next)
-   * connection, then runs its out-of-sync handlers (told the due state's reason as it is then), and
-   * again if a newer cause came meanwhile. Runs with `busy` set, and goes on delivering when done.
+   * connection and for what the `resync` options ask (a jitter, a fleet's slot), then runs its
+   * out-of-sync handlers (told the due state's reason as it is then), and again if a newer cause
+   * came meanwhile. While it waits it stays `due`: what arrives is held, and covered by the read
+   * that follows (one that overflows or a lost connection only changes the reason). Runs with
+   * `busy` set, and goes on delivering when done.
    */
   private async read(): Promise<void> {
     const { channel, removal } = this;
+    /** What to call when the read that holds the slot is done; undefined until it has one. */
+    let leave: (() => void) | undefined;
     try {
       while (this.state.kind === 'due') {
         const listen = await channel.nextListen(removal.signal);
@@ -287,6 +292,11 @@ export class Subscriber {
         // False: that connection died before its LISTEN ran; the next one's is waited for.
         if (!(await untilAborted(listen.ran, removal.signal))) continue;
         if (this.state.kind !== 'due') return; // removed meanwhile
+        if (!leave) {
+          leave = await this.outOfSync.enter(this.state.reason, removal.signal);
+          if (!leave) return; // removed while waiting
+          continue; // whatever happened while it waited, the LISTEN it follows is looked up again
+        }
         const { reason } = this.state;
         // Every notification that arrived by now was committed before the read begins: it sees them.
         // Without out-of-sync handlers there is no read: it gets everything from when it joined.
@@ -296,6 +306,8 @@ export class Subscriber {
         this.state = state;
         this.reads++;
         const result = await this.outOfSync.run(reason, removal.signal, this.run);
+        leave();
+        leave = undefined;
         if (!result || !this.active) return;
         this.state = state.again
           ? { kind: 'due', reason: state.again, epoch: listen.epoch }
@@ -303,6 +315,7 @@ export class Subscriber {
       }
       if (this.state.kind === 'live') this.inSync();
     } finally {
+      leave?.();
       if (this.active) this.pump();
       else this.rest();
     }

@@ -1,6 +1,6 @@
 import type { Logger } from '@nestjs/common';
 import type { Observable } from 'rxjs';
-import { PglnClosedError, PglnError } from './errors/index.js';
+import { PglnClosedError, PglnError, PglnTimeoutError } from './errors/index.js';
 import type { OutOfSyncReason, PglnState, PglnStateChange, PglnStats } from './interfaces/index.js';
 import type { Channel } from './channel/channel.js';
 import { createChannelContext, type ChannelContext } from './channel/channel-context.js';
@@ -13,6 +13,7 @@ import {
   NOT_LISTENING,
   RESYNC_ABANDONED,
   SPARE_FAILED,
+  SPARE_SILENT,
   SPARE_TAKES_OVER,
   UNLISTENED,
 } from './pgln.messages.js';
@@ -56,8 +57,11 @@ export class PglnListener {
   private readonly schedule: ReconnectSchedule;
   /** The spare session, with `listener: { spare: true }`. */
   private readonly spare?: Spare;
-  /** A spare LISTENing in place of a lost session, until its LISTEN ran; `wasLive` of the session it replaced. */
-  private promoted?: { session: Session; wasLive: boolean };
+  /**
+   * A spare LISTENing in place of a lost session, until its LISTEN ran: `wasLive` of the session it
+   * replaced, and the timer that gives it up if it does not answer in time.
+   */
+  private promoted?: { session: Session; wasLive: boolean; timer: NodeJS.Timeout };
   private readonly health: HealthCheck;
   /** The first connection, which `start()` waits for. */
   private readonly startup: Startup;
@@ -263,7 +267,10 @@ export class PglnListener {
     this.channels.listening(channels, { epoch, ran });
     void ran.then((ok) => {
       if (!ok || this.session !== session || this.closing) return;
-      if (this.promoted?.session === session) this.promoted = undefined;
+      if (this.promoted?.session === session) {
+        clearTimeout(this.promoted.timer);
+        this.promoted = undefined;
+      }
       this.transport.live?.(session);
       if (this.listenedBefore) this.reconnects++;
       this.listenedBefore = true;
@@ -336,14 +343,18 @@ export class PglnListener {
       this.startup.lost();
       this.states.transition('reconnecting', `connection lost: ${error ? describeError(error) : 'the server closed it'}`);
       // A spare LISTENs at once where a new connection would be made at once (after a stable one).
-      const spare = this.schedule.stable(wasLive) ? this.spare?.take() : undefined;
-      if (!spare) return this.schedule.lost(wasLive);
+      const taken = this.schedule.stable(wasLive) ? this.spare?.take(this.options.healthCheck.timeoutMs) : undefined;
+      if (!taken) return this.schedule.lost(wasLive);
       this.logger.log(SPARE_TAKES_OVER());
-      this.promoted = { session: spare, wasLive };
+      const { session: spare, answerWithinMs } = taken;
+      // One that died unnoticed since its last check must not hold recovery up.
+      const timer = setTimeout(() => this.lost(spare, new PglnTimeoutError(SPARE_SILENT(answerWithinMs))), answerWithinMs);
+      this.promoted = { session: spare, wasLive, timer };
       this.connected(spare);
     } else if (this.promoted?.session === session) {
-      // The spare failed when used: a new connection, as without one.
-      const { wasLive } = this.promoted;
+      // The spare failed or did not answer when used: a new connection, as without one.
+      const { wasLive, timer } = this.promoted;
+      clearTimeout(timer);
       this.promoted = undefined;
       this.logger.warn(SPARE_FAILED(error ? describeError(error) : 'the server closed it'));
       this.schedule.lost(wasLive);
@@ -363,6 +374,7 @@ export class PglnListener {
   private async shutdown(reason: string, cause?: Error): Promise<void> {
     this.shutdownSignal.abort();
     const spareClosed = this.spare?.close();
+    clearTimeout(this.promoted?.timer);
     this.context.gate?.close();
     this.schedule.stop();
     this.health.stop();

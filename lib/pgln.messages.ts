@@ -248,6 +248,8 @@ export const LISTENER_HOST_WITH_HOSTS = () =>
 
 export const SPARE_TAKES_OVER = () => 'LISTEN connection lost: listening on the spare connection';
 
+export const SPARE_SILENT = (ms: number) => `it did not answer its LISTEN within ${ms} ms (a few of its round trips)`;
+
 export const SPARE_FAILED = (reason: string) => `The spare connection failed when used (${reason}); connecting anew`;
 
 export const RESYNC_SLOT_WAITING = (concurrency: number) =>

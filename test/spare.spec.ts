@@ -88,6 +88,38 @@ describe('listener: { spare: true }', () => {
     }
   });
 
+  it('gives a spare that stopped answering a few of its round trips, not healthCheck.timeoutMs, then connects anew', async () => {
+    const channel = unique('spare');
+    const Recorder = recorderFor(channel);
+    // Checks too rare and too patient to notice the spare in time: only the take-over's own deadline can.
+    const t = await createTestApp({ providers: [Recorder] }, { listener: { spare: true }, healthCheck: { intervalMs: 10_000, timeoutMs: 10_000 } });
+    try {
+      const recorder = t.get(Recorder);
+      const states = new StateLog(t.pgln);
+      await waitFor('a spare', async () => (await pids(t, 'spare')).length === 1);
+      const [spare] = await pids(t, 'spare');
+      const [listener] = await pids(t, 'listener');
+      const liveSince = t.pgln.stats().since.getTime();
+      await waitFor('the connection to count as stable', () => Date.now() - liveSince >= 1_000);
+      // The spare's backend stops answering (from here, a half-open connection), then the LISTEN backend is killed.
+      process.kill(spare!, 'SIGSTOP');
+      try {
+        await admin.query('SELECT pg_terminate_backend($1)', [listener]);
+        // Well before healthCheck.timeoutMs (10 s), which is what waiting on the spare's answer would take.
+        await states.reach('live', 2, 5_000);
+      } finally {
+        process.kill(spare!, 'SIGCONT');
+      }
+      expect(t.logs.messages('warn').filter((line) => /^The spare connection failed when used \(it did not answer its LISTEN within \d+ ms/.test(line))).toHaveLength(1);
+      expect(await pids(t, 'listener')).not.toContain(spare);
+      expect(recorder.reasons).toEqual(['connect', 'reconnect']);
+      await admin.query('SELECT pg_notify($1, $2)', [channel, 'after']);
+      expect(await recorder.received.until(1)).toEqual(['after']);
+    } finally {
+      await t.app.close();
+    }
+  });
+
   it('refuses a spare that is not true or false', async () => {
     await expect(createTestApp({}, { listener: { spare: 'yes' as never } })).rejects.toThrow('listener.spare must be true or false, got "yes"');
   });

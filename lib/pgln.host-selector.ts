@@ -10,6 +10,10 @@ import { withTimeout } from './pgln.promises.js';
 
 const noop = () => undefined;
 
+/** After a search of the pool's found no host: the first wait before the next may begin (doubling, up to {@link SEARCH_BACKOFF_MAX_MS}). */
+const SEARCH_BACKOFF_MS = 250;
+const SEARCH_BACKOFF_MAX_MS = 5_000;
+
 /** SQLSTATE 25006, read_only_sql_transaction: what a standby (or a read-only default) says to a NOTIFY. */
 export function isReadOnly(error: unknown): boolean {
   return (error as { code?: unknown } | undefined)?.code === '25006';
@@ -65,8 +69,15 @@ export class HostSelector {
   /** The pool's search in flight (one at a time), and how to stop it (shutdown). */
   private finding?: Promise<PglnHost>;
   private readonly stopSearch = new AbortController();
+  /**
+   * The last search of the pool's found no host: until `until`, connections fail with its error
+   * instead of searching again (a storm of logins while no host qualifies); `times` in a row.
+   */
+  private searchFailed?: { error: unknown; until: number; times: number };
   /** The pool's connections ({@link poolClient}), connected and not ended. */
   private readonly pooled = new Set<Client>();
+  /** The pool's connections still connecting, each to the host it was given. */
+  private readonly connecting = new Set<Client>();
 
   /** The selector a pool of {@link createMultiHostPool} chooses its hosts with; undefined for any other pool. */
   static of(pool: object): HostSelector | undefined {
@@ -131,13 +142,16 @@ export class HostSelector {
    * to a connection it hands out): a lost connection or a FATAL makes the next connection search
    * again, a statement refused as read-only (SQLSTATE 25006, a demoted server) also closes every
    * connection to that host (see {@link failed}). Its connections carry a listener for `'error'`,
-   * so one failing while checked out no longer crashes the process: its queries reject.
+   * so one failing while checked out no longer crashes the process: its queries reject. Connecting
+   * is bounded as searching is (the probe's `connectionTimeoutMillis`) unless the pool sets its own.
    */
   poolClient(Base: typeof pg.Client, probe: ClientConfig): typeof pg.Client {
     const selector = this;
+    const bounded = (config?: string | ClientConfig) =>
+      typeof config === 'object' && !config.connectionTimeoutMillis ? { ...config, connectionTimeoutMillis: probe.connectionTimeoutMillis } : config;
     return class HostClient extends Base {
       constructor(config?: string | ClientConfig) {
-        super(config);
+        super(bounded(config));
         this.on('error', (error: Error) => selector.failed(this, error));
         // Every error the server sends, whatever the query's form (promise, callback, cursor) and whoever checked it out.
         const internals = this as unknown as Internals;
@@ -151,15 +165,21 @@ export class HostSelector {
       override connect(): Promise<Client>;
       override connect(callback: (error: Error | null, client?: Client) => void): void;
       override connect(callback?: (error: Error | null, client?: Client) => void): Promise<Client> | void {
-        const connected = selector.pick(probe).then(async (host) => {
+        const picked = selector.pick(probe).catch((error: unknown) => {
+          // Never connected: told as pg tells a connection that failed, so that whoever tracks it lets it go.
+          this.emit('end');
+          throw error;
+        });
+        const connected = picked.then(async (host) => {
           // Ended (the pool shut down) while a host was being searched for: connect nowhere.
           if ((this as unknown as { _ending?: boolean })._ending) throw new Error('Connection terminated');
           this.host = host.host;
           if (host.port !== undefined) this.port = host.port;
+          selector.connecting.add(this);
           await super.connect().catch((error: unknown) => {
             selector.forget(host);
             throw error;
-          });
+          }).finally(() => selector.connecting.delete(this));
           // The pool moved while this connected: it would hold a connection to a host it no longer sends to.
           const now = selector.current();
           if (now && !isOn(this, now)) {
@@ -181,8 +201,10 @@ export class HostSelector {
    */
   follow(host: PglnHost | undefined): void {
     this.listening = host;
-    if (host) this.moveTo(host);
-    else this.found = undefined;
+    if (host) {
+      this.searchFailed = undefined;
+      this.moveTo(host);
+    } else this.found = undefined;
   }
 
   /**
@@ -214,7 +236,21 @@ export class HostSelector {
   private pick(probe: ClientConfig): Promise<PglnHost> {
     const known = this.current();
     if (known) return Promise.resolve(known);
+    const failed = this.searchFailed;
+    if (failed && Date.now() < failed.until) return Promise.reject(failed.error);
     this.finding ??= this.connect(probe, this.stopSearch.signal)
+      .then(
+        (result) => {
+          this.searchFailed = undefined;
+          return result;
+        },
+        (error: unknown) => {
+          const times = (this.searchFailed?.times ?? 0) + 1;
+          const waitMs = Math.min(SEARCH_BACKOFF_MAX_MS, SEARCH_BACKOFF_MS * 2 ** (times - 1));
+          this.searchFailed = { error, until: Date.now() + waitMs, times };
+          throw error;
+        },
+      )
       .then(({ client, config }) => {
         destroyConnection(client);
         const found = { host: config.host!, port: config.port };
@@ -243,6 +279,8 @@ export class HostSelector {
    * queries, and is dropped when released.
    */
   private retire(which: (client: Client) => boolean, why: string): void {
+    // Still connecting there: it would hold the pool's place for as long as the host takes to answer, if ever.
+    for (const client of this.connecting) if (which(client)) destroyConnection(client);
     for (const client of this.pooled) {
       if (!which(client)) continue;
       this.pooled.delete(client);

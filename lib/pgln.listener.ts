@@ -385,6 +385,8 @@ export class PglnListener {
     await this.channels.closeAll(error, this.options.shutdownTimeoutMs);
     const { session, connecting } = this;
     this.session = undefined;
+    // A pool that followed it (createMultiHostPool's) chooses its hosts on its own again.
+    this.transport.live?.(undefined);
     connecting?.destroy();
     this.health.stop();
     await Promise.allSettled([session?.close(), spareClosed]);

@@ -43,13 +43,17 @@ export interface PglnPoolConfig extends PoolConfig {
  * statement there is refused as read-only (SQLSTATE 25006: every connection to it is closed too).
  * When the search finds another host, connections to the old one are closed: an idle one is
  * dropped with an `'error'` on the pool (listen for it, as with any pool), a checked-out one
- * rejects its queries. A failed query is never retried: the server may have run it.
+ * rejects its queries, one still connecting fails. A failed query is never retried: the server
+ * may have run it. Connecting is bounded as the search is (`connectionTimeoutMillis`, 5 s if
+ * unset); after a search that found no host, new connections fail at once with its error for a
+ * while (250 ms, doubling up to 5 s while searches keep failing) instead of searching each.
  *
  * Given to `PglnModule` as its `pool`, the LISTEN connection chooses among the same hosts with the
  * same `target_session_attrs` (unless the module options give `hosts`), and the pool then sends
  * where the LISTEN connection listens, as the module's own pool does: with two primaries at once (a
  * split brain), a notification sent to the other would never reach it. Give such a pool to one
- * module instance only: it follows one LISTEN connection.
+ * module instance only: it follows one LISTEN connection, and chooses on its own again once that
+ * module has closed.
  *
  * With one host (and no `target_session_attrs`), it is a plain `pg.Pool` of these settings.
  * Throws a {@link PglnOptionsError} for a host list or `target_session_attrs` it cannot honour.

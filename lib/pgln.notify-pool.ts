@@ -16,7 +16,7 @@ function isPoolTimeout(error: unknown): boolean {
 /** The least time a notify query is given once it has a connection (less when notifyTimeoutMs is small). */
 const MIN_QUERY_MS = 1_000;
 
-type PoolSettings = Pool & { options?: { max?: number; connectionTimeoutMillis?: number } };
+type PoolSettings = Pool & { options?: { max?: number; connectionTimeoutMillis?: number }; ending?: boolean };
 
 /**
  * Sends notify statements on connections of a pg.Pool (the module's, or the application's).
@@ -69,7 +69,8 @@ export class NotifyPool {
    */
   send(query: PglnNotifyQuery | PglnNotifyManyQuery, what: () => string): Promise<void> {
     const limit = (this.pool as PoolSettings).options?.max ?? 10;
-    if (this.owed >= limit) return Promise.reject(new PglnTimeoutError(NOTIFY_POOL_STUCK(what(), this.owed)));
+    // An ended pool says so itself (pg-pool fails at once), whatever it still owes.
+    if (this.owed >= limit && !(this.pool as PoolSettings).ending) return Promise.reject(new PglnTimeoutError(NOTIFY_POOL_STUCK(what(), this.owed)));
     return new Promise<void>((resolve, reject) => void new PooledNotify(this, query, what, resolve, reject));
   }
 

@@ -140,6 +140,25 @@ describe('notifyTimeoutMs bounds the whole call', () => {
   });
 });
 
+describe('an application pool ended while it still owes connections', () => {
+  it.each(SENDS)("%s fails with pg-pool's own error, which says the pool was ended", async (_, send) => {
+    const channel = unique('ended');
+    const pool = new pg.Pool({ connectionString: databaseUrl(), max: 1 });
+    const t = await createTestApp({}, { pool, notifyTimeoutMs: 300 });
+    try {
+      const busy = await pool.connect();
+      await expect(send(t, channel, 'waits')).rejects.toThrow(PglnTimeoutError);
+      // The pool owes a connection, and the application ends it.
+      const ended = pool.end();
+      await expect(send(t, channel, 'after the end')).rejects.toThrow(/Cannot use a pool after calling end on the pool/);
+      busy.release();
+      await ended;
+    } finally {
+      await t.app.close();
+    }
+  });
+});
+
 describe('a connection handed over when too little of notifyTimeoutMs is left', () => {
   it.each(SENDS)('%s gives it back and fails at once, saying so; nothing is owed', async (_, send) => {
     // The query's floor is 1 s: a connection handed over after 1 s of 2 s is given back.

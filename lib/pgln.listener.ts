@@ -348,7 +348,9 @@ export class PglnListener {
       this.logger.log(SPARE_TAKES_OVER());
       const { session: spare, answerWithinMs } = taken;
       // One that died unnoticed since its last check must not hold recovery up.
-      const timer = setTimeout(() => this.lost(spare, new PglnTimeoutError(SPARE_SILENT(answerWithinMs))), answerWithinMs);
+      // Checked once the sockets were read (after a stall of the event loop, its answer may be there, unread).
+      const silent = () => this.promoted?.session === spare && this.lost(spare, new PglnTimeoutError(SPARE_SILENT(answerWithinMs)));
+      const timer = setTimeout(() => setImmediate(silent), answerWithinMs);
       this.promoted = { session: spare, wasLive, timer };
       this.connected(spare);
     } else if (this.promoted?.session === session) {

@@ -89,6 +89,7 @@ export class ResyncSlots {
   /** Waits for a slot, in order (rejects if `signal` aborts first, or at shutdown); resolves with its release. */
   acquire(signal: AbortSignal): Promise<() => void> {
     if (this.closed) return Promise.reject(new Error('closed'));
+    if (signal.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
       const abort = () => this.drop(waiter, signal.reason);
       const waiter: Waiter = { resolve, reject, done: () => signal.removeEventListener('abort', abort) };
@@ -128,10 +129,13 @@ export class ResyncSlots {
         if (!this.warned) this.logger.log(RESYNC_SLOT_WAITING(this.concurrency));
         this.warned = true;
         const pollMs = this.failing ? Math.min(FAILING_POLL_MS, SLOT_POLL_MS * 2 ** this.failing.times) : SLOT_POLL_MS;
-        await new Promise((resolve) => setTimeout(resolve, 1 + randomInt(pollMs)));
+        // Unref'd: a shutdown does not wait for it (the loop ends once it sees `closed`).
+        await new Promise((resolve) => setTimeout(resolve, 1 + randomInt(pollMs)).unref());
       }
     } finally {
       this.polling = false;
+      // The next runs to wait get the whole grace of `holdMs` again, and a failure is logged again.
+      this.failing = undefined;
     }
   }
 
@@ -172,6 +176,7 @@ export class ResyncSlots {
     this.failing.times++;
     if (now - this.failing.since < this.holdMs) return;
     const gaveUp = new PglnError(RESYNC_SLOTS_UNREACHABLE(this.holdMs, describeError(error)), { cause: error });
+    this.failing = undefined;
     for (const waiter of this.waiters.splice(0)) {
       waiter.done();
       waiter.reject(gaveUp);

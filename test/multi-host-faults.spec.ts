@@ -16,12 +16,13 @@ import { StateLog, waitFor } from './support/wait.js';
 const admin = adminPool();
 afterAll(() => admin.end());
 
-/** Two "hosts" (proxies to the test server) and a multi-host URL listing them in order. */
-async function twoHosts(user = 'postgres', query = '') {
+/** Two "hosts" (proxies to the test server) and a multi-host URL listing them in order, as the test server's user or `login`. */
+async function twoHosts(login?: { user: string; password: string }, query = '') {
   const a = await TcpProxy.forUrl(databaseUrl()).start();
   const b = await TcpProxy.forUrl(databaseUrl()).start();
-  const database = new URL(databaseUrl()).pathname;
-  const url = `postgres://${user}@127.0.0.1:${a.port},127.0.0.1:${b.port}${database}${query}`;
+  const server = new URL(databaseUrl());
+  const user = login ? `${login.user}:${login.password}` : server.password ? `${server.username}:${server.password}` : server.username;
+  const url = `postgres://${user}@127.0.0.1:${a.port},127.0.0.1:${b.port}${server.pathname}${query}`;
   return { a, b, url, stop: () => Promise.all([a.stop(), b.stop()]) };
 }
 
@@ -101,14 +102,14 @@ describe('createMultiHostPool under faults', () => {
 
 describe("the module's pool while no host qualifies", () => {
   const role = unique('readonly');
-  beforeAll(() => admin.query(`CREATE ROLE ${role} LOGIN`));
+  beforeAll(() => admin.query(`CREATE ROLE ${role} LOGIN PASSWORD 'secret'`));
   afterAll(async () => {
     await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1', [role]);
     await admin.query(`DROP ROLE IF EXISTS ${role}`);
   });
 
   it('fails notifications at once after a search found none, instead of searching for each (a storm of logins)', async () => {
-    const hosts = await twoHosts(role, '?target_session_attrs=read-write');
+    const hosts = await twoHosts({ user: role, password: 'secret' }, '?target_session_attrs=read-write');
     const t = await createTestApp({}, { connectionString: hosts.url, reconnect: { initialDelayMs: 1_000, maxDelayMs: 10_000 }, notifyTimeoutMs: 2_000 });
     try {
       const states = new StateLog(t.pgln);

@@ -89,8 +89,8 @@ describe('a read waiting behind a slow handler when the connection is lost', () 
         expect(await terminate(admin, `${t.appName}-listener`)).toBe(1);
         await states.reach('syncing');
       }
-      await rows.write('1', channel); // arrives, and waits behind the handler too
-      await waitFor('"1" to wait in the queue', () => t.pgln.stats().queued === 1);
+      await rows.write('1', channel); // arrives while the read waits behind the handler
+      await waitFor('"1" to arrive', () => t.pgln.stats().received === 2);
       const up = await down(t);
       await rows.write('2', channel); // committed while nothing listens: only a read can see it
       up();

@@ -127,6 +127,11 @@ export class Channel {
     this.listen = undefined;
   }
 
+  /** Whether `listen` is the LISTEN of the current connection. */
+  isCurrent(listen: Listen): boolean {
+    return this.listen === listen;
+  }
+
   /** The LISTEN of the current connection, or else of the next one; undefined if `signal` aborts first. */
   nextListen(signal: AbortSignal): Promise<Listen | undefined> {
     if (this.listen) return Promise.resolve(this.listen);

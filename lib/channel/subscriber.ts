@@ -115,6 +115,8 @@ export class Subscriber {
       return;
     }
     if (this.state.kind === 'removed') return;
+    // A read is due: it begins after this arrived, so it covers it; nothing to hold (however long it waits for its slot).
+    if (this.state.kind === 'due' && this.outOfSync.length > 0) return;
     this.queue.push(notification, position);
     if (this.queue.length > this.channel.context.maxQueuedNotifications) this.overflow();
   }
@@ -295,7 +297,12 @@ export class Subscriber {
         if (!leave) {
           leave = await this.outOfSync.enter(this.state.reason, removal.signal);
           if (!leave) return; // removed while waiting
-          continue; // whatever happened while it waited, the LISTEN it follows is looked up again
+          // Its connection was lost meanwhile: the slot is not held through a reconnect; the next LISTEN is waited for, then the gate again (its jitter too).
+          if (!channel.isCurrent(listen)) {
+            leave();
+            leave = undefined;
+          }
+          continue; // the LISTEN it follows is looked up again
         }
         const { reason } = this.state;
         // Every notification that arrived by now was committed before the read begins: it sees them.

@@ -38,7 +38,7 @@ export function stampedeSection(results: StampedeResult[], rows: number): string
     '- **connections**: client backends in `pg_stat_activity` (every 100 ms), before the fault → at most after it;',
     '  **queries running at once**: the most of them running a query in one reading;',
     "- **writer's commit**: the longest the writer's UPDATE + NOTIFY took meanwhile (the rest of the application);",
-    '- **held**: the longest a notification sent before its instance was live again waited (held through its reload);',
+    '- **held**: the longest a notification sent before its instance was live again waited (held through its reload; one that arrived while its instance waited for a slot is covered by the reload, not applied);',
     `- **late**: notifications applied more than ${LATE_MS} ms after they could have been (after being sent and their instance`,
     '  being live again), not counting time their worker process did not run at all;',
     '- **lost**: cached rows that differ from the table once the writer stopped and everything settled, over all instances.',

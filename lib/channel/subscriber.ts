@@ -279,9 +279,9 @@ export class Subscriber {
    * Reads until it is in sync, from the `due` state: waits for the LISTEN of the current (or next)
    * connection and for what the `resync` options ask (a jitter, a fleet's slot), then runs its
    * out-of-sync handlers (told the due state's reason as it is then), and again if a newer cause
-   * came meanwhile. While it waits it stays `due`: what arrives is held, and covered by the read
-   * that follows (one that overflows or a lost connection only changes the reason). Runs with
-   * `busy` set, and goes on delivering when done.
+   * came meanwhile. While it waits it stays `due`: what arrives is not queued, as the read that
+   * follows covers it (a lost connection only changes the reason). A slot is not held through a
+   * reconnect. Runs with `busy` set, and goes on delivering when done.
    */
   private async read(): Promise<void> {
     const { channel, removal } = this;

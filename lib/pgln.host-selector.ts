@@ -4,15 +4,18 @@ import { PglnConnectionError, PglnTimeoutError } from './errors/index.js';
 import type { PglnHost, PglnTargetSessionAttrs } from './interfaces/index.js';
 import { destroyConnection, keepsConnection } from './pgln.connection.js';
 import { describeError, isFatalAtStartup } from './pgln.connection-errors.js';
+import { Backoff } from './pgln.backoff.js';
 import { describeHost } from './pgln.hosts.js';
 import { HOST_NOT_QUALIFIED, NO_HOST_QUALIFIES, NO_ANSWER, POOL_CONNECTION_RETIRED, POOL_MOVED_WHILE_CONNECTING } from './pgln.messages.js';
 import { withTimeout } from './pgln.promises.js';
 
 const noop = () => undefined;
 
-/** After a search of the pool's found no host: the first wait before the next may begin (doubling, up to {@link SEARCH_BACKOFF_MAX_MS}). */
-const SEARCH_BACKOFF_MS = 250;
-const SEARCH_BACKOFF_MAX_MS = 5_000;
+/**
+ * After searches of the pool's that found no host: how long before the next may begin, 250 ms
+ * doubling up to 5 s. No jitter (the wait is the cap): the pool's own connections share one search.
+ */
+const searchBackoff = new Backoff({ initialDelayMs: 250, maxDelayMs: 5_000 }, () => 1);
 
 /** SQLSTATE 25006, read_only_sql_transaction: what a standby (or a read-only default) says to a NOTIFY. */
 export function isReadOnly(error: unknown): boolean {
@@ -240,26 +243,22 @@ export class HostSelector {
     if (failed && Date.now() < failed.until) return Promise.reject(failed.error);
     this.finding ??= this.connect(probe, this.stopSearch.signal)
       .then(
-        (result) => {
+        ({ client, config }) => {
           this.searchFailed = undefined;
-          return result;
+          destroyConnection(client);
+          const found = { host: config.host!, port: config.port };
+          this.found = found;
+          // Found while the listener went live elsewhere: the listener's host wins.
+          const now = this.current()!;
+          if (now === found) this.moveTo(found);
+          return now;
         },
         (error: unknown) => {
           const times = (this.searchFailed?.times ?? 0) + 1;
-          const waitMs = Math.min(SEARCH_BACKOFF_MAX_MS, SEARCH_BACKOFF_MS * 2 ** (times - 1));
-          this.searchFailed = { error, until: Date.now() + waitMs, times };
+          this.searchFailed = { error, until: Date.now() + searchBackoff.delay(times), times };
           throw error;
         },
       )
-      .then(({ client, config }) => {
-        destroyConnection(client);
-        const found = { host: config.host!, port: config.port };
-        this.found = found;
-        // Found while the listener went live elsewhere: the listener's host wins.
-        const now = this.current()!;
-        if (now === found) this.moveTo(found);
-        return now;
-      })
       .finally(() => (this.finding = undefined));
     return this.finding;
   }

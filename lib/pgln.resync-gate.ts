@@ -4,6 +4,7 @@ import type { Client, QueryResultRow } from 'pg';
 import { PglnError, PglnTimeoutError } from './errors/index.js';
 import type { OutOfSyncReason } from './interfaces/index.js';
 import { destroyConnection } from './pgln.connection.js';
+import { Backoff } from './pgln.backoff.js';
 import { describeError } from './pgln.connection-errors.js';
 import {
   NO_ANSWER,
@@ -21,8 +22,8 @@ const noop = () => undefined;
 
 /** How often the instance asks again while runs wait for a slot, at most (each wait is random up to this). */
 const SLOT_POLL_MS = 200;
-/** The longest wait between attempts while the slot connection keeps failing (doubling from {@link SLOT_POLL_MS}). */
-const FAILING_POLL_MS = 5_000;
+/** While asking keeps failing (no slot connection to be had): waits doubling from {@link SLOT_POLL_MS} up to 5 s. */
+const failingPolls = new Backoff({ initialDelayMs: SLOT_POLL_MS, maxDelayMs: 5_000 });
 
 /** A run waiting for a slot. */
 interface Waiter {
@@ -128,9 +129,9 @@ export class ResyncSlots {
         }
         if (!this.warned) this.logger.log(RESYNC_SLOT_WAITING(this.concurrency));
         this.warned = true;
-        const pollMs = this.failing ? Math.min(FAILING_POLL_MS, SLOT_POLL_MS * 2 ** this.failing.times) : SLOT_POLL_MS;
+        const waitMs = this.failing ? failingPolls.delay(this.failing.times + 1) : randomInt(SLOT_POLL_MS);
         // Unref'd: a shutdown does not wait for it (the loop ends once it sees `closed`).
-        await new Promise((resolve) => setTimeout(resolve, 1 + randomInt(pollMs)).unref());
+        await new Promise((resolve) => setTimeout(resolve, 1 + waitMs).unref());
       }
     } finally {
       this.polling = false;

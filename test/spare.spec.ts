@@ -12,6 +12,20 @@ async function pids(t: TestApp, role: 'listener' | 'spare'): Promise<number[]> {
   return (await backends(admin, role === 'listener' ? `${t.appName}-listener` : `${t.appName}-listener-spare`)).map(({ pid }) => pid);
 }
 
+/**
+ * Waits for the app's spare and for its LISTEN connection to count as stable (a spare replaces only what would be
+ * reconnected at once: a connection live for a second; one that drops sooner backs off, spare or not; the condition
+ * is the time itself). The PIDs of both backends.
+ */
+async function readyToTakeOver(t: TestApp): Promise<{ spare: number; listener: number }> {
+  await waitFor('a spare', async () => (await pids(t, 'spare')).length === 1);
+  const [spare] = await pids(t, 'spare');
+  const [listener] = await pids(t, 'listener');
+  const liveSince = t.pgln.stats().since.getTime();
+  await waitFor('the connection to count as stable', () => Date.now() - liveSince >= 1_000);
+  return { spare: spare!, listener: listener! };
+}
+
 describe('listener: { spare: true }', () => {
   it('keeps a spare beside the LISTEN connection; the LISTEN backend killed, it LISTENs on the spare and opens a new one', async () => {
     const channel = unique('spare');
@@ -20,13 +34,7 @@ describe('listener: { spare: true }', () => {
     try {
       const recorder = t.get(Recorder);
       const states = new StateLog(t.pgln);
-      await waitFor('a spare', async () => (await pids(t, 'spare')).length === 1);
-      const [spare] = await pids(t, 'spare');
-      const [listener] = await pids(t, 'listener');
-      // A spare replaces only what would be reconnected at once: a connection live for a second (one that drops
-      // sooner backs off, spare or not). The condition is the time itself.
-      const liveSince = t.pgln.stats().since.getTime();
-      await waitFor('the connection to count as stable', () => Date.now() - liveSince >= 1_000);
+      const { spare, listener } = await readyToTakeOver(t);
 
       await admin.query('SELECT pg_terminate_backend($1)', [listener]);
       await states.reach('live', 2);
@@ -96,19 +104,15 @@ describe('listener: { spare: true }', () => {
     try {
       const recorder = t.get(Recorder);
       const states = new StateLog(t.pgln);
-      await waitFor('a spare', async () => (await pids(t, 'spare')).length === 1);
-      const [spare] = await pids(t, 'spare');
-      const [listener] = await pids(t, 'listener');
-      const liveSince = t.pgln.stats().since.getTime();
-      await waitFor('the connection to count as stable', () => Date.now() - liveSince >= 1_000);
+      const { spare, listener } = await readyToTakeOver(t);
       // The spare's backend stops answering (from here, a half-open connection), then the LISTEN backend is killed.
-      process.kill(spare!, 'SIGSTOP');
+      process.kill(spare, 'SIGSTOP');
       try {
         await admin.query('SELECT pg_terminate_backend($1)', [listener]);
         // Well before healthCheck.timeoutMs (10 s), which is what waiting on the spare's answer would take.
         await states.reach('live', 2, 5_000);
       } finally {
-        process.kill(spare!, 'SIGCONT');
+        process.kill(spare, 'SIGCONT');
       }
       expect(t.logs.messages('warn').filter((line) => /^The spare connection failed when used \(it did not answer its LISTEN within \d+ ms/.test(line))).toHaveLength(1);
       expect(await pids(t, 'listener')).not.toContain(spare);
